@@ -1,0 +1,111 @@
+//! Connections to the system bus and calls that may need polkit authorization.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use banger::proxies::Root1Proxy;
+use zbus::Connection;
+use zbus::proxy::MethodFlags;
+
+use super::agent::Agent;
+
+/// Connects to the system bus with a call timeout long enough for a password prompt.
+pub async fn system_bus() -> anyhow::Result<Connection> {
+    zbus::connection::Builder::system()
+        .method_timeout(Duration::from_secs(600))
+        .build()
+        .await
+        .context("connecting to the system bus (is dbus running?)")
+}
+
+/// A D-Bus error reply, reduced to its name and its message for people.
+#[derive(Debug)]
+pub struct CallError {
+    /// The D-Bus error name.
+    pub name: String,
+    /// The message.
+    pub message: String,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.name)
+    }
+}
+
+impl std::error::Error for CallError {}
+
+impl From<&zbus::Error> for CallError {
+    fn from(e: &zbus::Error) -> Self {
+        let (name, message) = match e {
+            zbus::Error::MethodError(name, msg, _) => {
+                (name.to_string(), msg.clone().unwrap_or_default())
+            }
+            zbus::Error::FDO(f) => (
+                zbus::DBusError::name(f.as_ref()).to_string(),
+                zbus::DBusError::description(f.as_ref())
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            other => (String::new(), other.to_string()),
+        };
+        CallError { name, message }
+    }
+}
+
+/// Whether an error chain is an authorization refusal.
+pub fn is_authorization_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        let name = if let Some(c) = c.downcast_ref::<CallError>() {
+            c.name.clone()
+        } else if let Some(z) = c.downcast_ref::<zbus::Error>() {
+            CallError::from(z).name
+        } else {
+            return false;
+        };
+        name == "org.banger.Error.NotAuthorized"
+            || name == "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
+            || name == "org.freedesktop.DBus.Error.AccessDenied"
+    })
+}
+
+/// The message of a D-Bus error without its name, for people.
+pub fn message_of(e: &zbus::Error) -> String {
+    match e {
+        zbus::Error::MethodError(_, Some(msg), _) => msg.clone(),
+        zbus::Error::FDO(f) => zbus::DBusError::description(f.as_ref())
+            .map(str::to_string)
+            .unwrap_or_else(|| f.to_string()),
+        other => other.to_string(),
+    }
+}
+
+/// Calls a polkit-gated, argument-less `Root1` method. From a terminal (and not as root) a
+/// `pkttyagent` is started first and the call allows interactive authorization, so polkit can
+/// ask for a password; otherwise a call that needs one fails with a message saying how to get
+/// authorized.
+pub async fn call_gated(conn: &Connection, method: &str, what: &str) -> anyhow::Result<()> {
+    let root1 = Root1Proxy::new(conn).await?;
+    let agent = Agent::start_if_interactive().context("starting the polkit agent")?;
+    let flags = if agent.is_some() {
+        MethodFlags::ALLOW_INTERACTIVE_AUTH
+    } else {
+        MethodFlags::empty()
+    };
+    let result: zbus::Result<Option<()>> = root1.inner().call_with_flags(method, flags, &()).await;
+    drop(agent);
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let e = CallError::from(&e);
+            if e.name == "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired" {
+                eprintln!(
+                    "banger: hint: this needs authentication. Run it from a terminal so banger can \
+                     ask for a password, run it as root, or enable the example polkit rule in \
+                     PREFIX/share/banger."
+                );
+            }
+            Err(anyhow::Error::new(e).context(format!("{what} was refused or failed")))
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! `banger daemon status|start|stop|restart`, through the root helper.
+
+use anyhow::Context;
+use banger::proxies::{Daemon1Proxy, Root1Proxy};
+
+use super::{CmdResult, EXIT_FAILED, EXIT_OK, bus};
+
+/// A daemon control verb.
+#[derive(Debug, Clone, Copy)]
+pub enum Verb {
+    /// Start.
+    Start,
+    /// Stop.
+    Stop,
+    /// Restart.
+    Restart,
+}
+
+/// `banger daemon status`.
+pub async fn status() -> CmdResult {
+    let conn = bus::system_bus().await?;
+    let root1 = Root1Proxy::new(&conn).await?;
+    let units = root1
+        .get_service_status()
+        .await
+        .context("asking bangerd-root for the service status")?;
+    let mut healthy = true;
+    for u in &units {
+        healthy &= u.active_state == "active";
+        println!(
+            "{}: {} ({}), pid {}",
+            u.unit, u.active_state, u.sub_state, u.main_pid
+        );
+    }
+    // Only the owner and root may talk to the daemon; others just see the unit state.
+    if let Ok(d) = Daemon1Proxy::builder(&conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+    {
+        match d.ready().await {
+            Ok(ready) => println!("bangerd ready: {ready}"),
+            Err(e) => println!("bangerd ready: unknown ({})", bus::message_of(&e)),
+        }
+    }
+    Ok(if healthy { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// `banger daemon start|stop|restart`.
+pub async fn control(verb: Verb) -> CmdResult {
+    let conn = bus::system_bus().await?;
+    let (method, what, done) = match verb {
+        Verb::Start => ("StartDaemon", "starting bangerd", "bangerd started"),
+        Verb::Stop => ("StopDaemon", "stopping bangerd", "bangerd stopped"),
+        Verb::Restart => ("RestartDaemon", "restarting bangerd", "bangerd restarted"),
+    };
+    bus::call_gated(&conn, method, what).await?;
+    println!("{done}");
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,269 @@
+//! `banger doctor`: checks the installation and the host from the caller's point of view.
+//!
+//! It reads and runs things, and never changes anything.
+
+use std::path::Path;
+
+use banger::assets::ASSETS;
+use banger::install::{InstallMeta, Layout, PROGRAMS};
+use banger::names;
+use banger::proxies::Daemon1Proxy;
+use banger::systemd::Systemd;
+use banger::virt::{self, Accelerator};
+use banger::wire::{DoctorCheck, Level};
+
+use super::system::program_identity;
+use super::{CmdResult, EXIT_FAILED, EXIT_OK, bus};
+
+/// Runs every check and prints one line each.
+pub async fn run() -> CmdResult {
+    let mut checks = Vec::new();
+    let live = Layout::new("/");
+    let meta = match InstallMeta::read(&live.install_toml()) {
+        Ok(m) => {
+            checks.push(DoctorCheck::new(
+                Level::Pass,
+                "install.toml",
+                format!(
+                    "v{} (commit {}), owner {}, prefix {}",
+                    m.release.version, m.release.commit, m.owner, m.prefix
+                ),
+            ));
+            Some(m)
+        }
+        Err(e) => {
+            checks.push(DoctorCheck::new(Level::Fail, "install.toml", e.to_string()));
+            None
+        }
+    };
+    let layout = meta
+        .as_ref()
+        .map(InstallMeta::layout)
+        .unwrap_or_else(|| Layout::new(banger::install::DEFAULT_PREFIX));
+
+    for program in PROGRAMS {
+        let path = layout.program(program);
+        let check = format!("binary {program}");
+        checks.push(match program_identity(&path, program) {
+            Err(e) => DoctorCheck::new(Level::Fail, check, format!("{e:#}")),
+            Ok(id) => match &meta {
+                Some(m) if m.release != id => DoctorCheck::new(
+                    Level::Fail,
+                    check,
+                    format!(
+                        "{} is v{} (commit {}, built {}) but install.toml records v{} (commit {}, built {}): reinstall or update",
+                        path.display(), id.version, id.commit, id.built_at,
+                        m.release.version, m.release.commit, m.release.built_at
+                    ),
+                ),
+                Some(_) => DoctorCheck::new(Level::Pass, check, format!("{} matches install.toml", path.display())),
+                None => DoctorCheck::new(Level::Warn, check, format!("{} is v{} (cannot compare: no install metadata)", path.display(), id.version)),
+            },
+        });
+    }
+
+    checks.extend(file_checks(&layout));
+
+    match bus::system_bus().await {
+        Err(e) => checks.push(DoctorCheck::new(
+            Level::Fail,
+            "system bus",
+            format!("{e:#}"),
+        )),
+        Ok(conn) => checks.extend(service_checks(&conn, meta.as_ref()).await),
+    }
+
+    checks.extend(store_checks(&layout, meta.as_ref()));
+    checks.extend(virtualization_checks());
+
+    let mut worst = Level::Pass;
+    for c in &checks {
+        println!("{c}");
+        worst = worst.max(c.level());
+    }
+    Ok(if worst == Level::Fail {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
+}
+
+fn file_checks(layout: &Layout) -> Vec<DoctorCheck> {
+    let mut out = Vec::new();
+    let policy = layout.polkit_policy();
+    out.push(match std::fs::read_to_string(&policy) {
+        Err(e) => DoctorCheck::new(
+            Level::Fail,
+            "polkit policy",
+            format!("{}: {e}: authorization for updates and daemon control cannot work; reinstall with: sudo banger system install", policy.display()),
+        ),
+        Ok(text) => {
+            let missing: Vec<_> = names::action::ALL
+                .iter()
+                .filter(|a| !text.contains(&format!("<action id=\"{a}\"")))
+                .collect();
+            if missing.is_empty() {
+                DoctorCheck::new(Level::Pass, "polkit policy", format!("{} defines all {} actions", policy.display(), names::action::ALL.len()))
+            } else {
+                DoctorCheck::new(Level::Fail, "polkit policy", format!("{} lacks {:?}: reinstall with: sudo banger system install", policy.display(), missing))
+            }
+        }
+    });
+    let missing: Vec<String> = ASSETS
+        .iter()
+        .filter(|a| a.name != "org.banger.policy")
+        .map(|a| a.path(layout))
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    out.push(if missing.is_empty() {
+        DoctorCheck::new(
+            Level::Pass,
+            "system files",
+            "units, bus policy and activation files present",
+        )
+    } else {
+        DoctorCheck::new(
+            Level::Fail,
+            "system files",
+            format!(
+                "missing {}: reinstall with: sudo banger system install",
+                missing.join(", ")
+            ),
+        )
+    });
+    out
+}
+
+async fn service_checks(conn: &zbus::Connection, meta: Option<&InstallMeta>) -> Vec<DoctorCheck> {
+    let mut out = Vec::new();
+    let systemd = match Systemd::new(conn).await {
+        Ok(s) => s,
+        Err(e) => return vec![DoctorCheck::new(Level::Fail, "systemd", e.to_string())],
+    };
+    let dbus = zbus::fdo::DBusProxy::new(conn).await.ok();
+    for (unit, name) in [
+        (names::ROOT_UNIT, names::ROOT1_NAME),
+        (names::DAEMON_UNIT, names::DAEMON1_NAME),
+    ] {
+        out.push(match systemd.unit_state(unit).await {
+            Ok(s) if s.active_state == "active" => DoctorCheck::new(
+                Level::Pass,
+                unit,
+                format!("active ({}), pid {}", s.sub_state, s.main_pid),
+            ),
+            Ok(s) => DoctorCheck::new(
+                Level::Fail,
+                unit,
+                format!(
+                    "{} ({}): see journalctl -u {unit}",
+                    s.active_state, s.sub_state
+                ),
+            ),
+            Err(e) => DoctorCheck::new(Level::Fail, unit, e.to_string()),
+        });
+        let owned = match &dbus {
+            Some(d) => d
+                .name_has_owner(name.try_into().expect("valid name"))
+                .await
+                .unwrap_or(false),
+            None => false,
+        };
+        out.push(if owned {
+            DoctorCheck::new(Level::Pass, "bus name", format!("{name} is owned"))
+        } else {
+            DoctorCheck::new(
+                Level::Fail,
+                "bus name",
+                format!("{name} is not owned on the system bus"),
+            )
+        });
+    }
+    let me = banger::users::current_uid();
+    let may_call_daemon = me == 0 || meta.is_some_and(|m| m.owner.uid == me);
+    if may_call_daemon {
+        match Daemon1Proxy::new(conn).await {
+            Ok(d) => match d.doctor().await {
+                Ok(found) => out.extend(found.into_iter().map(|c| DoctorCheck {
+                    check: format!("bangerd {}", c.check),
+                    ..c
+                })),
+                Err(e) => out.push(DoctorCheck::new(
+                    Level::Fail,
+                    "bangerd",
+                    format!("Doctor call failed: {}", bus::message_of(&e)),
+                )),
+            },
+            Err(e) => out.push(DoctorCheck::new(Level::Fail, "bangerd", e.to_string())),
+        }
+    } else {
+        out.push(DoctorCheck::new(
+            Level::Warn,
+            "bangerd",
+            "only the owner and root may query bangerd; skipped its own checks",
+        ));
+    }
+    out
+}
+
+fn store_checks(layout: &Layout, meta: Option<&InstallMeta>) -> Vec<DoctorCheck> {
+    let me = banger::users::current_uid();
+    if !(me == 0 || meta.is_some_and(|m| m.owner.uid == me)) {
+        return Vec::new();
+    }
+    let bangerd = layout.program("bangerd");
+    let out = std::process::Command::new(&bangerd)
+        .args(["--check-migrations", "--system"])
+        .output();
+    vec![match out {
+        Err(e) => DoctorCheck::new(
+            Level::Fail,
+            "store schema",
+            format!("running {} --check-migrations: {e}", bangerd.display()),
+        ),
+        Ok(o) => {
+            let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            match o.status.code() {
+                Some(0) => DoctorCheck::new(Level::Pass, "store schema", line),
+                Some(1) => DoctorCheck::new(Level::Warn, "store schema", line),
+                _ => DoctorCheck::new(Level::Fail, "store schema", line),
+            }
+        }
+    }]
+}
+
+fn virtualization_checks() -> Vec<DoctorCheck> {
+    let mut out = vec![match Accelerator::detect() {
+        Accelerator::Kvm { cpu_flag } => DoctorCheck::new(
+            Level::Pass,
+            "virtualization",
+            format!("KVM usable (/dev/kvm present, CPU flag {cpu_flag})"),
+        ),
+        Accelerator::Tcg { why } => DoctorCheck::new(
+            Level::Warn,
+            "virtualization",
+            format!("QEMU TCG software emulation will be used: {why}"),
+        ),
+    }];
+    let qemu = virt::find_program("qemu-system-x86_64");
+    let firecracker = virt::find_program("firecracker");
+    out.push(match (&firecracker, &qemu) {
+        (Some(f), _) => DoctorCheck::new(
+            Level::Pass,
+            "vmm",
+            format!("Firecracker at {}", f.display()),
+        ),
+        (None, Some(q)) => DoctorCheck::new(
+            Level::Pass,
+            "vmm",
+            format!("QEMU at {} (Firecracker not installed)", q.display()),
+        ),
+        (None, None) => DoctorCheck::new(
+            Level::Warn,
+            "vmm",
+            "no VMM installed: install qemu-system-x86 (or Firecracker) to run VMs",
+        ),
+    });
+    let _ = Path::new("/");
+    out
+}

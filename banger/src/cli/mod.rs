@@ -1,0 +1,193 @@
+//! The `banger` command line: one module per command group.
+
+mod agent;
+mod bus;
+mod daemon;
+mod doctor;
+mod system;
+
+use std::path::PathBuf;
+
+use banger::build_info::BuildIdentity;
+use clap::{Parser, Subcommand};
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the command failed (the message says why and what was left unchanged).
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code: the command line was malformed.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: the caller is not authorized (polkit said no, or a prompt was needed but
+/// impossible).
+pub const EXIT_NOT_AUTHORIZED: i32 = 3;
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  the command failed (the message says why and what was left unchanged)
+  2  the command line was malformed
+  3  not authorized (polkit refused, or a password was needed but no terminal was available)";
+
+/// Disposable Linux microVMs on your workstation.
+#[derive(Debug, Parser)]
+#[command(
+    name = "banger",
+    disable_version_flag = true,
+    after_help = EXIT_CODES_HELP,
+    arg_required_else_help = true
+)]
+struct Cli {
+    /// Print the version line and exit.
+    #[arg(short = 'V', long)]
+    version: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print this binary's version, commit and build time, one per line.
+    Version,
+    /// Install, inspect, restart or remove banger's system services (mostly needs root).
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Inspect or control the owner daemon (bangerd) through the root helper.
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+    /// Check the installation and the host, printing PASS/WARN/FAIL lines; exits 1 on any FAIL.
+    Doctor,
+}
+
+#[derive(Debug, Subcommand)]
+enum SystemCommand {
+    /// Install binaries, units, bus policy, activation files and polkit policy, then start the
+    /// services (root). The binaries are taken from the directory of this banger.
+    Install {
+        /// The user who will own VMs and run bangerd (default: the user who ran sudo).
+        #[arg(long, value_name = "USER")]
+        owner: Option<String>,
+        /// Installation prefix.
+        #[arg(long, value_name = "DIR", default_value = banger::install::DEFAULT_PREFIX)]
+        prefix: PathBuf,
+    },
+    /// Show the installed release and the state of the services.
+    Status,
+    /// Restart bangerd-root and bangerd through systemd (root).
+    Restart,
+    /// Stop the services and remove everything `install` put in place (root). The store in
+    /// /var/lib/banger and /etc/banger are kept unless --purge is given.
+    Uninstall {
+        /// Also remove /var/lib/banger (VM records, images) and /etc/banger.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DaemonCommand {
+    /// Show the state of bangerd and bangerd-root.
+    Status,
+    /// Start bangerd (asks polkit: org.banger.daemon.manage).
+    Start,
+    /// Stop bangerd; running VMs keep running (asks polkit: org.banger.daemon.manage).
+    Stop,
+    /// Restart bangerd (asks polkit: org.banger.daemon.manage).
+    Restart,
+}
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit code.
+    pub code: i32,
+    /// The error.
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let error = e.into();
+        let code = if bus::is_authorization_error(&error) {
+            EXIT_NOT_AUTHORIZED
+        } else {
+            EXIT_FAILED
+        };
+        Failure { code, error }
+    }
+}
+
+/// Result of a command: an exit code or a failure.
+pub type CmdResult = Result<i32, Failure>;
+
+/// Runs the command line; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    if cli.version {
+        println!("{}", BuildIdentity::current().version_line("banger"));
+        return EXIT_OK;
+    }
+    let Some(command) = cli.command else {
+        return EXIT_USAGE;
+    };
+    if let Command::Version = command {
+        println!("{}", BuildIdentity::current());
+        return EXIT_OK;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("banger: starting the async runtime: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let result = rt.block_on(async {
+        match command {
+            Command::Version => unreachable!("handled above"),
+            Command::System(SystemCommand::Install { owner, prefix }) => {
+                system::install(owner, prefix).await
+            }
+            Command::System(SystemCommand::Status) => system::status().await,
+            Command::System(SystemCommand::Restart) => system::restart().await,
+            Command::System(SystemCommand::Uninstall { purge }) => system::uninstall(purge).await,
+            Command::Daemon(DaemonCommand::Status) => daemon::status().await,
+            Command::Daemon(DaemonCommand::Start) => daemon::control(daemon::Verb::Start).await,
+            Command::Daemon(DaemonCommand::Stop) => daemon::control(daemon::Verb::Stop).await,
+            Command::Daemon(DaemonCommand::Restart) => daemon::control(daemon::Verb::Restart).await,
+            Command::Doctor => doctor::run().await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("banger: {:#}", f.error);
+            f.code
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_documents_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Exit codes:"), "{help}");
+        assert!(help.contains("3  not authorized"), "{help}");
+    }
+}

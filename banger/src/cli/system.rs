@@ -1,0 +1,311 @@
+//! `banger system install|status|restart|uninstall`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use banger::assets::ASSETS;
+use banger::build_info::BuildIdentity;
+use banger::install::{InstallMeta, Layout, Owner, PROGRAMS};
+use banger::names;
+use banger::systemd::{JobKind, Systemd};
+use banger::{fsutil, time, users};
+
+use super::{CmdResult, EXIT_FAILED, EXIT_OK, bus};
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    if users::current_uid() != 0 {
+        bail!("{what} must run as root (try: sudo banger {what}); nothing was changed");
+    }
+    Ok(())
+}
+
+/// Runs `PROGRAM --version` and parses its identity.
+pub fn program_identity(path: &Path, program: &str) -> anyhow::Result<BuildIdentity> {
+    let out = std::process::Command::new(path)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", path.display()))?;
+    if !out.status.success() {
+        bail!("{} --version exited with {}", path.display(), out.status);
+    }
+    BuildIdentity::parse_version_line(program, &String::from_utf8_lossy(&out.stdout))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn resolve_owner(owner: Option<String>) -> anyhow::Result<Owner> {
+    let name = match owner.or_else(|| std::env::var("SUDO_USER").ok().filter(|u| u != "root")) {
+        Some(n) => n,
+        None => bail!(
+            "name the owner: banger system install --owner USER (the user who will run VMs); nothing was changed"
+        ),
+    };
+    let a = users::lookup(&name).with_context(|| format!("resolving owner {name:?}"))?;
+    if a.uid == 0 {
+        bail!("the owner must be an unprivileged user, not root; nothing was changed");
+    }
+    Ok(Owner {
+        user: a.name,
+        uid: a.uid,
+        gid: a.gid,
+        home: a.home,
+    })
+}
+
+async fn reload_bus_config(conn: &zbus::Connection) -> anyhow::Result<()> {
+    zbus::fdo::DBusProxy::new(conn)
+        .await?
+        .reload_config()
+        .await
+        .context("asking dbus-daemon to reload its configuration")
+}
+
+/// `banger system install`.
+pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
+    require_root("system install")?;
+    if !prefix.is_absolute() {
+        return Err(
+            anyhow::anyhow!("--prefix {} must be an absolute path", prefix.display()).into(),
+        );
+    }
+    let owner = resolve_owner(owner)?;
+    let me = std::env::current_exe().context("locating this banger binary")?;
+    let src_dir = me.parent().context("locating this banger's directory")?;
+    let identity = BuildIdentity::current();
+    // Refuse a mixed set before touching anything.
+    for program in PROGRAMS {
+        let src = src_dir.join(program);
+        if !src.is_file() {
+            return Err(anyhow::anyhow!(
+                "{} is missing: install needs bangerd-root, bangerd and banger side by side; nothing was changed",
+                src.display()
+            )
+            .into());
+        }
+        let id = program_identity(&src, program)?;
+        if id != identity {
+            return Err(anyhow::anyhow!(
+                "{} is v{} (commit {}) but this banger is v{} (commit {}): refusing to install a mixed set; nothing was changed",
+                src.display(), id.version, id.commit, identity.version, identity.commit
+            )
+            .into());
+        }
+    }
+
+    let layout = Layout::new(&prefix);
+    for dir in [layout.bin_dir(), layout.share_dir(), layout.etc_dir()] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if let Some(bin) = layout.cli_link().parent() {
+        std::fs::create_dir_all(bin).with_context(|| format!("creating {}", bin.display()))?;
+    }
+    for program in PROGRAMS {
+        let (src, dst) = (src_dir.join(program), layout.program(program));
+        if src != dst {
+            fsutil::atomic_copy(&src, &dst, 0o755)
+                .with_context(|| format!("installing {}", dst.display()))?;
+        }
+    }
+    link_cli(&layout)?;
+    for asset in ASSETS {
+        let path = asset.path(&layout);
+        fsutil::atomic_write(&path, asset.render(&layout, &owner.user).as_bytes(), 0o644)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let meta = InstallMeta {
+        installed_at: time::rfc3339(time::unix_now()),
+        prefix: prefix.to_string_lossy().into(),
+        owner: owner.clone(),
+        release: identity.clone(),
+    };
+    meta.write(&layout.install_toml())
+        .with_context(|| format!("writing {}", layout.install_toml().display()))?;
+
+    let conn = bus::system_bus().await?;
+    reload_bus_config(&conn).await?;
+    let systemd = Systemd::new(&conn).await?;
+    systemd.reload().await?;
+    for unit in [names::ROOT_UNIT, names::DAEMON_UNIT] {
+        let state = systemd.unit_state(unit).await?;
+        systemd.reset_failed(unit).await;
+        let kind = if state.active_state == "active" {
+            JobKind::Restart
+        } else {
+            JobKind::Start
+        };
+        systemd
+            .run_job(kind, unit)
+            .await
+            .with_context(|| format!("starting {unit}; the files are installed, fix the cause and run: sudo banger system restart"))?;
+    }
+    println!(
+        "installed banger v{} (commit {}) under {} for owner {}",
+        identity.version,
+        identity.commit,
+        prefix.display(),
+        owner
+    );
+    println!(
+        "services started: {} and {}",
+        names::ROOT_UNIT,
+        names::DAEMON_UNIT
+    );
+    Ok(EXIT_OK)
+}
+
+fn link_cli(layout: &Layout) -> anyhow::Result<()> {
+    let link = layout.cli_link();
+    let target = layout.program("banger");
+    let tmp = link.with_file_name(".banger.link-tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&target, &tmp)
+        .and_then(|()| std::fs::rename(&tmp, &link))
+        .with_context(|| format!("linking {} -> {}", link.display(), target.display()))
+}
+
+/// Reads install metadata, falling back to the default layout when it is unreadable.
+fn installed_layout() -> (Layout, Option<InstallMeta>, Option<String>) {
+    let path = Layout::new("/").install_toml();
+    match InstallMeta::read(&path) {
+        Ok(m) => (m.layout(), Some(m), None),
+        Err(e) => (
+            Layout::new(banger::install::DEFAULT_PREFIX),
+            None,
+            Some(e.to_string()),
+        ),
+    }
+}
+
+/// `banger system status`.
+pub async fn status() -> CmdResult {
+    let (layout, meta, meta_err) = installed_layout();
+    match (&meta, &meta_err) {
+        (Some(m), _) => {
+            println!(
+                "installed: banger v{} (commit {}, built {}) under {}",
+                m.release.version,
+                m.release.commit,
+                m.release.built_at,
+                layout.prefix.display()
+            );
+            println!("owner: {}", m.owner);
+            println!("installed at: {}", m.installed_at);
+        }
+        (None, Some(e)) => println!("installed: unknown ({e})"),
+        (None, None) => {}
+    }
+    let conn = bus::system_bus().await?;
+    let systemd = Systemd::new(&conn).await?;
+    let dbus = zbus::fdo::DBusProxy::new(&conn).await?;
+    let mut healthy = meta.is_some();
+    for (unit, name) in [
+        (names::ROOT_UNIT, names::ROOT1_NAME),
+        (names::DAEMON_UNIT, names::DAEMON1_NAME),
+    ] {
+        let s = systemd.unit_state(unit).await?;
+        let owned = dbus
+            .name_has_owner(name.try_into().expect("valid bus name"))
+            .await
+            .unwrap_or(false);
+        healthy &= s.active_state == "active" && owned;
+        println!(
+            "{unit}: {} ({}), pid {}, {name} {}",
+            s.active_state,
+            s.sub_state,
+            s.main_pid,
+            if owned { "owned" } else { "not owned" }
+        );
+    }
+    Ok(if healthy { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// `banger system restart`.
+pub async fn restart() -> CmdResult {
+    require_root("system restart")?;
+    let conn = bus::system_bus().await?;
+    let systemd = Systemd::new(&conn).await?;
+    for unit in [names::ROOT_UNIT, names::DAEMON_UNIT] {
+        systemd.reset_failed(unit).await;
+        systemd.run_job(JobKind::Restart, unit).await?;
+        println!("restarted {unit}");
+    }
+    Ok(EXIT_OK)
+}
+
+/// `banger system uninstall [--purge]`.
+pub async fn uninstall(purge: bool) -> CmdResult {
+    require_root("system uninstall")?;
+    let (layout, _meta, meta_err) = installed_layout();
+    if let Some(e) = meta_err {
+        eprintln!(
+            "banger: note: {e}; removing the default layout under {}",
+            layout.prefix.display()
+        );
+    }
+    let conn = bus::system_bus().await?;
+    let systemd = Systemd::new(&conn).await?;
+    // The daemon first, so it never runs without its helper.
+    for unit in [names::DAEMON_UNIT, names::ROOT_UNIT] {
+        let s = systemd.unit_state(unit).await?;
+        if s.load_state == "loaded" && s.active_state != "inactive" {
+            systemd
+                .run_job(JobKind::Stop, unit)
+                .await
+                .with_context(|| format!("stopping {unit}; nothing was removed"))?;
+            println!("stopped {unit}");
+        }
+        systemd.reset_failed(unit).await;
+    }
+    let mut removed = Vec::new();
+    let mut errors = Vec::new();
+    let mut remove = |p: PathBuf| match fsutil::remove_if_exists(&p) {
+        Ok(true) => removed.push(p),
+        Ok(false) => {}
+        Err(e) => errors.push(format!("removing {}: {e}", p.display())),
+    };
+    for asset in ASSETS {
+        remove(asset.path(&layout));
+    }
+    if std::fs::read_link(layout.cli_link()).is_ok() {
+        remove(layout.cli_link());
+    }
+    for program in PROGRAMS {
+        remove(layout.program(program));
+    }
+    remove(layout.install_toml());
+    for dir in [
+        layout.bin_dir(),
+        layout.prefix.join("lib/banger"),
+        layout.share_dir(),
+    ] {
+        let _ = std::fs::remove_dir(&dir);
+    }
+    systemd.reload().await?;
+    reload_bus_config(&conn).await?;
+    for p in &removed {
+        println!("removed {}", p.display());
+    }
+    if purge {
+        for dir in [layout.state_dir(), layout.etc_dir()] {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => println!("purged {}", dir.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => errors.push(format!("purging {}: {e}", dir.display())),
+            }
+        }
+    } else {
+        println!(
+            "kept {} (VM records and images) and {}: remove them with --purge",
+            layout.state_dir().display(),
+            layout.etc_dir().display()
+        );
+    }
+    if errors.is_empty() {
+        println!("banger is uninstalled");
+        Ok(EXIT_OK)
+    } else {
+        for e in &errors {
+            eprintln!("banger: {e}");
+        }
+        Ok(EXIT_FAILED)
+    }
+}

@@ -1,0 +1,51 @@
+//! Bus names, object paths, interfaces, unit names and polkit action ids: the vocabulary shared by
+//! every banger program and by the checked-in files under `dbus/`, `polkit/` and `systemd/`.
+
+/// Well-known name, interface and object of the root helper.
+pub const ROOT1_NAME: &str = "org.banger.Root1";
+/// Object path of the root helper's main object.
+pub const ROOT1_PATH: &str = "/org/banger/Root1";
+/// Well-known name and interface of the owner daemon.
+pub const DAEMON1_NAME: &str = "org.banger.Daemon1";
+/// Object path of the owner daemon's main object.
+pub const DAEMON1_PATH: &str = "/org/banger/Daemon1";
+/// Prefix of every banger D-Bus error name.
+pub const ERROR_PREFIX: &str = "org.banger.Error";
+/// Major version of the D-Bus API (the `1` in `Root1`); additive changes keep it.
+pub const API_VERSION: u32 = 1;
+
+/// systemd unit of the root helper.
+pub const ROOT_UNIT: &str = "bangerd-root.service";
+/// systemd unit of the owner daemon.
+pub const DAEMON_UNIT: &str = "bangerd.service";
+/// systemd slice that holds every VM unit.
+pub const VM_SLICE: &str = "banger.slice";
+
+/// polkit action ids (see `polkit/org.banger.policy`).
+pub mod action {
+    /// Ask whether an update is available (allowed to anyone).
+    pub const UPDATE_CHECK: &str = "org.banger.update.check";
+    /// Update to the latest stable release.
+    pub const UPDATE: &str = "org.banger.update";
+    /// Update to a chosen version.
+    pub const UPDATE_PINNED: &str = "org.banger.update.pinned";
+    /// Install an older version than the one installed.
+    pub const UPDATE_DOWNGRADE: &str = "org.banger.update.downgrade";
+    /// Cancel someone else's update.
+    pub const UPDATE_CANCEL: &str = "org.banger.update.cancel";
+    /// Host plumbing for VMs, for callers other than the owner's daemon.
+    pub const VM_MANAGE: &str = "org.banger.vm.manage";
+    /// Start, stop or restart the owner daemon.
+    pub const DAEMON_MANAGE: &str = "org.banger.daemon.manage";
+
+    /// Every action the shipped policy must define.
+    pub const ALL: [&str; 7] = [
+        UPDATE_CHECK,
+        UPDATE,
+        UPDATE_PINNED,
+        UPDATE_DOWNGRADE,
+        UPDATE_CANCEL,
+        VM_MANAGE,
+        DAEMON_MANAGE,
+    ];
+}

@@ -1,0 +1,268 @@
+//! A client for systemd's `org.freedesktop.systemd1.Manager` D-Bus API.
+//!
+//! Every unit start, stop and restart banger makes goes through here, never through a
+//! `systemctl` process. Each job is awaited by its `JobRemoved` signal, subscribed to *before* the
+//! call so that a fast job cannot finish unseen.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use zbus::Connection;
+use zbus::proxy::CacheProperties;
+use zbus::{OwnedObjectPath, Variant};
+
+/// systemd's Manager interface (the subset banger uses).
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+pub trait Manager {
+    /// Queues a start job.
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    /// Queues a stop job.
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    /// Queues a restart job.
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    /// Clears a failed unit's state.
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+    /// Starts a transient unit described by `properties`.
+    fn start_transient_unit(
+        &self,
+        name: &str,
+        mode: &str,
+        properties: &[(&str, Variant<'_>)],
+        aux: &[(&str, Vec<(&str, Variant<'_>)>)],
+    ) -> zbus::Result<OwnedObjectPath>;
+    /// Loads (or finds) a unit and returns its object path.
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    /// Reloads unit files (`daemon-reload`).
+    fn reload(&self) -> zbus::Result<()>;
+    /// Asks systemd to send job and unit signals to this client.
+    fn subscribe(&self) -> zbus::Result<()>;
+    /// A job finished.
+    #[zbus(signal)]
+    fn job_removed(
+        &self,
+        id: u32,
+        job: OwnedObjectPath,
+        unit: String,
+        result: String,
+    ) -> zbus::Result<()>;
+}
+
+/// A unit's generic state.
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Unit",
+    default_service = "org.freedesktop.systemd1"
+)]
+pub trait Unit {
+    /// `active`, `inactive`, `failed`, `activating`, …
+    #[zbus(property)]
+    fn active_state(&self) -> zbus::Result<String>;
+    /// Type-specific state, e.g. `running`.
+    #[zbus(property)]
+    fn sub_state(&self) -> zbus::Result<String>;
+    /// `loaded`, `not-found`, …
+    #[zbus(property)]
+    fn load_state(&self) -> zbus::Result<String>;
+}
+
+/// A service unit's state.
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1"
+)]
+pub trait Service {
+    /// PID of the main process, 0 if none.
+    #[zbus(property, name = "MainPID")]
+    fn main_pid(&self) -> zbus::Result<u32>;
+}
+
+/// Errors talking to systemd.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    /// The bus call failed.
+    #[error("asking systemd to {what}: {source}")]
+    Call {
+        /// What was asked.
+        what: String,
+        /// The bus error.
+        source: zbus::Error,
+    },
+    /// The job ended with a result other than `done`.
+    #[error("systemd could not {what}: the job ended with '{result}' (see: journalctl -u {unit})")]
+    JobFailed {
+        /// What was asked.
+        what: String,
+        /// The unit.
+        unit: String,
+        /// systemd's job result (`failed`, `timeout`, `dependency`, `canceled`, …).
+        result: String,
+    },
+    /// No `JobRemoved` arrived in time.
+    #[error("systemd did not finish the job to {what} within {secs} s")]
+    Timeout {
+        /// What was asked.
+        what: String,
+        /// The wait.
+        secs: u64,
+    },
+}
+
+/// The kind of job to run on a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// StartUnit.
+    Start,
+    /// StopUnit.
+    Stop,
+    /// RestartUnit.
+    Restart,
+}
+
+impl JobKind {
+    fn verb(self) -> &'static str {
+        match self {
+            JobKind::Start => "start",
+            JobKind::Stop => "stop",
+            JobKind::Restart => "restart",
+        }
+    }
+}
+
+/// State of one unit, as reported by systemd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitState {
+    /// `loaded`, `not-found`, …
+    pub load_state: String,
+    /// `active`, `inactive`, `failed`, …
+    pub active_state: String,
+    /// Sub-state.
+    pub sub_state: String,
+    /// Main PID (services only), 0 if none.
+    pub main_pid: u32,
+}
+
+/// systemd Manager client on a given bus connection.
+#[derive(Clone)]
+pub struct Systemd {
+    conn: Connection,
+    manager: ManagerProxy<'static>,
+    /// How long to wait for a job.
+    pub job_timeout: Duration,
+}
+
+impl Systemd {
+    /// A client on `conn` (normally the system bus).
+    pub async fn new(conn: &Connection) -> Result<Self, SystemdError> {
+        let manager = ManagerProxy::new(conn)
+            .await
+            .map_err(|source| SystemdError::Call {
+                what: "connect".into(),
+                source,
+            })?;
+        Ok(Systemd {
+            conn: conn.clone(),
+            manager,
+            job_timeout: Duration::from_secs(90),
+        })
+    }
+
+    /// Runs a start/stop/restart job on `unit` and waits until systemd reports it done.
+    pub async fn run_job(&self, kind: JobKind, unit: &str) -> Result<(), SystemdError> {
+        let what = format!("{} {unit}", kind.verb());
+        let call = |source| SystemdError::Call {
+            what: what.clone(),
+            source,
+        };
+        // Subscribe and open the signal stream before queuing the job.
+        let mut removed = self.manager.receive_job_removed().await.map_err(call)?;
+        match self.manager.subscribe().await {
+            Ok(()) => {}
+            // One subscription per connection; a second job on the same client finds it made.
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" => {}
+            Err(e) => return Err(call(e)),
+        }
+        let job = match kind {
+            JobKind::Start => self.manager.start_unit(unit, "replace").await,
+            JobKind::Stop => self.manager.stop_unit(unit, "replace").await,
+            JobKind::Restart => self.manager.restart_unit(unit, "replace").await,
+        }
+        .map_err(call)?;
+        let wait = async {
+            while let Some(signal) = removed.next().await {
+                let Ok(args) = signal.args() else { continue };
+                if args.job == job {
+                    return Some(args.result);
+                }
+            }
+            None
+        };
+        let result = tokio::time::timeout(self.job_timeout, wait)
+            .await
+            .map_err(|_| SystemdError::Timeout {
+                what: what.clone(),
+                secs: self.job_timeout.as_secs(),
+            })?
+            .unwrap_or_else(|| "lost (signal stream ended)".into());
+        if result == "done" {
+            Ok(())
+        } else {
+            Err(SystemdError::JobFailed {
+                what,
+                unit: unit.into(),
+                result,
+            })
+        }
+    }
+
+    /// `daemon-reload`.
+    pub async fn reload(&self) -> Result<(), SystemdError> {
+        self.manager
+            .reload()
+            .await
+            .map_err(|source| SystemdError::Call {
+                what: "reload unit files".into(),
+                source,
+            })
+    }
+
+    /// Clears a unit's failed state (ignores units that are not failed).
+    pub async fn reset_failed(&self, unit: &str) {
+        let _ = self.manager.reset_failed_unit(unit).await;
+    }
+
+    /// Reads a unit's state without starting it.
+    pub async fn unit_state(&self, unit: &str) -> Result<UnitState, SystemdError> {
+        let call = |source| SystemdError::Call {
+            what: format!("read the state of {unit}"),
+            source,
+        };
+        let path = self.manager.load_unit(unit).await.map_err(call)?;
+        let u = UnitProxy::builder(&self.conn)
+            .path(path.clone())
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(call)?;
+        let main_pid = if unit.ends_with(".service") {
+            let s = ServiceProxy::builder(&self.conn)
+                .path(path)
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await
+                .map_err(call)?;
+            s.main_pid().await.map_err(call)?
+        } else {
+            0
+        };
+        Ok(UnitState {
+            load_state: u.load_state().await.map_err(call)?,
+            active_state: u.active_state().await.map_err(call)?,
+            sub_state: u.sub_state().await.map_err(call)?,
+            main_pid,
+        })
+    }
+}

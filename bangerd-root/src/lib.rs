@@ -1,0 +1,11 @@
+//! bangerd-root, the narrow root helper: owns `org.banger.Root1` on the system bus, authorizes
+//! every state-changing call (polkit, or UID trust for the owner's daemon), and does the work
+//! that needs root through systemd's D-Bus API.
+//!
+//! It must never run `systemctl` or any other tool to manage units, and never let a D-Bus caller
+//! choose where updates come from or which keys are trusted.
+
+pub mod authz;
+pub mod core;
+pub mod root1;
+pub mod service;

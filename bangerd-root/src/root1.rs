@@ -1,0 +1,100 @@
+//! `org.banger.Root1`: the D-Bus adapter over the root helper's core. It authorizes first, then
+//! translates into core calls and maps errors to `org.banger.Error.*`.
+
+use std::sync::Arc;
+
+use banger::build_info;
+use banger::error::BusError;
+use banger::names::{self, action};
+use banger::systemd::JobKind;
+use banger::wire::ServiceStatus;
+use zbus::fdo;
+use zbus::message::Header;
+
+use crate::authz::{Authorizer, Trust};
+use crate::core::RootCore;
+
+/// The object served at `/org/banger/Root1`.
+pub struct Root1 {
+    core: Arc<RootCore>,
+    authz: Arc<Authorizer>,
+}
+
+impl Root1 {
+    /// An adapter over `core`, authorizing with `authz`.
+    pub fn new(core: Arc<RootCore>, authz: Arc<Authorizer>) -> Self {
+        Root1 { core, authz }
+    }
+
+    async fn daemon_job(&self, hdr: &Header<'_>, kind: JobKind) -> Result<(), BusError> {
+        let grant = self
+            .authz
+            .authorize(hdr, action::DAEMON_MANAGE, Trust::PolkitOnly)
+            .await?;
+        tracing::info!(?grant, ?kind, "daemon job");
+        self.core
+            .daemon_job(kind)
+            .await
+            .map_err(|e| BusError::Systemd(e.to_string()))
+    }
+}
+
+#[zbus::interface(name = "org.banger.Root1")]
+impl Root1 {
+    /// Version of the running helper.
+    #[zbus(property)]
+    fn version(&self) -> &str {
+        build_info::VERSION
+    }
+
+    /// Major version of this D-Bus API.
+    #[zbus(property)]
+    fn api_version(&self) -> u32 {
+        names::API_VERSION
+    }
+
+    /// Version recorded in /etc/banger/install.toml.
+    #[zbus(property)]
+    fn installed_version(&self) -> fdo::Result<String> {
+        self.core
+            .install_meta()
+            .map(|m| m.release.version)
+            .map_err(|e| fdo::Error::Failed(e.to_string()))
+    }
+
+    /// Login name of the install's owner.
+    #[zbus(property)]
+    fn owner(&self) -> fdo::Result<String> {
+        self.core
+            .install_meta()
+            .map(|m| m.owner.user)
+            .map_err(|e| fdo::Error::Failed(e.to_string()))
+    }
+
+    /// State of banger's units as (unit, active_state, sub_state, main_pid). Needs no
+    /// authorization; safe to repeat.
+    async fn get_service_status(&self) -> Result<Vec<ServiceStatus>, BusError> {
+        self.core
+            .service_status()
+            .await
+            .map_err(|e| BusError::Systemd(e.to_string()))
+    }
+
+    /// Starts bangerd.service and waits until it owns its bus name. polkit action
+    /// org.banger.daemon.manage. Safe to repeat.
+    async fn start_daemon(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), BusError> {
+        self.daemon_job(&hdr, JobKind::Start).await
+    }
+
+    /// Stops bangerd.service (running VMs are separate units and keep running). polkit action
+    /// org.banger.daemon.manage. Safe to repeat.
+    async fn stop_daemon(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), BusError> {
+        self.daemon_job(&hdr, JobKind::Stop).await
+    }
+
+    /// Restarts bangerd.service and waits until it owns its bus name again. polkit action
+    /// org.banger.daemon.manage. Safe to repeat.
+    async fn restart_daemon(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), BusError> {
+        self.daemon_job(&hdr, JobKind::Restart).await
+    }
+}

@@ -1,0 +1,289 @@
+//! Interface tests of org.banger.Root1 on a private system-like bus carrying banger's real bus
+//! policy, through the real client proxies. polkit and systemd are test doubles here (they run
+//! for real in the smoke suite): the doubles record what the helper asked them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use banger::install::Layout;
+use banger::names;
+use banger::proxies::Root1Proxy;
+use banger::systemd::Systemd;
+use banger::testbus::{PrivateBus, assert_contract, interface_contract};
+use bangerd_root::authz::Authorizer;
+use bangerd_root::core::RootCore;
+use bangerd_root::root1::Root1;
+use zbus::object_server::SignalEmitter;
+use zbus::proxy::MethodFlags;
+use zbus::{OwnedObjectPath, OwnedVariant};
+
+/// What the polkit double answers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Verdict {
+    /// Authorized only with ALLOW_USER_INTERACTION (a password would be asked).
+    Challenge,
+    /// Never authorized.
+    Deny,
+}
+
+#[derive(Debug, Clone)]
+struct Asked {
+    subject_kind: String,
+    subject_name: String,
+    action: String,
+    flags: u32,
+}
+
+struct PolkitDouble {
+    verdict: Verdict,
+    asked: Arc<Mutex<Vec<Asked>>>,
+}
+
+#[zbus::interface(name = "org.freedesktop.PolicyKit1.Authority")]
+impl PolkitDouble {
+    fn check_authorization(
+        &self,
+        subject: (String, HashMap<String, OwnedVariant>),
+        action_id: String,
+        _details: HashMap<String, String>,
+        flags: u32,
+        _cancellation_id: String,
+    ) -> (bool, bool, HashMap<String, String>) {
+        let name = subject
+            .1
+            .get("name")
+            .and_then(|v| String::try_from(v.clone()).ok())
+            .unwrap_or_default();
+        self.asked.lock().unwrap().push(Asked {
+            subject_kind: subject.0,
+            subject_name: name,
+            action: action_id,
+            flags,
+        });
+        match (self.verdict, flags & 1 == 1) {
+            (Verdict::Challenge, true) => (true, false, HashMap::new()),
+            (Verdict::Challenge, false) => (false, true, HashMap::new()),
+            (Verdict::Deny, _) => (false, false, HashMap::new()),
+        }
+    }
+}
+
+/// Enough of systemd's Manager for daemon jobs: each job completes with `result`.
+struct SystemdDouble {
+    result: &'static str,
+    jobs: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl SystemdDouble {
+    async fn job(&self, emitter: &SignalEmitter<'_>, verb: &str, name: String) -> OwnedObjectPath {
+        let id = {
+            let mut jobs = self.jobs.lock().unwrap();
+            jobs.push((verb.into(), name.clone()));
+            jobs.len() as u32
+        };
+        let path =
+            OwnedObjectPath::try_from(format!("/org/freedesktop/systemd1/job/{id}")).unwrap();
+        // Emitted before the reply: a client that subscribes late would miss it.
+        emitter
+            .emit(
+                "org.freedesktop.systemd1.Manager",
+                "JobRemoved",
+                &(id, path.clone(), name, self.result.to_string()),
+            )
+            .await
+            .unwrap();
+        path
+    }
+}
+
+#[zbus::interface(name = "org.freedesktop.systemd1.Manager")]
+impl SystemdDouble {
+    fn subscribe(&self) {}
+    fn reset_failed_unit(&self, _name: String) {}
+    async fn restart_unit(
+        &self,
+        name: String,
+        _mode: String,
+        #[zbus(signal_emitter)] e: SignalEmitter<'_>,
+    ) -> OwnedObjectPath {
+        self.job(&e, "restart", name).await
+    }
+    async fn stop_unit(
+        &self,
+        name: String,
+        _mode: String,
+        #[zbus(signal_emitter)] e: SignalEmitter<'_>,
+    ) -> OwnedObjectPath {
+        self.job(&e, "stop", name).await
+    }
+}
+
+struct Fixture {
+    bus: PrivateBus,
+    _services: Vec<zbus::Connection>,
+    asked: Arc<Mutex<Vec<Asked>>>,
+    jobs: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+async fn fixture(verdict: Verdict, job_result: &'static str) -> Fixture {
+    let me = banger::users::lookup(&banger::users::current_uid().to_string()).unwrap();
+    let bus = PrivateBus::start(&me.name).unwrap();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let jobs = Arc::new(Mutex::new(Vec::new()));
+    let polkit = zbus::connection::Builder::address(bus.address.as_str())
+        .serve_at(
+            "/org/freedesktop/PolicyKit1/Authority",
+            PolkitDouble {
+                verdict,
+                asked: asked.clone(),
+            },
+        )
+        .name("org.freedesktop.PolicyKit1")
+        .build()
+        .await
+        .unwrap();
+    let systemd = zbus::connection::Builder::address(bus.address.as_str())
+        .serve_at(
+            "/org/freedesktop/systemd1",
+            SystemdDouble {
+                result: job_result,
+                jobs: jobs.clone(),
+            },
+        )
+        .name("org.freedesktop.systemd1")
+        .build()
+        .await
+        .unwrap();
+    let conn = bus.connect().await.unwrap();
+    let mut layout = Layout::new("/usr/local");
+    layout.root = bus.dir().to_path_buf();
+    let core = Arc::new(RootCore {
+        systemd: Systemd::new(&conn).await.unwrap(),
+        layout: layout.clone(),
+    });
+    let authz = Arc::new(Authorizer::new(conn.clone(), layout.install_toml()).without_root_trust());
+    conn.object_server()
+        .at(names::ROOT1_PATH, Root1::new(core, authz))
+        .await
+        .unwrap();
+    conn.request_name(names::ROOT1_NAME).await.unwrap();
+    Fixture {
+        bus,
+        _services: vec![polkit, systemd, conn],
+        asked,
+        jobs,
+    }
+}
+
+fn error_name(e: &zbus::Error) -> String {
+    match e {
+        zbus::Error::MethodError(n, _, _) => n.to_string(),
+        zbus::Error::FDO(f) => zbus::DBusError::name(f.as_ref()).to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+async fn call(f: &Fixture, method: &str, flags: MethodFlags) -> (zbus::Result<Option<()>>, String) {
+    let client = f.bus.connect().await.unwrap();
+    let me = client.unique_name().unwrap().to_string();
+    let root1 = Root1Proxy::new(&client).await.unwrap();
+    (root1.inner().call_with_flags(method, flags, &()).await, me)
+}
+
+#[tokio::test]
+async fn introspection_matches_checked_in_contract() {
+    let f = fixture(Verdict::Deny, "done").await;
+    let client = f.bus.connect().await.unwrap();
+    let xml = zbus::fdo::IntrospectableProxy::builder(&client)
+        .destination(names::ROOT1_NAME)
+        .path(names::ROOT1_PATH)
+        .build()
+        .await
+        .unwrap()
+        .introspect()
+        .await
+        .unwrap();
+    let contract = interface_contract(&xml, names::ROOT1_NAME, names::ROOT1_PATH)
+        .expect("the object serves org.banger.Root1");
+    let checked_in =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dbus/org.banger.Root1.xml");
+    assert_contract(&contract, &checked_in);
+}
+
+#[tokio::test]
+async fn without_interactive_flag_a_challenge_is_interactive_authorization_required() {
+    let f = fixture(Verdict::Challenge, "done").await;
+    let (r, me) = call(&f, "RestartDaemon", MethodFlags::empty()).await;
+    let e = r.expect_err("must be refused");
+    assert_eq!(
+        error_name(&e),
+        "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
+    );
+    let asked = f.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].subject_kind, "system-bus-name");
+    assert_eq!(
+        asked[0].subject_name, me,
+        "the subject must be the caller, not the helper"
+    );
+    assert_eq!(asked[0].action, names::action::DAEMON_MANAGE);
+    assert_eq!(asked[0].flags, 0);
+    assert!(
+        f.jobs.lock().unwrap().is_empty(),
+        "no work before authorization"
+    );
+}
+
+#[tokio::test]
+async fn with_interactive_flag_polkit_may_prompt_and_the_job_runs() {
+    let f = fixture(Verdict::Challenge, "done").await;
+    let (r, _) = call(&f, "RestartDaemon", MethodFlags::ALLOW_INTERACTIVE_AUTH).await;
+    r.expect("authorized restart succeeds");
+    assert_eq!(
+        f.asked.lock().unwrap()[0].flags,
+        1,
+        "ALLOW_USER_INTERACTION passed on"
+    );
+    assert_eq!(
+        f.jobs.lock().unwrap().as_slice(),
+        &[("restart".to_string(), names::DAEMON_UNIT.to_string())]
+    );
+}
+
+#[tokio::test]
+async fn denied_is_not_authorized_and_nothing_runs() {
+    let f = fixture(Verdict::Deny, "done").await;
+    let (r, _) = call(&f, "StopDaemon", MethodFlags::ALLOW_INTERACTIVE_AUTH).await;
+    let e = r.expect_err("must be refused");
+    assert_eq!(error_name(&e), "org.banger.Error.NotAuthorized");
+    assert!(e.to_string().contains("nothing was done"), "{e}");
+    assert!(f.jobs.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn failed_systemd_job_is_reported_with_its_result() {
+    let f = fixture(Verdict::Challenge, "failed").await;
+    let (r, _) = call(&f, "RestartDaemon", MethodFlags::ALLOW_INTERACTIVE_AUTH).await;
+    let e = r.expect_err("a failed job must fail the call");
+    assert_eq!(error_name(&e), "org.banger.Error.Systemd");
+    assert!(e.to_string().contains("'failed'"), "{e}");
+    assert!(
+        e.to_string().contains("journalctl -u bangerd.service"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn properties_without_install_metadata_name_the_file() {
+    let f = fixture(Verdict::Deny, "done").await;
+    let client = f.bus.connect().await.unwrap();
+    let root1 = Root1Proxy::builder(&client)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(root1.version().await.unwrap(), banger::build_info::VERSION);
+    assert_eq!(root1.api_version().await.unwrap(), 1);
+    let e = root1.installed_version().await.unwrap_err();
+    assert!(e.to_string().contains("install.toml"), "{e}");
+}

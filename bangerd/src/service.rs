@@ -1,0 +1,97 @@
+//! Process entry: command line, `--check-migrations`, and the service loop.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use banger::build_info::BuildIdentity;
+use banger::install::{Layout, STATE_DIR, STORE_FILE};
+use banger::names;
+use clap::Parser;
+
+use crate::core::Daemon;
+use crate::daemon1::Daemon1;
+use crate::store;
+
+/// banger's owner daemon (normally started by systemd as bangerd.service).
+#[derive(Debug, Parser)]
+#[command(name = "bangerd", disable_version_flag = true)]
+pub struct Args {
+    /// Print the version line and exit.
+    #[arg(short = 'V', long)]
+    pub version: bool,
+    /// Report whether the store is compatible with this binary and exit without writing:
+    /// 0 compatible, 1 migrations pending (applied on start), 2 incompatible or unreadable.
+    #[arg(long)]
+    pub check_migrations: bool,
+    /// Use the installed system store (/var/lib/banger/banger.db).
+    #[arg(long, conflicts_with = "db")]
+    pub system: bool,
+    /// Use the store at this path.
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
+impl Args {
+    fn store_path(&self) -> PathBuf {
+        self.db
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(STATE_DIR).join(STORE_FILE))
+    }
+}
+
+/// Runs bangerd; returns the process exit code.
+pub fn main(args: Args) -> anyhow::Result<i32> {
+    if args.version {
+        println!("{}", BuildIdentity::current().version_line("bangerd"));
+        return Ok(0);
+    }
+    if args.check_migrations {
+        let path = if args.system {
+            Layout::new("/").store()
+        } else {
+            args.store_path()
+        };
+        return Ok(match store::check(&path) {
+            Ok(status) => {
+                println!("{}", status.describe(&path));
+                status.exit_code()
+            }
+            Err(e) => {
+                println!("{e}; it was not touched");
+                2
+            }
+        });
+    }
+    banger::runtime::init_service_logging();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(args.store_path()))?;
+    Ok(0)
+}
+
+async fn serve(store_path: PathBuf) -> anyhow::Result<()> {
+    let core = Arc::new(
+        Daemon::open(&store_path)
+            .with_context(|| format!("opening store {}", store_path.display()))?,
+    );
+    let ready = Arc::new(AtomicBool::new(false));
+    let conn = zbus::connection::Builder::system()
+        .serve_at(names::DAEMON1_PATH, Daemon1::new(core, ready.clone()))
+        .build()
+        .await
+        .context("connecting to the system bus")?;
+    ready.store(true, Ordering::SeqCst);
+    // Request the name only once the object is served and ready.
+    conn.request_name(names::DAEMON1_NAME)
+        .await
+        .with_context(|| format!("owning {} on the system bus", names::DAEMON1_NAME))?;
+    tracing::info!(version = banger::build_info::VERSION, "bangerd ready");
+    banger::runtime::shutdown_signal().await;
+    ready.store(false, Ordering::SeqCst);
+    tracing::info!("bangerd stopping");
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Interface tests of org.banger.Daemon1 on a private system-like bus carrying banger's real
+//! bus policy, through the real client proxies.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use banger::names;
+use banger::proxies::Daemon1Proxy;
+use banger::testbus::{PrivateBus, assert_contract, interface_contract};
+use bangerd::core::Daemon;
+use bangerd::daemon1::Daemon1;
+
+fn me() -> String {
+    banger::users::lookup(&banger::users::current_uid().to_string())
+        .unwrap()
+        .name
+}
+
+async fn serve(bus: &PrivateBus, store: &std::path::Path) -> (zbus::Connection, Arc<Daemon>) {
+    let core = Arc::new(Daemon::open(store).unwrap());
+    let conn = zbus::connection::Builder::address(bus.address.as_str())
+        .serve_at(
+            names::DAEMON1_PATH,
+            Daemon1::new(core.clone(), Arc::new(AtomicBool::new(true))),
+        )
+        .name(names::DAEMON1_NAME)
+        .build()
+        .await
+        .expect("owning org.banger.Daemon1 on the private bus");
+    (conn, core)
+}
+
+#[tokio::test]
+async fn introspection_matches_checked_in_contract() {
+    let bus = PrivateBus::start(&me()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_svc, _core) = serve(&bus, &dir.path().join("s.db")).await;
+    let client = bus.connect().await.unwrap();
+    let xml = zbus::fdo::IntrospectableProxy::builder(&client)
+        .destination(names::DAEMON1_NAME)
+        .path(names::DAEMON1_PATH)
+        .build()
+        .await
+        .unwrap()
+        .introspect()
+        .await
+        .unwrap();
+    let contract = interface_contract(&xml, names::DAEMON1_NAME, names::DAEMON1_PATH)
+        .expect("the object serves org.banger.Daemon1");
+    let checked_in =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dbus/org.banger.Daemon1.xml");
+    assert_contract(&contract, &checked_in);
+}
+
+#[tokio::test]
+async fn owner_lists_operations_and_runs_doctor() {
+    let bus = PrivateBus::start(&me()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_svc, core) = serve(&bus, &dir.path().join("s.db")).await;
+    let client = bus.connect().await.unwrap();
+    let d = Daemon1Proxy::new(&client).await.unwrap();
+    assert!(d.ready().await.unwrap());
+    assert_eq!(d.version().await.unwrap(), banger::build_info::VERSION);
+    assert!(d.list_operations().await.unwrap().is_empty());
+
+    let op = core.operations().begin("vm.create").unwrap();
+    op.stage("booting");
+    let ops = d.list_operations().await.unwrap();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(
+        (ops[0].kind.as_str(), ops[0].stage.as_str(), ops[0].done),
+        ("vm.create", "booting", false)
+    );
+    let checks = d.doctor().await.unwrap();
+    let ops_check = checks.iter().find(|c| c.check == "operations").unwrap();
+    assert!(ops_check.detail.contains("1 in flight"), "{ops_check:?}");
+    op.finish("done");
+    let ops = d.list_operations().await.unwrap();
+    assert!(ops[0].done);
+    let store = checks.iter().find(|c| c.check == "store").unwrap();
+    assert_eq!(store.level, "PASS", "{store:?}");
+}
+
+/// Another local user is refused by the bus policy before the daemon sees the call.
+#[tokio::test]
+async fn other_user_is_denied_by_bus_policy() {
+    assert_eq!(
+        banger::users::current_uid(),
+        0,
+        "this test switches to user nobody and must run as root"
+    );
+    let bus = PrivateBus::start(&me()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_svc, _core) = serve(&bus, &dir.path().join("s.db")).await;
+    let address = bus.address.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("setpriv")
+            .args([
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "busctl",
+            ])
+            .arg(format!("--address={address}"))
+            .args([
+                "call",
+                names::DAEMON1_NAME,
+                names::DAEMON1_PATH,
+                names::DAEMON1_NAME,
+                "ListOperations",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "nobody must be refused; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("Access denied")
+            || stderr.contains("AccessDenied")
+            || stderr.contains("denied"),
+        "{stderr}"
+    );
+}
