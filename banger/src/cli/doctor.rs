@@ -11,6 +11,7 @@ use banger::proxies::Daemon1Proxy;
 use banger::systemd::Systemd;
 use banger::virt::{self, Accelerator};
 use banger::wire::{DoctorCheck, Level};
+use zbus::proxy::MethodFlags;
 
 use super::system::program_identity;
 use super::{CmdResult, EXIT_FAILED, EXIT_OK, bus};
@@ -182,19 +183,26 @@ async fn service_checks(conn: &zbus::Connection, meta: Option<&InstallMeta>) -> 
     let me = banger::users::current_uid();
     let may_call_daemon = me == 0 || meta.is_some_and(|m| m.owner.uid == me);
     if may_call_daemon {
-        match Daemon1Proxy::new(conn).await {
-            Ok(d) => match d.doctor().await {
-                Ok(found) => out.extend(found.into_iter().map(|c| DoctorCheck {
-                    check: format!("bangerd {}", c.check),
-                    ..c
-                })),
-                Err(e) => out.push(DoctorCheck::new(
-                    Level::Fail,
-                    "bangerd",
-                    format!("Doctor call failed: {}", bus::message_of(&e)),
-                )),
-            },
-            Err(e) => out.push(DoctorCheck::new(Level::Fail, "bangerd", e.to_string())),
+        // NO_AUTO_START: doctor looks, it must not start a stopped daemon (or wait for an
+        // activation that cannot succeed).
+        let found: zbus::Result<Option<Vec<DoctorCheck>>> = match Daemon1Proxy::new(conn).await {
+            Ok(d) => {
+                d.inner()
+                    .call_with_flags("Doctor", MethodFlags::NO_AUTO_START, &())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(found) => out.extend(found.unwrap_or_default().into_iter().map(|c| DoctorCheck {
+                check: format!("bangerd {}", c.check),
+                ..c
+            })),
+            Err(e) => out.push(DoctorCheck::new(
+                Level::Fail,
+                "bangerd",
+                format!("cannot ask bangerd for its checks: {}", bus::message_of(&e)),
+            )),
         }
     } else {
         out.push(DoctorCheck::new(

@@ -154,10 +154,11 @@ pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
 
 fn link_cli(layout: &Layout) -> anyhow::Result<()> {
     let link = layout.cli_link();
-    let target = layout.program("banger");
+    // Relative, so the link stays right if the prefix is moved or seen from a chroot.
+    let target = Path::new("../lib/banger/bin/banger");
     let tmp = link.with_file_name(".banger.link-tmp");
     let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&target, &tmp)
+    std::os::unix::fs::symlink(target, &tmp)
         .and_then(|()| std::fs::rename(&tmp, &link))
         .with_context(|| format!("linking {} -> {}", link.display(), target.display()))
 }

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Runs last. `banger system uninstall` removes everything it installed and stops the services,
+# keeping the owner's data (/var/lib/banger) and /etc/banger; `--purge` (run from a copy of the
+# binary, as an admin would once the installed one is gone) removes those too.
+# shellcheck source=../lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+
+SPARE=/tmp/banger-spare          # inside the box
+kept_paths=(/etc/banger /var/lib/banger "$BANGER_STORE")
+# install.toml may go or stay with a plain uninstall; --purge removes it with /etc/banger.
+is_kept() {
+    local k
+    for k in "${kept_paths[@]}" "$BANGER_INSTALL_TOML"; do [ "$1" = "$k" ] && return 0; done
+    return 1
+}
+
+expect_rc 0 box_exec cp "$BANGER_PREFIX/lib/banger/bin/banger" "$SPARE"
+wait_unit_state 15 bangerd.service active
+
+expect_rc 0 box_exec "$BANGER" system uninstall
+printf '%s\n' "$LAST_OUT" | sed 's/^/  uninstall: /'
+proved "banger system uninstall exits 0 as root"
+
+# --- files ----------------------------------------------------------------------------------
+snapshot_install after-uninstall
+snap=$(cat "$(snapshot_file after-uninstall)")
+left=""
+while IFS= read -r path; do
+    is_kept "$path" && continue
+    grep -qx -- "$path missing" <<<"$snap" || left+="$(grep -- "^$path " <<<"$snap")"$'\n'
+done < <(banger_installed_paths)
+expect_eq "$left" "" "installed files left after uninstall"
+proved "no binary, symlink, unit, bus policy, activation file, polkit policy or example rule is left"
+
+for path in "${kept_paths[@]}"; do
+    expect_no_line "$(grep -- "^$path " <<<"$snap")" ' missing$' "$path after uninstall (without --purge)"
+done
+expect_rc 0 store_user_version
+toml_state=kept
+grep -qx -- "$BANGER_INSTALL_TOML missing" <<<"$snap" && toml_state=removed
+proved "/var/lib/banger (store readable, schema $LAST_OUT) and /etc/banger are kept ($BANGER_INSTALL_TOML $toml_state)"
+
+# --- services, names, actions ---------------------------------------------------------------
+for unit in bangerd-root.service bangerd.service; do
+    expect_eq "$(unit_state "$unit")" inactive "$unit ActiveState after uninstall"
+    expect_eq "$(box_exec systemctl show -p LoadState --value "$unit")" not-found \
+        "$unit LoadState after uninstall (systemd reloaded)"
+done
+for exe in bangerd bangerd-root; do
+    expect_rc 1 box_exec pgrep -x "$exe"
+done
+proved "both services are stopped and unknown to systemd; no bangerd or bangerd-root process is left"
+
+activatable() {
+    box_exec busctl --system call org.freedesktop.DBus /org/freedesktop/DBus \
+        org.freedesktop.DBus ListActivatableNames
+}
+not_activatable() { ! activatable | grep -q "\"$1\""; }
+for name in org.banger.Root1 org.banger.Daemon1; do
+    expect_eq "$(name_has_owner "$name")" false "$name owned after uninstall"
+    wait_for 10 "dbus-daemon to forget the activation file of $name" not_activatable "$name"
+done
+proved "org.banger.Root1 and org.banger.Daemon1 are neither owned nor activatable"
+
+no_action() { ! box_exec pkaction --action-id org.banger.daemon.manage >/dev/null 2>&1; }
+wait_for 10 "polkitd to forget org.banger.daemon.manage" no_action
+proved "polkit no longer knows org.banger.daemon.manage"
+
+# --- purge ----------------------------------------------------------------------------------
+expect_rc 0 box_exec "$SPARE" system uninstall --purge
+printf '%s\n' "$LAST_OUT" | sed 's/^/  purge: /'
+snapshot_install after-purge
+left=$(grep -v ' missing$' "$(snapshot_file after-purge)" || true)
+expect_eq "$left" "" "files left after uninstall --purge"
+proved "banger system uninstall --purge (from a copy of the binary, after a plain uninstall) removes /var/lib/banger and /etc/banger"
