@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod install;
 pub mod names;
 pub mod proxies;
+pub mod release;
 pub mod runtime;
 pub mod systemd;
 #[cfg(feature = "test-support")]

@@ -100,6 +100,9 @@ pub enum SystemdError {
         /// systemd's job result (`failed`, `timeout`, `dependency`, `canceled`, …).
         result: String,
     },
+    /// The request was malformed before anything was sent.
+    #[error("{0}")]
+    Invalid(String),
     /// No `JobRemoved` arrived in time.
     #[error("systemd did not finish the job to {what} within {secs} s")]
     Timeout {
@@ -129,6 +132,23 @@ impl JobKind {
             JobKind::Restart => "restart",
         }
     }
+}
+
+/// A transient service unit to start (`StartTransientUnit`).
+#[derive(Debug, Clone, Default)]
+pub struct TransientService {
+    /// Unit name, e.g. `banger-vm-1.service`.
+    pub name: String,
+    /// Human description.
+    pub description: String,
+    /// Program and arguments; `argv[0]` must be an absolute path.
+    pub argv: Vec<String>,
+    /// Slice to run in.
+    pub slice: Option<String>,
+    /// User to run as.
+    pub user: Option<String>,
+    /// Extra environment.
+    pub environment: Vec<(String, String)>,
 }
 
 /// State of one unit, as reported by systemd.
@@ -172,25 +192,74 @@ impl Systemd {
     /// Runs a start/stop/restart job on `unit` and waits until systemd reports it done.
     pub async fn run_job(&self, kind: JobKind, unit: &str) -> Result<(), SystemdError> {
         let what = format!("{} {unit}", kind.verb());
-        let call = |source| SystemdError::Call {
-            what: what.clone(),
+        // The call is only made when awaited, after the signal subscription is in place.
+        let call = async {
+            match kind {
+                JobKind::Start => self.manager.start_unit(unit, "replace").await,
+                JobKind::Stop => self.manager.stop_unit(unit, "replace").await,
+                JobKind::Restart => self.manager.restart_unit(unit, "replace").await,
+            }
+        };
+        self.queue_and_wait(&what, unit, call).await
+    }
+
+    /// Starts a transient service unit and waits until its start job is done. The unit lives
+    /// on its own: stopping or restarting the caller's unit does not touch it.
+    pub async fn start_transient(&self, svc: &TransientService) -> Result<(), SystemdError> {
+        let what = format!("start transient unit {}", svc.name);
+        let argv: Vec<&str> = svc.argv.iter().map(String::as_str).collect();
+        if argv.first().is_none_or(|p| !p.starts_with('/')) {
+            return Err(SystemdError::Invalid(format!(
+                "{what}: the command must start with an absolute path, got {:?}",
+                svc.argv
+            )));
+        }
+        let exec: Vec<(&str, Vec<&str>, bool)> = vec![(argv[0], argv.clone(), false)];
+        let mut props: Vec<(&str, Variant<'_>)> = vec![
+            ("Description", Variant::from(svc.description.as_str())),
+            ("ExecStart", Variant::from(exec)),
+            ("CollectMode", Variant::from("inactive-or-failed")),
+        ];
+        if let Some(slice) = &svc.slice {
+            props.push(("Slice", Variant::from(slice.as_str())));
+        }
+        if let Some(user) = &svc.user {
+            props.push(("User", Variant::from(user.as_str())));
+        }
+        if !svc.environment.is_empty() {
+            let env: Vec<String> = svc
+                .environment
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            props.push(("Environment", Variant::from(env)));
+        }
+        let call = self
+            .manager
+            .start_transient_unit(&svc.name, "fail", &props, &[]);
+        self.queue_and_wait(&what, &svc.name, call).await
+    }
+
+    async fn queue_and_wait(
+        &self,
+        what: &str,
+        unit: &str,
+        call: impl std::future::Future<Output = zbus::Result<OwnedObjectPath>>,
+    ) -> Result<(), SystemdError> {
+        let err = |source| SystemdError::Call {
+            what: what.to_string(),
             source,
         };
         // Subscribe and open the signal stream before queuing the job.
-        let mut removed = self.manager.receive_job_removed().await.map_err(call)?;
+        let mut removed = self.manager.receive_job_removed().await.map_err(err)?;
         match self.manager.subscribe().await {
             Ok(()) => {}
             // One subscription per connection; a second job on the same client finds it made.
             Err(zbus::Error::MethodError(name, _, _))
                 if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" => {}
-            Err(e) => return Err(call(e)),
+            Err(e) => return Err(err(e)),
         }
-        let job = match kind {
-            JobKind::Start => self.manager.start_unit(unit, "replace").await,
-            JobKind::Stop => self.manager.stop_unit(unit, "replace").await,
-            JobKind::Restart => self.manager.restart_unit(unit, "replace").await,
-        }
-        .map_err(call)?;
+        let job = call.await.map_err(err)?;
         let wait = async {
             while let Some(signal) = removed.next().await {
                 let Ok(args) = signal.args() else { continue };
@@ -203,7 +272,7 @@ impl Systemd {
         let result = tokio::time::timeout(self.job_timeout, wait)
             .await
             .map_err(|_| SystemdError::Timeout {
-                what: what.clone(),
+                what: what.to_string(),
                 secs: self.job_timeout.as_secs(),
             })?
             .unwrap_or_else(|| "lost (signal stream ended)".into());
@@ -211,7 +280,7 @@ impl Systemd {
             Ok(())
         } else {
             Err(SystemdError::JobFailed {
-                what,
+                what: what.to_string(),
                 unit: unit.into(),
                 result,
             })

@@ -108,6 +108,18 @@ impl SystemdDouble {
     ) -> OwnedObjectPath {
         self.job(&e, "restart", name).await
     }
+    async fn start_transient_unit(
+        &self,
+        name: String,
+        _mode: String,
+        properties: Vec<(String, OwnedVariant)>,
+        _aux: Vec<(String, Vec<(String, OwnedVariant)>)>,
+        #[zbus(signal_emitter)] e: SignalEmitter<'_>,
+    ) -> OwnedObjectPath {
+        let keys: Vec<String> = properties.iter().map(|(k, _)| k.clone()).collect();
+        self.job(&e, &format!("transient {}", keys.join(",")), name)
+            .await
+    }
     async fn stop_unit(
         &self,
         name: String,
@@ -286,4 +298,33 @@ async fn properties_without_install_metadata_name_the_file() {
     assert_eq!(root1.api_version().await.unwrap(), 1);
     let e = root1.installed_version().await.unwrap_err();
     assert!(e.to_string().contains("install.toml"), "{e}");
+}
+
+#[tokio::test]
+async fn transient_units_are_started_through_the_manager_and_awaited() {
+    let f = fixture(Verdict::Deny, "done").await;
+    let client = f.bus.connect().await.unwrap();
+    let systemd = Systemd::new(&client).await.unwrap();
+    let svc = banger::systemd::TransientService {
+        name: "banger-vm-7.service".into(),
+        description: "test VM".into(),
+        argv: vec!["/bin/sleep".into(), "1000".into()],
+        slice: Some(names::VM_SLICE.into()),
+        user: Some("nobody".into()),
+        environment: vec![("A".into(), "b".into())],
+    };
+    systemd.start_transient(&svc).await.unwrap();
+    assert_eq!(
+        f.jobs.lock().unwrap().last().unwrap(),
+        &(
+            "transient Description,ExecStart,CollectMode,Slice,User,Environment".to_string(),
+            "banger-vm-7.service".to_string()
+        )
+    );
+    let bad = banger::systemd::TransientService {
+        argv: vec!["sleep".into()],
+        ..svc
+    };
+    let e = systemd.start_transient(&bad).await.unwrap_err();
+    assert!(e.to_string().contains("absolute path"), "{e}");
 }
