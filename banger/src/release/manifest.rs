@@ -263,7 +263,8 @@ mod tests {
     fn refuses_each_bad_manifest_naming_the_fault() {
         let now = 1_795_313_683;
         let (sk, keys) = signer();
-        let cases: Vec<(Box<dyn Fn(&mut Manifest)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|m| m.expires_at = rfc3339(now - 1)), "expired"),
             (
                 Box::new(|m| m.issued_at = rfc3339(now + 3600)),
