@@ -265,7 +265,10 @@ mod tests {
         let (sk, keys) = signer();
         type Mutation = Box<dyn Fn(&mut Manifest)>;
         let cases: Vec<(Mutation, &str)> = vec![
-            (Box::new(|m| m.expires_at = rfc3339(now - 1)), "expired"),
+            (
+                Box::new(move |m| m.expires_at = rfc3339(now - 1)),
+                "expired",
+            ),
             (
                 Box::new(|m| m.issued_at = rfc3339(now + 3600)),
                 "in the future",
