@@ -270,7 +270,7 @@ mod tests {
                 "expired",
             ),
             (
-                Box::new(|m| m.issued_at = rfc3339(now + 3600)),
+                Box::new(move |m| m.issued_at = rfc3339(now + 3600)),
                 "in the future",
             ),
             (Box::new(|m| m.product = "other".into()), "product"),
