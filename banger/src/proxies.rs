@@ -30,6 +30,69 @@ pub trait Root1 {
     fn stop_daemon(&self) -> zbus::Result<()>;
     /// Restarts `bangerd.service` (polkit `org.banger.daemon.manage`).
     fn restart_daemon(&self) -> zbus::Result<()>;
+    /// `idle`, or the active update job's stage.
+    #[zbus(property)]
+    fn update_state(&self) -> zbus::Result<String>;
+    /// The active update job, `/` when none.
+    #[zbus(property)]
+    fn active_job(&self) -> zbus::Result<zbus::OwnedObjectPath>;
+    /// (current, latest, available) from the signed manifest (polkit `org.banger.update.check`).
+    fn check_for_update(&self) -> zbus::Result<(String, String, bool)>;
+    /// Starts an update job; options `version` (s), `dry_run` (b), `force` (b),
+    /// `allow_downgrade` (b). Returns at once with the job's path.
+    fn update(
+        &self,
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<zbus::OwnedObjectPath>;
+    /// A job was created.
+    #[zbus(signal)]
+    fn job_new(&self, id: u32, job: zbus::OwnedObjectPath) -> zbus::Result<()>;
+    /// A job finished (`result` as in `Job.Result`).
+    #[zbus(signal)]
+    fn job_removed(&self, id: u32, job: zbus::OwnedObjectPath, result: String) -> zbus::Result<()>;
+}
+
+/// An update job of the root helper, `/org/banger/Root1/job/<id>`.
+#[zbus::proxy(interface = "org.banger.Root1.Job", default_service = "org.banger.Root1")]
+pub trait Job {
+    /// Job id.
+    #[zbus(property)]
+    fn id(&self) -> zbus::Result<u32>;
+    /// `update`.
+    #[zbus(property)]
+    fn kind(&self) -> zbus::Result<String>;
+    /// `running` or `finished`.
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    /// Current stage (see docs/update-protocol.md).
+    #[zbus(property)]
+    fn stage(&self) -> zbus::Result<String>;
+    /// 0..1.
+    #[zbus(property)]
+    fn progress(&self) -> zbus::Result<f64>;
+    /// Bytes downloaded so far.
+    #[zbus(property)]
+    fn bytes_done(&self) -> zbus::Result<u64>;
+    /// Bytes to download.
+    #[zbus(property)]
+    fn bytes_total(&self) -> zbus::Result<u64>;
+    /// Version being installed.
+    #[zbus(property)]
+    fn target_version(&self) -> zbus::Result<String>;
+    /// Version installed when the job started.
+    #[zbus(property)]
+    fn from_version(&self) -> zbus::Result<String>;
+    /// "" while running; then updated, up-to-date, dry-run, rolled-back, failed or canceled.
+    #[zbus(property)]
+    fn result(&self) -> zbus::Result<String>;
+    /// "" or why it failed.
+    #[zbus(property)]
+    fn error(&self) -> zbus::Result<String>;
+    /// Cancels the job before the point of no return.
+    fn cancel(&self) -> zbus::Result<()>;
+    /// The job ended.
+    #[zbus(signal)]
+    fn finished(&self, success: bool, result: String, error: String) -> zbus::Result<()>;
 }
 
 /// The owner daemon, `org.banger.Daemon1`.
