@@ -46,6 +46,10 @@ impl Layout {
         self.root.join(p.trim_start_matches('/'))
     }
 
+    /// A path under the prefix, e.g. `lib/banger/.staging`.
+    pub fn prefix_path(&self, rel: &str) -> PathBuf {
+        self.sys(&self.prefix.join(rel).to_string_lossy())
+    }
     /// Directory holding the three binaries (all on one filesystem, so swaps are renames).
     pub fn bin_dir(&self) -> PathBuf {
         self.sys(&self.prefix.join("lib/banger/bin").to_string_lossy())

@@ -53,7 +53,10 @@ pub trait Root1 {
 }
 
 /// An update job of the root helper, `/org/banger/Root1/job/<id>`.
-#[zbus::proxy(interface = "org.banger.Root1.Job", default_service = "org.banger.Root1")]
+#[zbus::proxy(
+    interface = "org.banger.Root1.Job",
+    default_service = "org.banger.Root1"
+)]
 pub trait Job {
     /// Job id.
     #[zbus(property)]

@@ -287,6 +287,20 @@ impl Systemd {
         }
     }
 
+    /// Queues a job without waiting for it: for a service restarting itself, which will not be
+    /// there to see the job finish.
+    pub async fn queue_job(&self, kind: JobKind, unit: &str) -> Result<(), SystemdError> {
+        let r = match kind {
+            JobKind::Start => self.manager.start_unit(unit, "replace").await,
+            JobKind::Stop => self.manager.stop_unit(unit, "replace").await,
+            JobKind::Restart => self.manager.restart_unit(unit, "replace").await,
+        };
+        r.map(drop).map_err(|source| SystemdError::Call {
+            what: format!("{} {unit}", kind.verb()),
+            source,
+        })
+    }
+
     /// `daemon-reload`.
     pub async fn reload(&self) -> Result<(), SystemdError> {
         self.manager

@@ -7,5 +7,7 @@
 
 pub mod authz;
 pub mod core;
+pub mod job1;
 pub mod root1;
 pub mod service;
+pub mod update;

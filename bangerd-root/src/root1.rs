@@ -1,6 +1,7 @@
 //! `org.banger.Root1`: the D-Bus adapter over the root helper's core. It authorizes first, then
 //! translates into core calls and maps errors to `org.banger.Error.*`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use banger::build_info;
@@ -10,20 +11,28 @@ use banger::systemd::JobKind;
 use banger::wire::ServiceStatus;
 use zbus::fdo;
 use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{OwnedObjectPath, OwnedVariant};
 
 use crate::authz::{Authorizer, Trust};
 use crate::core::RootCore;
+use crate::update::engine::{Engine, UpdateOptions};
 
 /// The object served at `/org/banger/Root1`.
 pub struct Root1 {
     core: Arc<RootCore>,
     authz: Arc<Authorizer>,
+    engine: Arc<Engine>,
 }
 
 impl Root1 {
-    /// An adapter over `core`, authorizing with `authz`.
-    pub fn new(core: Arc<RootCore>, authz: Arc<Authorizer>) -> Self {
-        Root1 { core, authz }
+    /// An adapter over `core` and the update `engine`, authorizing with `authz`.
+    pub fn new(core: Arc<RootCore>, authz: Arc<Authorizer>, engine: Arc<Engine>) -> Self {
+        Root1 {
+            core,
+            authz,
+            engine,
+        }
     }
 
     async fn daemon_job(&self, hdr: &Header<'_>, kind: JobKind) -> Result<(), BusError> {
@@ -97,4 +106,62 @@ impl Root1 {
     async fn restart_daemon(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), BusError> {
         self.daemon_job(&hdr, JobKind::Restart).await
     }
+
+    /// `idle`, or the stage of the running update job.
+    #[zbus(property)]
+    fn update_state(&self) -> String {
+        self.engine.update_state()
+    }
+
+    /// The running update job, `/` when none.
+    #[zbus(property)]
+    fn active_job(&self) -> OwnedObjectPath {
+        self.engine.active_job()
+    }
+
+    /// Reads the signed release manifest: (current, latest, available). polkit action
+    /// org.banger.update.check (allowed to anyone by default). Read-only; safe to repeat.
+    async fn check_for_update(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(String, String, bool), BusError> {
+        self.authz
+            .authorize(&hdr, action::UPDATE_CHECK, Trust::PolkitOnly)
+            .await?;
+        self.engine.check_for_update().await
+    }
+
+    /// Starts an update and returns its job at once. Options: version (s), dry_run (b),
+    /// force (b), allow_downgrade (b). polkit action org.banger.update, or
+    /// org.banger.update.pinned with a version, or org.banger.update.downgrade with
+    /// allow_downgrade, checked before any work. Refused with Busy while another runs.
+    async fn update(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let opts = UpdateOptions::from_dbus(&options)?;
+        self.authz
+            .authorize(&hdr, opts.action(), Trust::PolkitOnly)
+            .await?;
+        let uid = self.authz.caller_uid(&hdr).await?;
+        self.engine.start(opts, uid).await
+    }
+
+    /// A job was created.
+    #[zbus(signal)]
+    async fn job_new(
+        emitter: &SignalEmitter<'_>,
+        id: u32,
+        job: OwnedObjectPath,
+    ) -> zbus::Result<()>;
+
+    /// A job finished with `result` (as in Job.Result).
+    #[zbus(signal)]
+    async fn job_removed(
+        emitter: &SignalEmitter<'_>,
+        id: u32,
+        job: OwnedObjectPath,
+        result: &str,
+    ) -> zbus::Result<()>;
 }

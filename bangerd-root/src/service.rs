@@ -12,6 +12,7 @@ use clap::Parser;
 use crate::authz::Authorizer;
 use crate::core::RootCore;
 use crate::root1::Root1;
+use crate::update::engine::{Engine, UpdatePaths};
 
 /// banger's root helper (normally started by systemd as bangerd-root.service).
 #[derive(Debug, Parser)]
@@ -53,10 +54,19 @@ async fn serve() -> anyhow::Result<()> {
     if let Err(e) = core.install_meta() {
         tracing::warn!("{e}");
     }
+    let engine = Engine::new(
+        conn.clone(),
+        core.systemd.clone(),
+        layout,
+        UpdatePaths::system(),
+        authz.clone(),
+    );
     conn.object_server()
-        .at(names::ROOT1_PATH, Root1::new(core, authz))
+        .at(names::ROOT1_PATH, Root1::new(core, authz, engine.clone()))
         .await
         .context("serving /org/banger/Root1")?;
+    // Pick up an update the previous helper left unfinished, before taking calls.
+    engine.resume().await;
     conn.request_name(names::ROOT1_NAME)
         .await
         .with_context(|| format!("owning {} on the system bus", names::ROOT1_NAME))?;

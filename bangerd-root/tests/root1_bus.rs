@@ -13,6 +13,7 @@ use banger::testbus::{PrivateBus, assert_contract, interface_contract};
 use bangerd_root::authz::Authorizer;
 use bangerd_root::core::RootCore;
 use bangerd_root::root1::Root1;
+use bangerd_root::update::engine::{Engine, UpdatePaths};
 use zbus::object_server::SignalEmitter;
 use zbus::proxy::MethodFlags;
 use zbus::{OwnedObjectPath, OwnedVariant};
@@ -174,8 +175,21 @@ async fn fixture(verdict: Verdict, job_result: &'static str) -> Fixture {
         layout: layout.clone(),
     });
     let authz = Arc::new(Authorizer::new(conn.clone(), layout.install_toml()).without_root_trust());
+    let paths = UpdatePaths {
+        journal: bus.dir().join("journal.json"),
+        state: bus.dir().join("state.toml"),
+        config: bus.dir().join("config.toml"),
+        pause_marker: bus.dir().join("paused"),
+    };
+    let engine = Engine::new(
+        conn.clone(),
+        core.systemd.clone(),
+        layout.clone(),
+        paths,
+        authz.clone(),
+    );
     conn.object_server()
-        .at(names::ROOT1_PATH, Root1::new(core, authz))
+        .at(names::ROOT1_PATH, Root1::new(core, authz, engine))
         .await
         .unwrap();
     conn.request_name(names::ROOT1_NAME).await.unwrap();
@@ -327,4 +341,107 @@ async fn transient_units_are_started_through_the_manager_and_awaited() {
     };
     let e = systemd.start_transient(&bad).await.unwrap_err();
     assert!(e.to_string().contains("absolute path"), "{e}");
+}
+
+async fn update_call(
+    f: &Fixture,
+    options: HashMap<&str, zbus::Variant<'_>>,
+) -> zbus::Result<Option<OwnedObjectPath>> {
+    let client = f.bus.connect().await.unwrap();
+    let root1 = Root1Proxy::new(&client).await.unwrap();
+    root1
+        .inner()
+        .call_with_flags("Update", MethodFlags::ALLOW_INTERACTIVE_AUTH, &(options,))
+        .await
+}
+
+#[tokio::test]
+async fn update_options_choose_the_polkit_action_before_any_work() {
+    let f = fixture(Verdict::Deny, "done").await;
+    let cases: Vec<(HashMap<&str, zbus::Variant<'_>>, &str)> = vec![
+        (HashMap::new(), names::action::UPDATE),
+        (
+            HashMap::from([("version", zbus::Variant::from("0.2.0"))]),
+            names::action::UPDATE_PINNED,
+        ),
+        (
+            HashMap::from([
+                ("version", zbus::Variant::from("0.0.9")),
+                ("allow_downgrade", zbus::Variant::from(true)),
+            ]),
+            names::action::UPDATE_DOWNGRADE,
+        ),
+    ];
+    for (i, (opts, want)) in cases.into_iter().enumerate() {
+        let e = update_call(&f, opts).await.unwrap_err();
+        assert_eq!(error_name(&e), "org.banger.Error.NotAuthorized");
+        assert_eq!(f.asked.lock().unwrap()[i].action, want);
+    }
+    assert!(
+        !f.bus.dir().join("journal.json").exists(),
+        "a refused update leaves no journal"
+    );
+}
+
+#[tokio::test]
+async fn malformed_update_options_are_invalid_arguments() {
+    let f = fixture(Verdict::Challenge, "done").await;
+    for (opts, want) in [
+        (
+            HashMap::from([("mirror", zbus::Variant::from("http://evil"))]),
+            "unknown option \"mirror\"",
+        ),
+        (
+            HashMap::from([("dry_run", zbus::Variant::from("yes"))]),
+            "wrong type",
+        ),
+        (
+            HashMap::from([("version", zbus::Variant::from("1.2"))]),
+            "MAJOR.MINOR.PATCH",
+        ),
+    ] {
+        let e = update_call(&f, opts).await.unwrap_err();
+        assert_eq!(error_name(&e), "org.banger.Error.InvalidArgument");
+        assert!(e.to_string().contains(want), "{e}");
+    }
+    assert!(
+        f.asked.lock().unwrap().is_empty(),
+        "malformed calls never reach polkit"
+    );
+}
+
+#[tokio::test]
+async fn update_without_install_metadata_is_refused_naming_the_file() {
+    let f = fixture(Verdict::Challenge, "done").await;
+    let e = update_call(&f, HashMap::new()).await.unwrap_err();
+    assert_eq!(error_name(&e), "org.banger.Error.InstallMetadata");
+    assert!(e.to_string().contains("install.toml"), "{e}");
+}
+
+#[tokio::test]
+async fn job_introspection_matches_checked_in_contract() {
+    let f = fixture(Verdict::Deny, "done").await;
+    // Served by the helper's own connection, as the engine does.
+    let conn = f._services[2].clone();
+    let handle = bangerd_root::update::job::JobHandle::new(conn.clone(), 1, 0, "0.1.0");
+    let authz = Arc::new(Authorizer::new(conn.clone(), f.bus.dir().join("install.toml")));
+    conn.object_server()
+        .at(&handle.path, bangerd_root::job1::Job1::new(handle.clone(), authz))
+        .await
+        .unwrap();
+    let client = f.bus.connect().await.unwrap();
+    let xml = zbus::fdo::IntrospectableProxy::builder(&client)
+        .destination(names::ROOT1_NAME)
+        .path(handle.path.clone())
+        .build()
+        .await
+        .unwrap()
+        .introspect()
+        .await
+        .unwrap();
+    let contract = interface_contract(&xml, "org.banger.Root1.Job", "/org/banger/Root1/job/1")
+        .expect("the object serves org.banger.Root1.Job");
+    let checked_in = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../dbus/org.banger.Root1.Job.xml");
+    assert_contract(&contract, &checked_in);
 }

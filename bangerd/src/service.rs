@@ -92,6 +92,12 @@ async fn serve(store_path: PathBuf) -> anyhow::Result<()> {
     tracing::info!(version = banger::build_info::VERSION, "bangerd ready");
     banger::runtime::shutdown_signal().await;
     ready.store(false, Ordering::SeqCst);
+    // Give the name back first: calls made from now on queue at the bus (and activate the next
+    // bangerd) instead of failing, while calls already in progress are still answered.
+    if let Err(e) = conn.release_name(names::DAEMON1_NAME).await {
+        tracing::warn!("releasing {}: {e}", names::DAEMON1_NAME);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     tracing::info!("bangerd stopping");
     Ok(())
 }

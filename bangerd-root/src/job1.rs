@@ -1,0 +1,134 @@
+//! `org.banger.Root1.Job`: the D-Bus adapter over one update job's status.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use banger::error::BusError;
+use banger::names::action;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+
+use crate::authz::{Authorizer, Trust};
+use crate::update::engine::is_before_point_of_no_return;
+use crate::update::job::JobHandle;
+
+/// The object served at `/org/banger/Root1/job/<id>`.
+pub struct Job1 {
+    handle: Arc<JobHandle>,
+    authz: Arc<Authorizer>,
+}
+
+impl Job1 {
+    /// An adapter over `handle`.
+    pub fn new(handle: Arc<JobHandle>, authz: Arc<Authorizer>) -> Self {
+        Job1 { handle, authz }
+    }
+}
+
+#[zbus::interface(name = "org.banger.Root1.Job")]
+impl Job1 {
+    /// Job id.
+    #[zbus(property)]
+    fn id(&self) -> u32 {
+        self.handle.status().id
+    }
+
+    /// What the job does: `update`.
+    #[zbus(property)]
+    fn kind(&self) -> &str {
+        "update"
+    }
+
+    /// `running` or `finished`.
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.handle.status().state
+    }
+
+    /// Current stage: checking, downloading, verifying, staging, sanity-check,
+    /// waiting-for-operations, swapping, restarting-daemon, restarting-helper,
+    /// verifying-install, finalizing, rolling-back, done.
+    #[zbus(property)]
+    fn stage(&self) -> String {
+        self.handle.status().stage
+    }
+
+    /// Progress from 0 to 1.
+    #[zbus(property)]
+    fn progress(&self) -> f64 {
+        self.handle.status().progress
+    }
+
+    /// Bytes downloaded so far.
+    #[zbus(property)]
+    fn bytes_done(&self) -> u64 {
+        self.handle.status().bytes_done
+    }
+
+    /// Bytes to download.
+    #[zbus(property)]
+    fn bytes_total(&self) -> u64 {
+        self.handle.status().bytes_total
+    }
+
+    /// Version being installed ("" until known).
+    #[zbus(property)]
+    fn target_version(&self) -> String {
+        self.handle.status().target_version
+    }
+
+    /// Version installed when the job started.
+    #[zbus(property)]
+    #[allow(clippy::wrong_self_convention)]
+    fn from_version(&self) -> String {
+        self.handle.status().from_version
+    }
+
+    /// "" while running; then updated, up-to-date, dry-run, rolled-back, failed or canceled.
+    #[zbus(property)]
+    fn result(&self) -> String {
+        self.handle.status().result
+    }
+
+    /// "" or why the job failed or rolled back.
+    #[zbus(property)]
+    fn error(&self) -> String {
+        self.handle.status().error
+    }
+
+    /// Cancels the job before the point of no return (before it starts swapping files). The
+    /// job's initiator may cancel without a password; others need org.banger.update.cancel.
+    /// Safe to repeat.
+    async fn cancel(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), BusError> {
+        let st = self.handle.status();
+        if st.state == "finished" {
+            return Err(BusError::Busy(format!(
+                "the job has already finished ({})",
+                st.result
+            )));
+        }
+        if !is_before_point_of_no_return(&st.stage) {
+            return Err(BusError::Busy(format!(
+                "the update is past the point of no return (stage {}): it will finish or roll back on its own",
+                st.stage
+            )));
+        }
+        let uid = self.authz.caller_uid(&hdr).await?;
+        if uid != self.handle.initiator_uid {
+            self.authz
+                .authorize(&hdr, action::UPDATE_CANCEL, Trust::PolkitOnly)
+                .await?;
+        }
+        self.handle.cancel.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The job ended: success, result (as in Result) and error.
+    #[zbus(signal)]
+    async fn finished(
+        emitter: &SignalEmitter<'_>,
+        success: bool,
+        result: &str,
+        error: &str,
+    ) -> zbus::Result<()>;
+}

@@ -1,0 +1,222 @@
+//! Where updates come from and which keys are trusted: `/etc/banger/config.toml` (root-owned)
+//! plus what is compiled in. Nothing a D-Bus caller sends reaches this module.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use banger::release::TrustedKeys;
+use banger::release::signature::EMBEDDED_KEY;
+use serde::Deserialize;
+
+/// The manifest URL compiled in; a placeholder until a release server exists.
+pub const DEFAULT_MANIFEST_URL: &str = "https://releases.banger.invalid/stable/manifest.json";
+/// The admin configuration file.
+pub const CONFIG_FILE: &str = "/etc/banger/config.toml";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    update: FileUpdate,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpdate {
+    manifest_url: Option<String>,
+    channel: Option<String>,
+    #[serde(default)]
+    trusted_key_files: Vec<PathBuf>,
+    max_download_bytes: Option<u64>,
+    connect_timeout_secs: Option<u64>,
+    read_timeout_secs: Option<u64>,
+    total_timeout_secs: Option<u64>,
+}
+
+/// The effective update configuration.
+#[derive(Debug, Clone)]
+pub struct UpdateConfig {
+    /// URL of `manifest.json`.
+    pub manifest_url: String,
+    /// Channel this host follows.
+    pub channel: String,
+    /// Keys signatures may verify against.
+    pub keys: TrustedKeys,
+    /// Cap on the tarball download.
+    pub max_download_bytes: u64,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Longest stall of a single read.
+    pub read_timeout: Duration,
+    /// Longest whole download.
+    pub total_timeout: Duration,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable or malformed.
+    #[error("{path}: {why}; nothing was changed")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// Owned by someone other than root, or writable by others.
+    #[error(
+        "{path} must be owned by root and not writable by group or others; refusing to trust it"
+    )]
+    Unsafe {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+fn check_root_owned(path: &Path) -> Result<(), ConfigError> {
+    let md = std::fs::metadata(path).map_err(|e| ConfigError::Invalid {
+        path: path.into(),
+        why: e.to_string(),
+    })?;
+    if md.uid() != 0 || md.mode() & 0o022 != 0 {
+        return Err(ConfigError::Unsafe { path: path.into() });
+    }
+    Ok(())
+}
+
+impl UpdateConfig {
+    /// Loads `path` (a missing file means the compiled-in defaults).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file: FileConfig = match std::fs::read_to_string(path) {
+            Ok(text) => {
+                check_root_owned(path)?;
+                toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                    path: path.into(),
+                    why: e
+                        .to_string()
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
+            Err(e) => {
+                return Err(ConfigError::Invalid {
+                    path: path.into(),
+                    why: e.to_string(),
+                });
+            }
+        };
+        let u = file.update;
+        let mut keys = TrustedKeys::default();
+        keys.add_pem("the embedded release key", EMBEDDED_KEY);
+        for kf in &u.trusted_key_files {
+            check_root_owned(kf)?;
+            let pem = std::fs::read_to_string(kf).map_err(|e| ConfigError::Invalid {
+                path: kf.clone(),
+                why: e.to_string(),
+            })?;
+            keys.add_pem(&kf.display().to_string(), &pem);
+        }
+        let manifest_url = u
+            .manifest_url
+            .unwrap_or_else(|| DEFAULT_MANIFEST_URL.into());
+        if !(manifest_url.starts_with("https://") || manifest_url.starts_with("http://")) {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                why: format!("update.manifest_url {manifest_url:?} is not an http(s) URL"),
+            });
+        }
+        let secs = |v: Option<u64>, d: u64| Duration::from_secs(v.unwrap_or(d).max(1));
+        Ok(UpdateConfig {
+            manifest_url,
+            channel: u.channel.unwrap_or_else(|| "stable".into()),
+            keys,
+            max_download_bytes: u.max_download_bytes.unwrap_or(256 << 20),
+            connect_timeout: secs(u.connect_timeout_secs, 10),
+            read_timeout: secs(u.read_timeout_secs, 15),
+            total_timeout: secs(u.total_timeout_secs, 600),
+        })
+    }
+
+    /// Resolves `href` (relative to the manifest's directory, or absolute).
+    pub fn resolve(&self, href: &str) -> Result<String, String> {
+        if href.starts_with("https://") || href.starts_with("http://") {
+            return Ok(href.to_string());
+        }
+        if href.is_empty()
+            || href.starts_with('/')
+            || href.split('/').any(|seg| seg == ".." || seg == ".")
+            || href.contains(['?', '#', '\\', ' '])
+        {
+            return Err(format!(
+                "the manifest names an unsafe relative URL {href:?}"
+            ));
+        }
+        let base = match self.manifest_url.rfind('/') {
+            Some(i) => &self.manifest_url[..=i],
+            None => return Err("the manifest URL has no path".into()),
+        };
+        Ok(format!("{base}{href}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_a_file_and_placeholder_key() {
+        let c = UpdateConfig::load(Path::new("/nonexistent/config.toml")).unwrap();
+        assert_eq!(c.manifest_url, DEFAULT_MANIFEST_URL);
+        assert!(c.keys.is_empty(), "the embedded key is a placeholder");
+        assert!(
+            c.keys
+                .require_some()
+                .unwrap_err()
+                .to_string()
+                .contains("placeholder")
+        );
+    }
+
+    #[test]
+    fn relative_urls_resolve_and_unsafe_ones_are_refused() {
+        let mut c = UpdateConfig::load(Path::new("/nonexistent")).unwrap();
+        c.manifest_url = "http://127.0.0.1:8787/stable/manifest.json".into();
+        assert_eq!(
+            c.resolve("0.2.0/SHA256SUMS").unwrap(),
+            "http://127.0.0.1:8787/stable/0.2.0/SHA256SUMS"
+        );
+        for bad in ["../x", "/etc/passwd", "a/../../b", "", "a?b"] {
+            assert!(c.resolve(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn malformed_and_unsafe_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, "[update]\nmanifest_url = 3\n").unwrap();
+        let e = UpdateConfig::load(&p).unwrap_err();
+        if banger::users::current_uid() == 0 {
+            assert!(e.to_string().contains("invalid type"), "{e}");
+            std::fs::write(&p, "[update]\nmirror = \"x\"\n").unwrap();
+            assert!(
+                UpdateConfig::load(&p)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("unknown field")
+            );
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(&p, "[update]\n").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+            assert!(matches!(
+                UpdateConfig::load(&p),
+                Err(ConfigError::Unsafe { .. })
+            ));
+        } else {
+            assert!(matches!(e, ConfigError::Unsafe { .. }), "{e}");
+        }
+    }
+}

@@ -1,0 +1,991 @@
+//! The update engine: prepare (download → verify → stage → sanity-run) and apply (swap →
+//! restart → doctor → finalize, or roll back), driven by the journal so that a helper restart
+//! or a kill at any step resumes to a complete old or a complete new install.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use banger::build_info::BuildIdentity;
+use banger::error::BusError;
+use banger::install::{InstallMeta, Layout, PROGRAMS};
+use banger::names::{self, action};
+use banger::proxies::Daemon1Proxy;
+use banger::release::sums::to_hex;
+use banger::release::{Manifest, Sha256Sums, Version, tarball_name, verify_signature};
+use banger::systemd::{JobKind, Systemd};
+use banger::time::unix_now;
+use zbus::{Connection, OwnedObjectPath, OwnedVariant};
+
+use super::config::UpdateConfig;
+use super::download::{DownloadError, Fetcher};
+use super::job::JobHandle;
+use super::journal::{self, FORMAT, Journal, Phase, SwapItem};
+use super::stage;
+use super::state::HelperState;
+use crate::authz::Authorizer;
+use crate::job1::Job1;
+
+/// Largest manifest accepted.
+const MANIFEST_CAP: u64 = 1 << 20;
+/// Largest SHA256SUMS accepted.
+const SUMS_CAP: u64 = 64 << 10;
+/// Largest signature file accepted.
+const SIG_CAP: u64 = 16 << 10;
+
+/// Stages before the point of no return (a job may be canceled there).
+const PREPARE_STAGES: [&str; 6] = [
+    "checking",
+    "downloading",
+    "verifying",
+    "staging",
+    "sanity-check",
+    "waiting-for-operations",
+];
+
+/// Whether a job at `stage` can still be canceled.
+pub fn is_before_point_of_no_return(stage: &str) -> bool {
+    PREPARE_STAGES.contains(&stage)
+}
+
+/// Files the engine keeps.
+#[derive(Debug, Clone)]
+pub struct UpdatePaths {
+    /// The journal.
+    pub journal: PathBuf,
+    /// The anti-rollback state.
+    pub state: PathBuf,
+    /// `/etc/banger/config.toml`.
+    pub config: PathBuf,
+    /// Written when paused for fault injection.
+    pub pause_marker: PathBuf,
+}
+
+impl UpdatePaths {
+    /// The live system's paths.
+    pub fn system() -> Self {
+        UpdatePaths {
+            journal: PathBuf::from("/var/lib/banger-root/update-journal.json"),
+            state: PathBuf::from("/var/lib/banger-root/state.toml"),
+            config: PathBuf::from(super::config::CONFIG_FILE),
+            pause_marker: PathBuf::from("/run/banger/update-paused"),
+        }
+    }
+}
+
+/// What the caller asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpdateOptions {
+    /// A chosen version (else the latest stable).
+    pub version: Option<String>,
+    /// Stop after staging and the sanity run.
+    pub dry_run: bool,
+    /// Proceed despite operations in flight; reinstall the installed version.
+    pub force: bool,
+    /// Allow going below the anti-rollback floor.
+    pub allow_downgrade: bool,
+}
+
+impl UpdateOptions {
+    /// Parses the `a{sv}` options, naming any unknown key or wrong type.
+    pub fn from_dbus(map: &HashMap<String, OwnedVariant>) -> Result<Self, BusError> {
+        let mut o = UpdateOptions::default();
+        for (k, v) in map {
+            let bad = || {
+                BusError::InvalidArgument(format!(
+                    "option {k:?} has the wrong type {} ; nothing was done",
+                    v.value_signature()
+                ))
+            };
+            match k.as_str() {
+                "version" => {
+                    let s = String::try_from(v.clone()).map_err(|_| bad())?;
+                    Version::parse(&s)
+                        .map_err(|e| BusError::InvalidArgument(format!("{e}; nothing was done")))?;
+                    o.version = Some(s.trim_start_matches('v').to_string());
+                }
+                "dry_run" => o.dry_run = bool::try_from(v.clone()).map_err(|_| bad())?,
+                "force" => o.force = bool::try_from(v.clone()).map_err(|_| bad())?,
+                "allow_downgrade" => {
+                    o.allow_downgrade = bool::try_from(v.clone()).map_err(|_| bad())?
+                }
+                other => {
+                    return Err(BusError::InvalidArgument(format!(
+                        "unknown option {other:?} (known: version, dry_run, force, allow_downgrade); nothing was done"
+                    )));
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    /// The polkit action these options need.
+    pub fn action(&self) -> &'static str {
+        if self.allow_downgrade {
+            action::UPDATE_DOWNGRADE
+        } else if self.version.is_some() {
+            action::UPDATE_PINNED
+        } else {
+            action::UPDATE
+        }
+    }
+}
+
+/// How a job ended before the point of no return.
+enum Outcome {
+    Finished {
+        result: &'static str,
+        message: String,
+    },
+    Apply(Box<Journal>),
+}
+
+/// A failure before the point of no return: nothing on the install changed.
+struct Refused(String);
+
+impl<E: std::fmt::Display> From<E> for Refused {
+    fn from(e: E) -> Self {
+        Refused(e.to_string())
+    }
+}
+
+/// The engine.
+pub struct Engine {
+    conn: Connection,
+    systemd: Systemd,
+    layout: Layout,
+    paths: UpdatePaths,
+    authz: Arc<Authorizer>,
+    pause_at: Option<String>,
+    job: Mutex<Option<Arc<JobHandle>>>,
+    exported: Mutex<Option<OwnedObjectPath>>,
+}
+
+impl Engine {
+    /// An engine over the live system.
+    pub fn new(
+        conn: Connection,
+        systemd: Systemd,
+        layout: Layout,
+        paths: UpdatePaths,
+        authz: Arc<Authorizer>,
+    ) -> Arc<Self> {
+        let pause_at = std::env::var("BANGER_UPDATE_PAUSE_AT")
+            .ok()
+            .filter(|s| !s.is_empty());
+        if let Some(p) = &pause_at {
+            tracing::warn!("fault injection: updates will pause at journal state {p}");
+        }
+        Arc::new(Engine {
+            conn,
+            systemd,
+            layout,
+            paths,
+            authz,
+            pause_at,
+            job: Mutex::new(None),
+            exported: Mutex::new(None),
+        })
+    }
+
+    /// The job currently running, if any.
+    pub fn running_job(&self) -> Option<Arc<JobHandle>> {
+        self.job
+            .lock()
+            .unwrap()
+            .clone()
+            .filter(|j| j.status().state == "running")
+    }
+
+    /// `idle` or the running job's stage.
+    pub fn update_state(&self) -> String {
+        self.running_job()
+            .map(|j| j.status().stage)
+            .unwrap_or_else(|| "idle".into())
+    }
+
+    /// The running job's path, `/` when none.
+    pub fn active_job(&self) -> OwnedObjectPath {
+        self.running_job()
+            .map(|j| j.path.clone())
+            .unwrap_or_else(|| OwnedObjectPath::try_from("/").expect("root path"))
+    }
+
+    /// (current, latest, available) from the verified manifest.
+    pub async fn check_for_update(&self) -> Result<(String, String, bool), BusError> {
+        let meta = InstallMeta::read(&self.layout.install_toml())
+            .map_err(|e| BusError::InstallMetadata(e.to_string()))?;
+        let installed = Version::parse(&meta.release.version)
+            .map_err(|e| BusError::InstallMetadata(format!("installed version: {e}")))?;
+        let cfg =
+            UpdateConfig::load(&self.paths.config).map_err(|e| BusError::Failed(e.to_string()))?;
+        let vm = fetch_manifest(&cfg)
+            .await
+            .map_err(|Refused(m)| BusError::Failed(m))?;
+        Ok((
+            installed.to_string(),
+            vm.latest.to_string(),
+            vm.latest > installed,
+        ))
+    }
+
+    /// Starts an update job for a caller already authorized for `opts.action()`.
+    pub async fn start(
+        self: &Arc<Self>,
+        opts: UpdateOptions,
+        initiator_uid: u32,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let from = {
+            let mut slot = self.job.lock().unwrap();
+            if let Some(j) = slot.as_ref().filter(|j| j.status().state == "running") {
+                return Err(BusError::Busy(format!(
+                    "an update is already running: job {} (stage {}); nothing was done",
+                    j.path.as_str(),
+                    j.status().stage
+                )));
+            }
+            // Reserve the slot before any await, so two calls cannot both start.
+            let meta = InstallMeta::read(&self.layout.install_toml())
+                .map_err(|e| BusError::InstallMetadata(e.to_string()))?;
+            let mut state = HelperState::load(&self.paths.state).map_err(BusError::Failed)?;
+            let id = state.take_job_id();
+            state.save(&self.paths.state).map_err(BusError::Failed)?;
+            let handle =
+                JobHandle::new(self.conn.clone(), id, initiator_uid, &meta.release.version);
+            *slot = Some(handle);
+            meta.release
+        };
+        let handle = self.job.lock().unwrap().clone().expect("just set");
+        let id = handle.status().id;
+        let journal = Journal {
+            format: FORMAT,
+            job_id: id,
+            initiator_uid,
+            phase: Phase::Preparing,
+            from,
+            target: None,
+            staging: self.staging_dir(id),
+            items: Vec::new(),
+            touched: Vec::new(),
+            result: None,
+            error: None,
+        };
+        if let Err(e) = journal.save(&self.paths.journal) {
+            *self.job.lock().unwrap() = None;
+            return Err(BusError::Failed(format!("{e}; nothing was done")));
+        }
+        self.export(&handle).await?;
+        let engine = self.clone();
+        let h = handle.clone();
+        tokio::spawn(async move { engine.run(h, opts, journal).await });
+        Ok(handle.path.clone())
+    }
+
+    async fn export(&self, handle: &Arc<JobHandle>) -> Result<(), BusError> {
+        let server = self.conn.object_server();
+        // Only the newest job stays on the bus.
+        let old = self.exported.lock().unwrap().replace(handle.path.clone());
+        if let Some(old) = old {
+            let _ = server.remove::<Job1, _>(old.as_str()).await;
+        }
+        server
+            .at(&handle.path, Job1::new(handle.clone(), self.authz.clone()))
+            .await
+            .map_err(|e| BusError::Failed(format!("exporting the job: {e}")))?;
+        let id = handle.status().id;
+        let _ = self
+            .conn
+            .emit_signal(
+                None::<&str>,
+                names::ROOT1_PATH,
+                names::ROOT1_NAME,
+                "JobNew",
+                &(id, &handle.path),
+            )
+            .await;
+        self.root1_changed().await;
+        Ok(())
+    }
+
+    async fn root1_changed(&self) {
+        let mut changed: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
+        changed.insert("UpdateState", zbus::Variant::from(self.update_state()));
+        changed.insert("ActiveJob", zbus::Variant::from(self.active_job()));
+        let _ = self
+            .conn
+            .emit_signal(
+                None::<&str>,
+                names::ROOT1_PATH,
+                "org.freedesktop.DBus.Properties",
+                "PropertiesChanged",
+                &(names::ROOT1_NAME, changed, Vec::<String>::new()),
+            )
+            .await;
+    }
+
+    fn staging_root(&self) -> PathBuf {
+        self.layout.prefix_path("lib/banger/.staging")
+    }
+
+    fn staging_dir(&self, id: u32) -> PathBuf {
+        self.staging_root().join(format!("job-{id}"))
+    }
+
+    fn staged_install_toml(&self, id: u32) -> PathBuf {
+        self.layout
+            .etc_dir()
+            .join(format!(".install.toml.job-{id}.new"))
+    }
+
+    fn cleanup_staging(&self, j: &Journal) {
+        let _ = std::fs::remove_dir_all(&j.staging);
+        let _ = std::fs::remove_file(self.staged_install_toml(j.job_id));
+        let _ = std::fs::remove_dir(self.staging_root());
+    }
+
+    async fn finish(&self, handle: &JobHandle, j: &mut Journal, result: &str, error: &str) {
+        j.phase = Phase::Done;
+        j.result = Some(result.into());
+        j.error = (!error.is_empty()).then(|| error.into());
+        if let Err(e) = j.save(&self.paths.journal) {
+            tracing::error!("{e}");
+        }
+        handle.finish(result, error).await;
+        let id = handle.status().id;
+        let _ = self
+            .conn
+            .emit_signal(
+                None::<&str>,
+                names::ROOT1_PATH,
+                names::ROOT1_NAME,
+                "JobRemoved",
+                &(id, &handle.path, result),
+            )
+            .await;
+        self.root1_changed().await;
+    }
+
+    async fn run(self: Arc<Self>, handle: Arc<JobHandle>, opts: UpdateOptions, mut j: Journal) {
+        match self.prepare(&handle, &opts, &mut j).await {
+            Ok(Outcome::Finished { result, message }) => {
+                self.cleanup_staging(&j);
+                self.finish(&handle, &mut j, result, &message).await;
+            }
+            Ok(Outcome::Apply(journal)) => {
+                let mut journal = *journal;
+                self.drive(&handle, &mut journal).await;
+            }
+            Err(Refused(msg)) => {
+                self.cleanup_staging(&j);
+                let canceled = handle.cancel.load(Ordering::SeqCst);
+                if canceled {
+                    self.finish(
+                        &handle,
+                        &mut j,
+                        "canceled",
+                        "canceled by request; nothing was changed",
+                    )
+                    .await;
+                } else {
+                    self.finish(
+                        &handle,
+                        &mut j,
+                        "failed",
+                        &format!("{msg}; nothing was changed"),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    fn check_cancel(handle: &JobHandle) -> Result<(), Refused> {
+        if handle.cancel.load(Ordering::SeqCst) {
+            Err(Refused("canceled".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn prepare(
+        &self,
+        handle: &Arc<JobHandle>,
+        opts: &UpdateOptions,
+        j: &mut Journal,
+    ) -> Result<Outcome, Refused> {
+        handle.stage("checking", 0.02).await;
+        let meta = InstallMeta::read(&self.layout.install_toml())?;
+        let installed = Version::parse(&meta.release.version).map_err(Refused)?;
+        let cfg = UpdateConfig::load(&self.paths.config)?;
+        cfg.keys.require_some()?;
+        let vm = fetch_manifest(&cfg).await?;
+        let mut state = HelperState::load(&self.paths.state).map_err(Refused)?;
+        if vm.issued_at < state.newest_manifest_issued_at {
+            return Err(Refused(format!(
+                "the release manifest was issued at {}, before one this host already verified ({}): refusing a replayed older manifest",
+                vm.manifest.issued_at,
+                banger::time::rfc3339(state.newest_manifest_issued_at)
+            )));
+        }
+        state.newest_manifest_issued_at = vm.issued_at;
+        state.save(&self.paths.state).map_err(Refused)?;
+        let target = match &opts.version {
+            Some(v) => Version::parse(v).map_err(Refused)?,
+            None => vm.latest.clone(),
+        };
+        handle
+            .update(|s| s.target_version = target.to_string())
+            .await;
+        let entry = vm.find(&target)?.clone();
+        if target == installed && !opts.force {
+            return Ok(Outcome::Finished {
+                result: "up-to-date",
+                message: String::new(),
+            });
+        }
+        let floor = match state.highest() {
+            Some(h) if h > installed => h,
+            _ => installed.clone(),
+        };
+        if target < floor && !opts.allow_downgrade {
+            return Err(Refused(format!(
+                "v{target} is older than v{floor} (installed on or verified by this host): refusing to go back (anti-rollback); ask for a downgrade explicitly (--allow-downgrade)"
+            )));
+        }
+        if entry.size > cfg.max_download_bytes {
+            return Err(Refused(format!(
+                "the v{target} tarball is {} bytes, over the configured limit of {} bytes",
+                entry.size, cfg.max_download_bytes
+            )));
+        }
+        Self::check_cancel(handle)?;
+
+        handle.stage("downloading", 0.05).await;
+        handle.update(|s| s.bytes_total = entry.size).await;
+        let sums_url = cfg.resolve(&entry.sums).map_err(Refused)?;
+        let sig_url = cfg.resolve(&entry.sums_sig).map_err(Refused)?;
+        let tar_url = cfg.resolve(&entry.tarball).map_err(Refused)?;
+        let fetcher = Arc::new(Fetcher::new(&cfg));
+        let (sums, sums_sig) = {
+            let f = fetcher.clone();
+            let (a, b) = (sums_url.clone(), sig_url.clone());
+            blocking(move || {
+                Ok::<_, DownloadError>((f.fetch_small(&a, SUMS_CAP)?, f.fetch_small(&b, SIG_CAP)?))
+            })
+            .await?
+        };
+        verify_signature(
+            &cfg.keys,
+            &format!("SHA256SUMS of v{target}"),
+            &sums,
+            &sums_sig,
+        )?;
+        let want = Sha256Sums::parse(&sums)?.digest_of(&tarball_name(&target))?;
+
+        let _ = std::fs::remove_dir_all(&j.staging);
+        std::fs::create_dir_all(j.staging.join("bin"))
+            .map_err(|e| Refused(format!("creating {}: {e}", j.staging.display())))?;
+        let tarball = j.staging.join(tarball_name(&target));
+        let fetched = {
+            let f = fetcher.clone();
+            let h = handle.clone();
+            let rt = tokio::runtime::Handle::current();
+            let path = tarball.clone();
+            let (size, cap) = (entry.size, cfg.max_download_bytes);
+            blocking(move || {
+                let mut last = std::time::Instant::now();
+                f.fetch_to_file(&tar_url, size, cap, &path, &h.cancel, &mut |done| {
+                    if last.elapsed() > Duration::from_millis(100) || done == size {
+                        last = std::time::Instant::now();
+                        let progress = 0.05 + 0.65 * (done as f64 / size.max(1) as f64);
+                        let h = h.clone();
+                        rt.spawn(async move {
+                            h.update(|s| {
+                                s.bytes_done = done;
+                                s.progress = progress;
+                            })
+                            .await
+                        });
+                    }
+                })
+            })
+            .await?
+        };
+        handle.update(|s| s.bytes_done = fetched.bytes).await;
+        Self::check_cancel(handle)?;
+
+        handle.stage("verifying", 0.72).await;
+        if fetched.sha256 != want {
+            return Err(Refused(format!(
+                "{} does not match SHA256SUMS: got {}, signed {}",
+                tarball_name(&target),
+                to_hex(&fetched.sha256),
+                to_hex(&want)
+            )));
+        }
+
+        handle.stage("staging", 0.75).await;
+        {
+            let (t, d) = (tarball.clone(), j.staging.join("bin"));
+            blocking(move || stage::extract(&t, &d)).await?;
+        }
+        let _ = std::fs::remove_file(&tarball);
+
+        handle.stage("sanity-check", 0.8).await;
+        let identity = sanity_check(&j.staging.join("bin"), &target).await?;
+        state.raise(&target);
+        state.save(&self.paths.state).map_err(Refused)?;
+        handle
+            .update(|s| s.target_version = identity.version.clone())
+            .await;
+        if opts.dry_run {
+            return Ok(Outcome::Finished {
+                result: "dry-run",
+                message: String::new(),
+            });
+        }
+        Self::check_cancel(handle)?;
+
+        handle.stage("waiting-for-operations", 0.82).await;
+        if !opts.force {
+            let busy = self.operations_in_flight().await?;
+            if !busy.is_empty() {
+                return Err(Refused(format!(
+                    "bangerd has operations in flight: {}; wait for them or use --force",
+                    busy.join(", ")
+                )));
+            }
+        }
+        Self::check_cancel(handle)?;
+
+        // The new install metadata, from the new binary's own identity.
+        let new_meta = InstallMeta {
+            installed_at: banger::time::rfc3339(unix_now()),
+            release: identity.clone(),
+            ..meta
+        };
+        let staged_meta = self.staged_install_toml(j.job_id);
+        new_meta
+            .write(&staged_meta)
+            .map_err(|e| Refused(format!("writing {}: {e}", staged_meta.display())))?;
+        let mut items: Vec<SwapItem> = PROGRAMS
+            .iter()
+            .map(|p| SwapItem {
+                target: self.layout.program(p),
+                staged: j.staging.join("bin").join(p),
+            })
+            .collect();
+        items.push(SwapItem {
+            target: self.layout.install_toml(),
+            staged: staged_meta,
+        });
+        journal::clear_stale_backups(&items).map_err(Refused)?;
+        j.target = Some(identity);
+        j.items = items;
+        Ok(Outcome::Apply(Box::new(j.clone())))
+    }
+
+    async fn operations_in_flight(&self) -> Result<Vec<String>, Refused> {
+        let d = Daemon1Proxy::new(&self.conn).await?;
+        let r: zbus::Result<Option<Vec<banger::wire::OperationInfo>>> = d
+            .inner()
+            .call_with_flags(
+                "ListOperations",
+                zbus::proxy::MethodFlags::NO_AUTO_START,
+                &(),
+            )
+            .await;
+        match r {
+            Ok(ops) => Ok(ops
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|o| !o.done)
+                .map(|o| format!("{} ({}, {})", o.id, o.kind, o.stage))
+                .collect()),
+            // Not running: nothing can be in flight.
+            Err(zbus::Error::FDO(e))
+                if matches!(
+                    e.as_ref(),
+                    zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_)
+                ) =>
+            {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(Refused(format!(
+                "cannot ask bangerd for operations in flight ({e}); use --force to update anyway"
+            ))),
+        }
+    }
+
+    /// Writes the phase, then pauses there if fault injection asks for it.
+    async fn checkpoint(&self, j: &mut Journal, phase: Phase) {
+        j.phase = phase;
+        if let Err(e) = j.save(&self.paths.journal) {
+            tracing::error!("{e}");
+        }
+        if self.pause_at.as_deref() == Some(phase.as_str()) {
+            tracing::warn!("update paused at {}", phase.as_str());
+            if let Some(dir) = self.paths.pause_marker.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = std::fs::write(&self.paths.pause_marker, phase.as_str());
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Runs the journal to its end from wherever it stands.
+    async fn drive(&self, handle: &Arc<JobHandle>, j: &mut Journal) {
+        let mut phase = j.phase;
+        if phase == Phase::Preparing {
+            phase = Phase::Swapping;
+        }
+        loop {
+            match phase {
+                Phase::Preparing => unreachable!("mapped above"),
+                Phase::Swapping => {
+                    handle.stage("swapping", 0.85).await;
+                    self.checkpoint(j, Phase::Swapping).await;
+                    let mut failed = None;
+                    for item in j.items.clone() {
+                        if !j.touched.contains(&item.target) {
+                            j.touched.push(item.target.clone());
+                            if let Err(e) = j.save(&self.paths.journal) {
+                                failed = Some(e.to_string());
+                                break;
+                            }
+                        }
+                        if let Err(e) = journal::swap_one(&item) {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    phase = match failed {
+                        Some(e) => {
+                            j.error = Some(format!("swapping files failed: {e}"));
+                            Phase::RollingBack
+                        }
+                        None => Phase::RestartingDaemon,
+                    };
+                }
+                Phase::RestartingDaemon => {
+                    handle.stage("restarting-daemon", 0.88).await;
+                    self.checkpoint(j, Phase::RestartingDaemon).await;
+                    phase = match self.restart_daemon().await {
+                        Ok(()) => Phase::RestartingHelper,
+                        Err(e) => {
+                            j.error = Some(format!("the new bangerd did not come up: {e}"));
+                            Phase::RollingBack
+                        }
+                    };
+                }
+                Phase::RestartingHelper => {
+                    handle.stage("restarting-helper", 0.9).await;
+                    self.checkpoint(j, Phase::RestartingHelper).await;
+                    // Hand over to the new binary, which resumes from the journal at
+                    // `verifying` (see `resume`): this process does not come back here.
+                    match self
+                        .systemd
+                        .queue_job(JobKind::Restart, names::ROOT_UNIT)
+                        .await
+                    {
+                        Ok(()) => {
+                            tracing::info!("restarting bangerd-root onto the new binary");
+                            std::future::pending::<()>().await;
+                        }
+                        Err(e) => {
+                            j.error = Some(format!("restarting bangerd-root failed: {e}"));
+                            phase = Phase::RollingBack;
+                        }
+                    }
+                }
+                Phase::Verifying => {
+                    handle.stage("verifying-install", 0.95).await;
+                    self.checkpoint(j, Phase::Verifying).await;
+                    phase = match self.run_doctor().await {
+                        Ok(()) => Phase::Finalizing,
+                        Err(e) => {
+                            j.error = Some(format!("the new install is unhealthy: {e}"));
+                            Phase::RollingBack
+                        }
+                    };
+                }
+                Phase::Finalizing => {
+                    handle.stage("finalizing", 0.98).await;
+                    self.checkpoint(j, Phase::Finalizing).await;
+                    let errors = journal::drop_backups(&j.items);
+                    self.cleanup_staging(j);
+                    if let Some(t) = &j.target
+                        && let (Ok(mut state), Ok(v)) = (
+                            HelperState::load(&self.paths.state),
+                            Version::parse(&t.version),
+                        )
+                    {
+                        state.raise(&v);
+                        let _ = state.save(&self.paths.state);
+                    }
+                    let note = if errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!("updated, but cleaning up failed: {}", errors.join("; "))
+                    };
+                    self.finish(handle, j, "updated", &note).await;
+                    return;
+                }
+                Phase::RollingBack => {
+                    handle.stage("rolling-back", 0.9).await;
+                    self.checkpoint(j, Phase::RollingBack).await;
+                    let errors = journal::restore(&j.items, &j.touched);
+                    self.cleanup_staging(j);
+                    if !errors.is_empty() {
+                        let cause = j.error.clone().unwrap_or_default();
+                        let msg = format!(
+                            "{cause}; ROLLBACK INCOMPLETE: {}; the install may be mixed: reinstall with sudo banger system install",
+                            errors.join("; ")
+                        );
+                        self.finish(handle, j, "failed", &msg).await;
+                        return;
+                    }
+                    if let Err(e) = self.restart_daemon().await {
+                        let cause = j.error.clone().unwrap_or_default();
+                        j.error = Some(format!(
+                            "{cause}; the old bangerd did not come back either: {e}"
+                        ));
+                    }
+                    phase = Phase::RollbackRestartingHelper;
+                }
+                Phase::RollbackRestartingHelper => {
+                    self.checkpoint(j, Phase::RollbackRestartingHelper).await;
+                    if BuildIdentity::current() != j.from {
+                        // The new helper is running: hand back to the restored old binary.
+                        if self
+                            .systemd
+                            .queue_job(JobKind::Restart, names::ROOT_UNIT)
+                            .await
+                            .is_ok()
+                        {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    let err = j.error.clone().unwrap_or_default();
+                    self.finish(handle, j, "rolled-back", &err).await;
+                    return;
+                }
+                Phase::Done => {
+                    let result = j.result.clone().unwrap_or_else(|| "failed".into());
+                    let err = j.error.clone().unwrap_or_default();
+                    handle.finish(&result, &err).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn restart_daemon(&self) -> Result<(), String> {
+        self.systemd.reset_failed(names::DAEMON_UNIT).await;
+        self.systemd
+            .run_job(JobKind::Restart, names::DAEMON_UNIT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let d = Daemon1Proxy::builder(&self.conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| e.to_string())?;
+        for _ in 0..100 {
+            if d.ready().await.unwrap_or(false) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err("bangerd did not report Ready within 10 s".into())
+    }
+
+    async fn run_doctor(&self) -> Result<(), String> {
+        let banger = self.layout.program("banger");
+        let out = tokio::time::timeout(
+            Duration::from_secs(120),
+            tokio::process::Command::new(&banger).arg("doctor").output(),
+        )
+        .await
+        .map_err(|_| format!("{} doctor did not finish within 120 s", banger.display()))?
+        .map_err(|e| format!("running {} doctor: {e}", banger.display()))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let fails: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+        Err(if fails.is_empty() {
+            format!("banger doctor exited with {}", out.status)
+        } else {
+            fails.join("; ")
+        })
+    }
+
+    /// On start: picks up an update the previous helper left unfinished (or shows how the last
+    /// one ended, so a client can re-attach).
+    pub async fn resume(self: &Arc<Self>) {
+        let mut j = match Journal::load(&self.paths.journal) {
+            Ok(Some(j)) => j,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!("{e}; no update will start until it is fixed or removed");
+                return;
+            }
+        };
+        let handle = JobHandle::new(
+            self.conn.clone(),
+            j.job_id,
+            j.initiator_uid,
+            &j.from.version,
+        );
+        if let Some(t) = &j.target {
+            handle
+                .update(|s| s.target_version = t.version.clone())
+                .await;
+        }
+        *self.job.lock().unwrap() = Some(handle.clone());
+        if let Err(e) = self.export(&handle).await {
+            tracing::error!("{}", e.message());
+        }
+        tracing::info!(
+            job = j.job_id,
+            phase = j.phase.as_str(),
+            "resuming update journal"
+        );
+        match j.phase {
+            Phase::Done => {
+                let result = j.result.clone().unwrap_or_else(|| "failed".into());
+                let err = j.error.clone().unwrap_or_default();
+                handle.finish(&result, &err).await;
+                self.root1_changed().await;
+            }
+            Phase::Preparing => {
+                self.cleanup_staging(&j);
+                self.finish(
+                    &handle,
+                    &mut j,
+                    "failed",
+                    "the helper stopped before the point of no return; nothing was changed",
+                )
+                .await;
+            }
+            Phase::Swapping => {
+                if j.error.is_none() {
+                    j.error = Some("the update was interrupted while swapping files".into());
+                }
+                j.phase = Phase::RollingBack;
+                let engine = self.clone();
+                tokio::spawn(async move { engine.drive(&handle, &mut j).await });
+            }
+            Phase::RestartingHelper => {
+                // The restart happened (or the old helper died just before asking): whatever
+                // runs now is the binary on disk, which is the new one.
+                j.phase = Phase::Verifying;
+                let engine = self.clone();
+                tokio::spawn(async move { engine.drive(&handle, &mut j).await });
+            }
+            _ => {
+                let engine = self.clone();
+                tokio::spawn(async move { engine.drive(&handle, &mut j).await });
+            }
+        }
+    }
+}
+
+async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, Refused>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| Refused(e.to_string())),
+        Err(e) => Err(Refused(format!("internal task failed: {e}"))),
+    }
+}
+
+async fn fetch_manifest(
+    cfg: &UpdateConfig,
+) -> Result<banger::release::manifest::VerifiedManifest, Refused> {
+    cfg.keys.require_some()?;
+    let fetcher = Fetcher::new(cfg);
+    let url = cfg.manifest_url.clone();
+    let (bytes, sig) = blocking(move || {
+        Ok::<_, DownloadError>((
+            fetcher.fetch_small(&url, MANIFEST_CAP)?,
+            fetcher.fetch_small(&format!("{url}.sig"), SIG_CAP)?,
+        ))
+    })
+    .await?;
+    Ok(Manifest::verify(
+        &bytes,
+        &sig,
+        &cfg.keys,
+        &cfg.channel,
+        unix_now(),
+    )?)
+}
+
+/// Runs the staged binaries: each must report `target`, all the same build, and the staged
+/// bangerd must accept the live store.
+async fn sanity_check(dir: &Path, target: &Version) -> Result<BuildIdentity, Refused> {
+    let mut identity: Option<BuildIdentity> = None;
+    for program in PROGRAMS {
+        let path = dir.join(program);
+        let out = run_with_timeout(&path, &["--version"]).await?;
+        let id = BuildIdentity::parse_version_line(program, &String::from_utf8_lossy(&out.stdout))
+            .map_err(|e| Refused(format!("staged {program} --version: {e}")))?;
+        if Version::parse(&id.version).as_ref() != Ok(target) {
+            return Err(Refused(format!(
+                "staged {program} reports v{}, but the signed release is v{target}",
+                id.version
+            )));
+        }
+        match &identity {
+            Some(first) if *first != id => {
+                return Err(Refused(format!(
+                    "the staged binaries are from different builds ({program}: commit {}, built {}; others: commit {}, built {})",
+                    id.commit, id.built_at, first.commit, first.built_at
+                )));
+            }
+            _ => identity = Some(id),
+        }
+    }
+    let out = run_with_timeout(&dir.join("bangerd"), &["--check-migrations", "--system"]).await?;
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    match out.status.code() {
+        Some(0) | Some(1) => {}
+        Some(2) => {
+            return Err(Refused(format!(
+                "the new bangerd refuses the store: {line}"
+            )));
+        }
+        _ => {
+            return Err(Refused(format!(
+                "staged bangerd --check-migrations failed ({}): {line}",
+                out.status
+            )));
+        }
+    }
+    Ok(identity.expect("three programs checked"))
+}
+
+async fn run_with_timeout(path: &Path, args: &[&str]) -> Result<std::process::Output, Refused> {
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(path)
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| {
+        Refused(format!(
+            "staged {} {} did not finish within 20 s",
+            path.display(),
+            args.join(" ")
+        ))
+    })?
+    .map_err(|e| Refused(format!("running staged {}: {e}", path.display())))
+}

@@ -1,0 +1,169 @@
+//! The state of one update job, shared between the engine (which changes it) and the
+//! `org.banger.Root1.Job` object (which shows it). Every change is published as
+//! `PropertiesChanged` on the job's object.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use zbus::{Connection, OwnedObjectPath, Variant};
+
+/// The job's interface name.
+pub const JOB_INTERFACE: &str = "org.banger.Root1.Job";
+
+/// Everything a client can read about a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobStatus {
+    /// Id.
+    pub id: u32,
+    /// `running` or `finished`.
+    pub state: String,
+    /// Current stage.
+    pub stage: String,
+    /// 0..1.
+    pub progress: f64,
+    /// Bytes downloaded.
+    pub bytes_done: u64,
+    /// Bytes to download.
+    pub bytes_total: u64,
+    /// Version being installed ("" until known).
+    pub target_version: String,
+    /// Version installed at the start.
+    pub from_version: String,
+    /// Final result, "" while running.
+    pub result: String,
+    /// Why it failed, "".
+    pub error: String,
+}
+
+/// A job: its status, who started it, and its cancellation flag.
+pub struct JobHandle {
+    /// Object path.
+    pub path: OwnedObjectPath,
+    /// UID of the caller that started it (may cancel without a password).
+    pub initiator_uid: u32,
+    /// Set to ask the engine to stop before the point of no return.
+    pub cancel: AtomicBool,
+    status: Mutex<JobStatus>,
+    conn: Connection,
+}
+
+/// The object path of job `id`.
+pub fn job_path(id: u32) -> OwnedObjectPath {
+    OwnedObjectPath::try_from(format!("{}/job/{id}", banger::names::ROOT1_PATH))
+        .expect("job paths are valid")
+}
+
+impl JobHandle {
+    /// A new running job.
+    pub fn new(conn: Connection, id: u32, initiator_uid: u32, from_version: &str) -> Arc<Self> {
+        Arc::new(JobHandle {
+            path: job_path(id),
+            initiator_uid,
+            cancel: AtomicBool::new(false),
+            status: Mutex::new(JobStatus {
+                id,
+                state: "running".into(),
+                stage: "checking".into(),
+                progress: 0.0,
+                bytes_done: 0,
+                bytes_total: 0,
+                target_version: String::new(),
+                from_version: from_version.into(),
+                result: String::new(),
+                error: String::new(),
+            }),
+            conn,
+        })
+    }
+
+    /// A copy of the status.
+    pub fn status(&self) -> JobStatus {
+        self.status.lock().unwrap().clone()
+    }
+
+    /// Changes the status and publishes what changed.
+    pub async fn update(&self, f: impl FnOnce(&mut JobStatus)) {
+        let (before, after) = {
+            let mut s = self.status.lock().unwrap();
+            let before = s.clone();
+            f(&mut s);
+            (before, s.clone())
+        };
+        let mut changed: HashMap<&str, Variant<'_>> = HashMap::new();
+        if before.state != after.state {
+            changed.insert("State", Variant::from(after.state.clone()));
+        }
+        if before.stage != after.stage {
+            changed.insert("Stage", Variant::from(after.stage.clone()));
+        }
+        if before.progress != after.progress {
+            changed.insert("Progress", Variant::from(after.progress));
+        }
+        if before.bytes_done != after.bytes_done {
+            changed.insert("BytesDone", Variant::from(after.bytes_done));
+        }
+        if before.bytes_total != after.bytes_total {
+            changed.insert("BytesTotal", Variant::from(after.bytes_total));
+        }
+        if before.target_version != after.target_version {
+            changed.insert("TargetVersion", Variant::from(after.target_version.clone()));
+        }
+        if before.from_version != after.from_version {
+            changed.insert("FromVersion", Variant::from(after.from_version.clone()));
+        }
+        if before.result != after.result {
+            changed.insert("Result", Variant::from(after.result.clone()));
+        }
+        if before.error != after.error {
+            changed.insert("Error", Variant::from(after.error.clone()));
+        }
+        if changed.is_empty() {
+            return;
+        }
+        let _ = self
+            .conn
+            .emit_signal(
+                None::<&str>,
+                &self.path,
+                "org.freedesktop.DBus.Properties",
+                "PropertiesChanged",
+                &(JOB_INTERFACE, changed, Vec::<String>::new()),
+            )
+            .await;
+    }
+
+    /// Moves to `stage` at `progress`.
+    pub async fn stage(&self, stage: &str, progress: f64) {
+        tracing::info!(job = self.status().id, stage, "update stage");
+        self.update(|s| {
+            s.stage = stage.into();
+            s.progress = progress;
+        })
+        .await;
+    }
+
+    /// Marks the job finished and emits `Finished`.
+    pub async fn finish(&self, result: &str, error: &str) {
+        tracing::info!(job = self.status().id, result, error, "update finished");
+        self.update(|s| {
+            s.state = "finished".into();
+            s.stage = "done".into();
+            s.progress = 1.0;
+            s.result = result.into();
+            s.error = error.into();
+        })
+        .await;
+        let success = matches!(result, "updated" | "up-to-date" | "dry-run");
+        let _ = self
+            .conn
+            .emit_signal(
+                None::<&str>,
+                &self.path,
+                JOB_INTERFACE,
+                "Finished",
+                &(success, result, error),
+            )
+            .await;
+    }
+}

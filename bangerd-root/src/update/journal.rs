@@ -1,0 +1,317 @@
+//! The update's on-disk journal and the file swaps it records.
+//!
+//! Every transition is written (atomically, fsynced) *before* the step it announces, so a
+//! process killed at any point leaves a journal that says what may have happened. Every step
+//! is idempotent, so resuming simply runs the recorded step again: forward when the new files
+//! are all in place, backwards (rollback) otherwise. Both the old and the new binary read this
+//! format; change it only additively.
+
+use std::path::{Path, PathBuf};
+
+use banger::build_info::BuildIdentity;
+use serde::{Deserialize, Serialize};
+
+/// Journal format version.
+pub const FORMAT: u32 = 1;
+
+/// Where the update stands. Written before the step it names is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Downloading, verifying, staging; nothing on the install has changed.
+    Preparing,
+    /// Replacing files; some may be new, some old.
+    Swapping,
+    /// All files are new; restarting bangerd.
+    RestartingDaemon,
+    /// bangerd is up on the new version; the helper restarts itself.
+    RestartingHelper,
+    /// Running the new `banger doctor`.
+    Verifying,
+    /// Healthy: removing backups and staging.
+    Finalizing,
+    /// Restoring the old files.
+    RollingBack,
+    /// Old files restored; the helper restarts itself onto the old binary.
+    RollbackRestartingHelper,
+    /// Finished; `result` says how.
+    Done,
+}
+
+impl Phase {
+    /// The journal's name for the phase (as in `BANGER_UPDATE_PAUSE_AT`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Preparing => "preparing",
+            Phase::Swapping => "swapping",
+            Phase::RestartingDaemon => "restarting-daemon",
+            Phase::RestartingHelper => "restarting-helper",
+            Phase::Verifying => "verifying",
+            Phase::Finalizing => "finalizing",
+            Phase::RollingBack => "rolling-back",
+            Phase::RollbackRestartingHelper => "rollback-restarting-helper",
+            Phase::Done => "done",
+        }
+    }
+}
+
+/// A file replaced by the update: `staged` is renamed over `target`, whose old content is kept
+/// as `target.previous` until the update is finalized or rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwapItem {
+    /// Installed path.
+    pub target: PathBuf,
+    /// New content, on the same filesystem.
+    pub staged: PathBuf,
+}
+
+impl SwapItem {
+    /// The backup path.
+    pub fn backup(&self) -> PathBuf {
+        let mut s = self.target.clone().into_os_string();
+        s.push(".previous");
+        PathBuf::from(s)
+    }
+}
+
+/// The journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Journal {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The job this update belongs to.
+    pub job_id: u32,
+    /// Who asked for it.
+    pub initiator_uid: u32,
+    /// Where it stands.
+    pub phase: Phase,
+    /// The install before the update.
+    pub from: BuildIdentity,
+    /// The release being installed (as its staged binaries report it).
+    pub target: Option<BuildIdentity>,
+    /// Staging directory.
+    pub staging: PathBuf,
+    /// Files to swap, in order.
+    pub items: Vec<SwapItem>,
+    /// Targets whose backup may exist (recorded before each backup is made).
+    pub touched: Vec<PathBuf>,
+    /// Final result (`updated`, `rolled-back`, `failed`, …) once done.
+    pub result: Option<String>,
+    /// Why it failed or rolled back.
+    pub error: Option<String>,
+}
+
+/// Errors reading or writing the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// I/O.
+    #[error("update journal {path}: {why}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+impl Journal {
+    /// Reads the journal at `path`, if any.
+    pub fn load(path: &Path) -> Result<Option<Journal>, JournalError> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| JournalError::Io {
+                    path: path.into(),
+                    why: format!("unreadable: {e}"),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(JournalError::Io {
+                path: path.into(),
+                why: e.to_string(),
+            }),
+        }
+    }
+
+    /// Writes the journal atomically and durably.
+    pub fn save(&self, path: &Path) -> Result<(), JournalError> {
+        let bytes = serde_json::to_vec_pretty(self).expect("journal serializes");
+        banger::fsutil::atomic_write(path, &bytes, 0o600).map_err(|e| JournalError::Io {
+            path: path.into(),
+            why: e.to_string(),
+        })
+    }
+}
+
+fn io(what: &str, p: &Path, e: std::io::Error) -> String {
+    format!("{what} {}: {e}", p.display())
+}
+
+fn sync_parent(p: &Path) -> Result<(), String> {
+    let dir = p.parent().unwrap_or(Path::new("/"));
+    banger::fsutil::sync_dir(dir).map_err(|e| io("syncing", dir, e))
+}
+
+/// Removes backups left by an earlier, finished update (never those of an unfinished one).
+pub fn clear_stale_backups(items: &[SwapItem]) -> Result<(), String> {
+    for item in items {
+        banger::fsutil::remove_if_exists(&item.backup())
+            .map_err(|e| io("removing stale backup", &item.backup(), e))?;
+    }
+    Ok(())
+}
+
+/// Swaps one item: keeps the old file as a hard-linked backup, then renames the staged file
+/// over it. The target path is never missing. Idempotent.
+pub fn swap_one(item: &SwapItem) -> Result<(), String> {
+    let backup = item.backup();
+    if !item.staged.exists() {
+        // Already renamed in an earlier run.
+        return if item.target.exists() && backup.exists() {
+            Ok(())
+        } else {
+            Err(format!("staged file {} is gone", item.staged.display()))
+        };
+    }
+    if !backup.exists() {
+        std::fs::hard_link(&item.target, &backup).map_err(|e| io("backing up", &item.target, e))?;
+    }
+    std::fs::rename(&item.staged, &item.target).map_err(|e| io("replacing", &item.target, e))?;
+    sync_parent(&item.target)
+}
+
+/// Restores every touched target from its backup, in reverse order. Idempotent. Returns every
+/// error (it keeps going, so as much as possible is restored).
+pub fn restore(items: &[SwapItem], touched: &[PathBuf]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for item in items.iter().rev().filter(|i| touched.contains(&i.target)) {
+        let backup = item.backup();
+        if backup.exists() {
+            // If the swap had not happened yet, backup and target are links to the same file:
+            // rename does nothing then, and the backup is removed below.
+            if let Err(e) = std::fs::rename(&backup, &item.target) {
+                errors.push(io("restoring", &item.target, e));
+                continue;
+            }
+            if let Err(e) = banger::fsutil::remove_if_exists(&backup) {
+                errors.push(io("removing", &backup, e));
+            }
+            if let Err(e) = sync_parent(&item.target) {
+                errors.push(e);
+            }
+        }
+    }
+    errors
+}
+
+/// Removes the backups after a successful update. Idempotent.
+pub fn drop_backups(items: &[SwapItem]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for item in items {
+        if let Err(e) = banger::fsutil::remove_if_exists(&item.backup()) {
+            errors.push(io("removing", &item.backup(), e));
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Vec<SwapItem>) {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = dir.path().join("stage");
+        std::fs::create_dir(&stage).unwrap();
+        let mut items = Vec::new();
+        for n in ["a", "b", "c"] {
+            let target = dir.path().join(n);
+            std::fs::write(&target, format!("old {n}")).unwrap();
+            let staged = stage.join(n);
+            std::fs::write(&staged, format!("new {n}")).unwrap();
+            items.push(SwapItem { target, staged });
+        }
+        (dir, items)
+    }
+
+    fn contents(items: &[SwapItem]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| std::fs::read_to_string(&i.target).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn swap_then_restore_is_exactly_old() {
+        let (_d, items) = setup();
+        let touched: Vec<PathBuf> = items.iter().map(|i| i.target.clone()).collect();
+        for i in &items {
+            swap_one(i).unwrap();
+            swap_one(i).unwrap(); // idempotent
+        }
+        assert_eq!(contents(&items), ["new a", "new b", "new c"]);
+        assert!(restore(&items, &touched).is_empty());
+        assert_eq!(contents(&items), ["old a", "old b", "old c"]);
+        assert!(items.iter().all(|i| !i.backup().exists()));
+        assert!(
+            restore(&items, &touched).is_empty(),
+            "restore is idempotent"
+        );
+    }
+
+    #[test]
+    fn interrupted_between_backup_and_rename_restores_cleanly() {
+        let (_d, items) = setup();
+        // As if killed right after the hard link of the second item.
+        swap_one(&items[0]).unwrap();
+        std::fs::hard_link(&items[1].target, items[1].backup()).unwrap();
+        let touched = vec![items[0].target.clone(), items[1].target.clone()];
+        assert!(restore(&items, &touched).is_empty());
+        assert_eq!(contents(&items), ["old a", "old b", "old c"]);
+        assert!(items.iter().all(|i| !i.backup().exists()));
+    }
+
+    #[test]
+    fn finalize_drops_backups_and_keeps_new() {
+        let (_d, items) = setup();
+        for i in &items {
+            swap_one(i).unwrap();
+        }
+        assert!(drop_backups(&items).is_empty());
+        assert_eq!(contents(&items), ["new a", "new b", "new c"]);
+        assert!(items.iter().all(|i| !i.backup().exists()));
+    }
+
+    #[test]
+    fn journal_round_trips_and_names_phases() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j.json");
+        assert!(Journal::load(&p).unwrap().is_none());
+        let j = Journal {
+            format: FORMAT,
+            job_id: 3,
+            initiator_uid: 1000,
+            phase: Phase::RestartingHelper,
+            from: BuildIdentity::current(),
+            target: None,
+            staging: dir.path().into(),
+            items: vec![],
+            touched: vec![],
+            result: None,
+            error: None,
+        };
+        j.save(&p).unwrap();
+        assert_eq!(Journal::load(&p).unwrap().unwrap(), j);
+        assert!(
+            std::fs::read_to_string(&p)
+                .unwrap()
+                .contains("\"restarting-helper\"")
+        );
+        std::fs::write(&p, "{").unwrap();
+        assert!(
+            Journal::load(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("unreadable")
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! The self-update engine (see docs/update-protocol.md).
+//!
+//! `config` says where releases come from and which keys are trusted (root-owned files and the
+//! binary only), `download` fetches with caps and timeouts, `stage` extracts strictly,
+//! `journal` records and performs the swap, `engine` drives it all, and `job` is what clients
+//! see. It must never let a D-Bus caller influence the source or the keys, and never leave a
+//! mix of old and new files once services are back.
+
+pub mod config;
+pub mod download;
+pub mod engine;
+pub mod job;
+pub mod journal;
+pub mod stage;
+pub mod state;

@@ -1,0 +1,96 @@
+//! What the helper remembers between updates: the anti-rollback high-water mark, the newest
+//! manifest seen, and the next job id. Root-only file in the helper's state directory.
+
+use std::path::Path;
+
+use banger::release::Version;
+use serde::{Deserialize, Serialize};
+
+/// The helper's persistent update state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelperState {
+    /// Highest version installed on, or verified and staged by, this host.
+    pub highest_version: Option<String>,
+    /// Issue time (Unix seconds) of the newest verified manifest.
+    #[serde(default)]
+    pub newest_manifest_issued_at: u64,
+    /// Next job id to hand out.
+    #[serde(default)]
+    pub next_job_id: u32,
+}
+
+impl HelperState {
+    /// Loads the state; a missing file is the empty state, a corrupt one is an error.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => toml::from_str(&t).map_err(|e| {
+                format!(
+                    "{} is unreadable ({}); fix or remove it",
+                    path.display(),
+                    e.to_string()
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(format!("reading {}: {e}", path.display())),
+        }
+    }
+
+    /// Saves the state atomically.
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        }
+        let text = format!(
+            "# bangerd-root update state: anti-rollback high-water mark. Do not edit.\n{}",
+            toml::to_string(self).expect("state serializes")
+        );
+        banger::fsutil::atomic_write(path, text.as_bytes(), 0o600)
+            .map_err(|e| format!("writing {}: {e}", path.display()))
+    }
+
+    /// The high-water mark as a version.
+    pub fn highest(&self) -> Option<Version> {
+        self.highest_version
+            .as_deref()
+            .and_then(|v| Version::parse(v).ok())
+    }
+
+    /// Raises the high-water mark to `v` if it is higher.
+    pub fn raise(&mut self, v: &Version) {
+        if self.highest().is_none_or(|h| *v > h) {
+            self.highest_version = Some(v.to_string());
+        }
+    }
+
+    /// Hands out a job id.
+    pub fn take_job_id(&mut self) -> u32 {
+        self.next_job_id = self.next_job_id.max(1);
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raise_only_goes_up_and_ids_increase() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        let mut s = HelperState::load(&p).unwrap();
+        assert_eq!(s.take_job_id(), 1);
+        assert_eq!(s.take_job_id(), 2);
+        s.raise(&Version::parse("0.2.0").unwrap());
+        s.raise(&Version::parse("0.1.0").unwrap());
+        assert_eq!(s.highest_version.as_deref(), Some("0.2.0"));
+        s.save(&p).unwrap();
+        assert_eq!(HelperState::load(&p).unwrap(), s);
+        std::fs::write(&p, "next_job_id = \"x\"").unwrap();
+        assert!(HelperState::load(&p).unwrap_err().contains("unreadable"));
+    }
+}
