@@ -29,7 +29,11 @@ pub struct CallError {
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.message, self.name)
+        if self.name.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{} ({})", self.message, self.name)
+        }
     }
 }
 
@@ -80,11 +84,21 @@ pub fn message_of(e: &zbus::Error) -> String {
     }
 }
 
-/// Calls a polkit-gated, argument-less `Root1` method. From a terminal (and not as root) a
-/// `pkttyagent` is started first and the call allows interactive authorization, so polkit can
-/// ask for a password; otherwise a call that needs one fails with a message saying how to get
-/// authorized.
-pub async fn call_gated(conn: &Connection, method: &str, what: &str) -> anyhow::Result<()> {
+/// Calls a polkit-gated `Root1` method with `body` as its arguments and returns its reply. From
+/// a terminal (and not as root) a `pkttyagent` is started first and the call allows interactive
+/// authorization, so polkit can ask for a password; otherwise a call that needs one fails with a
+/// message saying how to get authorized. A refusal or failure is a [`CallError`] wrapped in
+/// context naming `what`.
+pub async fn call_gated<B, R>(
+    conn: &Connection,
+    method: &str,
+    body: &B,
+    what: &str,
+) -> anyhow::Result<R>
+where
+    B: serde::Serialize + zbus::DynamicType,
+    R: for<'d> zbus::wire::DynamicDeserialize<'d>,
+{
     let root1 = Root1Proxy::new(conn).await?;
     let agent = Agent::start_if_interactive().context("starting the polkit agent")?;
     let flags = if agent.is_some() {
@@ -92,10 +106,11 @@ pub async fn call_gated(conn: &Connection, method: &str, what: &str) -> anyhow::
     } else {
         MethodFlags::empty()
     };
-    let result: zbus::Result<Option<()>> = root1.inner().call_with_flags(method, flags, &()).await;
+    let result: zbus::Result<Option<R>> = root1.inner().call_with_flags(method, flags, body).await;
     drop(agent);
     match result {
-        Ok(_) => Ok(()),
+        Ok(Some(reply)) => Ok(reply),
+        Ok(None) => Err(anyhow::anyhow!("{what}: bangerd-root sent no reply")),
         Err(e) => {
             let e = CallError::from(&e);
             if e.name == "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired" {
@@ -108,4 +123,9 @@ pub async fn call_gated(conn: &Connection, method: &str, what: &str) -> anyhow::
             Err(anyhow::Error::new(e).context(format!("{what} was refused or failed")))
         }
     }
+}
+
+/// The [`CallError`] in an error chain, if the chain holds a D-Bus error reply.
+pub fn call_error(e: &anyhow::Error) -> Option<&CallError> {
+    e.chain().find_map(|c| c.downcast_ref::<CallError>())
 }

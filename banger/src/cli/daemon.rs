@@ -54,7 +54,7 @@ pub async fn control(verb: Verb) -> CmdResult {
         Verb::Stop => ("StopDaemon", "stopping bangerd", "bangerd stopped"),
         Verb::Restart => ("RestartDaemon", "restarting bangerd", "bangerd restarted"),
     };
-    bus::call_gated(&conn, method, what).await?;
+    bus::call_gated::<_, ()>(&conn, method, &(), what).await?;
     println!("{done}");
     Ok(EXIT_OK)
 }

@@ -5,6 +5,7 @@ mod bus;
 mod daemon;
 mod doctor;
 mod system;
+mod update;
 
 use std::path::PathBuf;
 
@@ -20,13 +21,32 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit code: the caller is not authorized (polkit said no, or a prompt was needed but
 /// impossible).
 pub const EXIT_NOT_AUTHORIZED: i32 = 3;
+/// Exit code: an update failed after installing and was rolled back to the previous install.
+pub const EXIT_ROLLED_BACK: i32 = 4;
+/// Exit code: an update was canceled; nothing was changed.
+pub const EXIT_CANCELED: i32 = 5;
+/// Exit code: `banger update` stopped following on a second Ctrl-C; the update goes on.
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success
   1  the command failed (the message says why and what was left unchanged)
   2  the command line was malformed
-  3  not authorized (polkit refused, or a password was needed but no terminal was available)";
+  3  not authorized (polkit refused, or a password was needed but no terminal was available)
+  4  an update failed after installing and was rolled back to the previous install
+  5  an update was canceled; nothing was changed";
+
+const UPDATE_EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0    updated, already up to date, or a dry run staged the release; --check got an answer
+  1    the update failed and nothing was changed, another update is already running, or the
+       job was lost when the helper restarted
+  2    the command line was malformed
+  3    not authorized (polkit refused, or a password was needed but no terminal was available)
+  4    the update failed after installing and was rolled back to the previous install
+  5    the update was canceled; nothing was changed
+  130  Ctrl-C twice: banger stopped following; the update goes on in the background";
 
 /// Disposable Linux microVMs on your workstation.
 #[derive(Debug, Parser)]
@@ -56,6 +76,18 @@ enum Command {
     Daemon(DaemonCommand),
     /// Check the installation and the host, printing PASS/WARN/FAIL lines; exits 1 on any FAIL.
     Doctor,
+    /// Update banger to a newer signed release through the root helper, or just check for one.
+    ///
+    /// Asks polkit first (org.banger.update; org.banger.update.pinned with --to;
+    /// org.banger.update.downgrade with --allow-downgrade), then follows the update job,
+    /// printing each stage, until it ends. The helper restarts itself during every update;
+    /// banger follows the job across the restart by itself.
+    ///
+    /// Ctrl-C cancels the update until the point of no return (the swap of the installed
+    /// binaries); after it, the update finishes on its own. A second Ctrl-C stops following
+    /// and leaves the update running.
+    #[command(after_help = UPDATE_EXIT_CODES_HELP)]
+    Update(update::UpdateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +195,7 @@ pub fn main() -> i32 {
             Command::Daemon(DaemonCommand::Stop) => daemon::control(daemon::Verb::Stop).await,
             Command::Daemon(DaemonCommand::Restart) => daemon::control(daemon::Verb::Restart).await,
             Command::Doctor => doctor::run().await,
+            Command::Update(args) => update::run(args).await,
         }
     });
     match result {
@@ -189,5 +222,42 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("Exit codes:"), "{help}");
         assert!(help.contains("3  not authorized"), "{help}");
+        assert!(help.contains("4  an update failed"), "{help}");
+        assert!(help.contains("5  an update was canceled"), "{help}");
+    }
+
+    #[test]
+    fn update_help_documents_its_flags_and_exit_codes() {
+        let mut cli = Cli::command();
+        let update = cli
+            .find_subcommand_mut("update")
+            .expect("update subcommand");
+        let help = update.render_long_help().to_string();
+        for needle in [
+            "--check",
+            "--dry-run",
+            "--force",
+            "--to <VERSION>",
+            "--allow-downgrade",
+            "--json",
+            "4    the update failed after installing",
+            "5    the update was canceled",
+        ] {
+            assert!(help.contains(needle), "{needle}: {help}");
+        }
+    }
+
+    #[test]
+    fn update_check_excludes_changes() {
+        for flags in [
+            &["--check", "--dry-run"][..],
+            &["--check", "--to", "0.2.0"],
+            &["--check", "--allow-downgrade"],
+            &["--check", "--force"],
+        ] {
+            let args = ["banger", "update"].iter().chain(flags);
+            assert!(Cli::try_parse_from(args).is_err(), "{flags:?}");
+        }
+        assert!(Cli::try_parse_from(["banger", "update", "--check", "--json"]).is_ok());
     }
 }
