@@ -70,6 +70,7 @@ async fn serve() -> anyhow::Result<()> {
     conn.request_name(names::ROOT1_NAME)
         .await
         .with_context(|| format!("owning {} on the system bus", names::ROOT1_NAME))?;
+    engine.continue_resumed();
     tracing::info!(version = banger::build_info::VERSION, "bangerd-root ready");
     banger::runtime::shutdown_signal().await;
     tracing::info!("bangerd-root stopping");

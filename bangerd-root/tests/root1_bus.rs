@@ -424,9 +424,15 @@ async fn job_introspection_matches_checked_in_contract() {
     // Served by the helper's own connection, as the engine does.
     let conn = f._services[2].clone();
     let handle = bangerd_root::update::job::JobHandle::new(conn.clone(), 1, 0, "0.1.0");
-    let authz = Arc::new(Authorizer::new(conn.clone(), f.bus.dir().join("install.toml")));
+    let authz = Arc::new(Authorizer::new(
+        conn.clone(),
+        f.bus.dir().join("install.toml"),
+    ));
     conn.object_server()
-        .at(&handle.path, bangerd_root::job1::Job1::new(handle.clone(), authz))
+        .at(
+            &handle.path,
+            bangerd_root::job1::Job1::new(handle.clone(), authz),
+        )
         .await
         .unwrap();
     let client = f.bus.connect().await.unwrap();
@@ -441,7 +447,7 @@ async fn job_introspection_matches_checked_in_contract() {
         .unwrap();
     let contract = interface_contract(&xml, "org.banger.Root1.Job", "/org/banger/Root1/job/1")
         .expect("the object serves org.banger.Root1.Job");
-    let checked_in = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../dbus/org.banger.Root1.Job.xml");
+    let checked_in =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dbus/org.banger.Root1.Job.xml");
     assert_contract(&contract, &checked_in);
 }

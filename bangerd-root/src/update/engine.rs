@@ -161,6 +161,7 @@ pub struct Engine {
     pause_at: Option<String>,
     job: Mutex<Option<Arc<JobHandle>>>,
     exported: Mutex<Option<OwnedObjectPath>>,
+    resumed: Mutex<Option<(Arc<JobHandle>, Journal)>>,
 }
 
 impl Engine {
@@ -187,6 +188,7 @@ impl Engine {
             pause_at,
             job: Mutex::new(None),
             exported: Mutex::new(None),
+            resumed: Mutex::new(None),
         })
     }
 
@@ -876,20 +878,24 @@ impl Engine {
                     j.error = Some("the update was interrupted while swapping files".into());
                 }
                 j.phase = Phase::RollingBack;
-                let engine = self.clone();
-                tokio::spawn(async move { engine.drive(&handle, &mut j).await });
+                *self.resumed.lock().unwrap() = Some((handle, j));
             }
             Phase::RestartingHelper => {
                 // The restart happened (or the old helper died just before asking): whatever
                 // runs now is the binary on disk, which is the new one.
                 j.phase = Phase::Verifying;
-                let engine = self.clone();
-                tokio::spawn(async move { engine.drive(&handle, &mut j).await });
+                *self.resumed.lock().unwrap() = Some((handle, j));
             }
-            _ => {
-                let engine = self.clone();
-                tokio::spawn(async move { engine.drive(&handle, &mut j).await });
-            }
+            _ => *self.resumed.lock().unwrap() = Some((handle, j)),
+        }
+    }
+
+    /// Continues the update picked up by [`Engine::resume`]; call once the helper owns its bus
+    /// name, so the checks it runs (the new doctor) see a complete service.
+    pub fn continue_resumed(self: &Arc<Self>) {
+        if let Some((handle, mut j)) = self.resumed.lock().unwrap().take() {
+            let engine = self.clone();
+            tokio::spawn(async move { engine.drive(&handle, &mut j).await });
         }
     }
 }
