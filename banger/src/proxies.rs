@@ -115,4 +115,9 @@ pub trait Daemon1 {
     fn list_operations(&self) -> zbus::Result<Vec<OperationInfo>>;
     /// The daemon's own health checks.
     fn doctor(&self) -> zbus::Result<Vec<DoctorCheck>>;
+    /// Holds an "inhibit" operation (updates wait for it) until `uninhibit` or until this
+    /// connection leaves the bus; returns its id.
+    fn inhibit(&self, why: &str) -> zbus::Result<String>;
+    /// Ends an inhibit operation.
+    fn uninhibit(&self, id: &str) -> zbus::Result<()>;
 }

@@ -1,27 +1,35 @@
 //! `org.banger.Daemon1`: the D-Bus adapter over the daemon core. It only translates: checks the
 //! caller, calls the core, maps errors to `org.banger.Error.*`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use banger::build_info;
 use banger::error::BusError;
 use banger::wire::{DoctorCheck, OperationInfo};
+use futures_util::StreamExt;
 use zbus::message::Header;
 use zbus::{Connection, fdo};
 
 use crate::core::Daemon;
+use crate::ops::OperationGuard;
 
 /// The object served at `/org/banger/Daemon1`.
 pub struct Daemon1 {
     core: Arc<Daemon>,
     ready: Arc<AtomicBool>,
+    inhibitors: Arc<Mutex<HashMap<String, OperationGuard>>>,
 }
 
 impl Daemon1 {
     /// An adapter over `core`; `ready` is shared with the service loop.
     pub fn new(core: Arc<Daemon>, ready: Arc<AtomicBool>) -> Self {
-        Daemon1 { core, ready }
+        Daemon1 {
+            core,
+            ready,
+            inhibitors: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 }
 
@@ -79,5 +87,80 @@ impl Daemon1 {
     ) -> Result<Vec<DoctorCheck>, BusError> {
         check_caller(conn, &hdr).await?;
         Ok(self.core.doctor())
+    }
+
+    /// Registers an "inhibit" operation that lasts until Uninhibit or until the caller leaves
+    /// the bus, so updates wait (or need --force) while something must not be disturbed.
+    /// Returns the operation id. Not idempotent: each call adds one.
+    async fn inhibit(
+        &self,
+        why: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, BusError> {
+        check_caller(conn, &hdr).await?;
+        let why = why.trim();
+        if why.is_empty() || why.len() > 200 || why.chars().any(char::is_control) {
+            return Err(BusError::InvalidArgument(
+                "the reason must be 1 to 200 printable characters; nothing was done".into(),
+            ));
+        }
+        let sender = hdr
+            .sender()
+            .ok_or_else(|| BusError::NotAuthorized("call has no sender".into()))?
+            .to_owned();
+        let dbus = fdo::DBusProxy::new(conn).await?;
+        // Subscribe before registering, so a caller that leaves at once is still seen leaving.
+        let mut gone = dbus
+            .receive_name_owner_changed_with_args(&[(0, sender.as_str())])
+            .await?;
+        let guard = self
+            .core
+            .operations()
+            .begin("inhibit")
+            .map_err(|e| BusError::Store(e.to_string()))?;
+        guard.stage(why);
+        let id = guard.id().to_string();
+        self.inhibitors.lock().unwrap().insert(id.clone(), guard);
+        if dbus
+            .name_has_owner(sender.as_ref().into())
+            .await
+            .unwrap_or(false)
+        {
+            let inhibitors = self.inhibitors.clone();
+            let op = id.clone();
+            tokio::spawn(async move {
+                while let Some(sig) = gone.next().await {
+                    if sig.args().is_ok_and(|a| a.new_owner().is_none()) {
+                        break;
+                    }
+                }
+                if let Some(g) = inhibitors.lock().unwrap().remove(&op) {
+                    g.finish("released (caller left)");
+                }
+            });
+        } else if let Some(g) = self.inhibitors.lock().unwrap().remove(&id) {
+            g.finish("released (caller left)");
+        }
+        Ok(id)
+    }
+
+    /// Ends an inhibit operation. Safe to repeat (an unknown id is an error naming it).
+    async fn uninhibit(
+        &self,
+        id: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), BusError> {
+        check_caller(conn, &hdr).await?;
+        match self.inhibitors.lock().unwrap().remove(&id) {
+            Some(g) => {
+                g.finish("released");
+                Ok(())
+            }
+            None => Err(BusError::InvalidArgument(format!(
+                "no inhibit operation {id:?} is held"
+            ))),
+        }
     }
 }

@@ -128,3 +128,46 @@ async fn other_user_is_denied_by_bus_policy() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn inhibit_lasts_until_released_or_the_caller_leaves() {
+    let bus = PrivateBus::start(&me()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_svc, core) = serve(&bus, &dir.path().join("s.db")).await;
+    let client = bus.connect().await.unwrap();
+    let d = Daemon1Proxy::new(&client).await.unwrap();
+    let id = d.inhibit("benchmark run").await.unwrap();
+    let live = core.operations().in_flight();
+    assert_eq!(live.len(), 1);
+    assert_eq!(
+        (live[0].kind.as_str(), live[0].stage.as_str()),
+        ("inhibit", "benchmark run")
+    );
+    d.uninhibit(&id).await.unwrap();
+    assert!(core.operations().in_flight().is_empty());
+    let e = d.uninhibit(&id).await.unwrap_err();
+    assert!(e.to_string().contains("no inhibit operation"), "{e}");
+    let e = d.inhibit("  ").await.unwrap_err();
+    assert!(e.to_string().contains("printable"), "{e}");
+
+    // A second client holds one and disconnects: the hold goes with it.
+    let other = bus.connect().await.unwrap();
+    Daemon1Proxy::new(&other)
+        .await
+        .unwrap()
+        .inhibit("short-lived")
+        .await
+        .unwrap();
+    assert_eq!(core.operations().in_flight().len(), 1);
+    drop(other);
+    for _ in 0..50 {
+        if core.operations().in_flight().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        core.operations().in_flight().is_empty(),
+        "the hold ends when its caller leaves"
+    );
+}

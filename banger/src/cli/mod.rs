@@ -4,6 +4,7 @@ mod agent;
 mod bus;
 mod daemon;
 mod doctor;
+mod inhibit;
 mod system;
 mod update;
 
@@ -76,6 +77,17 @@ enum Command {
     Daemon(DaemonCommand),
     /// Check the installation and the host, printing PASS/WARN/FAIL lines; exits 1 on any FAIL.
     Doctor,
+    /// Run a command while holding off updates: bangerd lists an "inhibit" operation until the
+    /// command exits, and `banger update` refuses (without --force) meanwhile. Exits with the
+    /// command's status.
+    Inhibit {
+        /// Why, shown as the operation's stage (e.g. "benchmark run").
+        #[arg(long, default_value = "banger inhibit")]
+        why: String,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Update banger to a newer signed release through the root helper, or just check for one.
     ///
     /// Asks polkit first (org.banger.update; org.banger.update.pinned with --to;
@@ -195,6 +207,7 @@ pub fn main() -> i32 {
             Command::Daemon(DaemonCommand::Stop) => daemon::control(daemon::Verb::Stop).await,
             Command::Daemon(DaemonCommand::Restart) => daemon::control(daemon::Verb::Restart).await,
             Command::Doctor => doctor::run().await,
+            Command::Inhibit { why, command } => inhibit::run(why, command).await,
             Command::Update(args) => update::run(args).await,
         }
     });
