@@ -62,7 +62,8 @@ _box_cgroup_pids() {
     local cg
     while IFS= read -r cg; do
         [ -d "$cg" ] || continue
-        find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null
+        # Cgroups come and go while units restart: a vanished one is not an error.
+        find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null || true
     done < <(_box_cgroups) | sort -un
 }
 
@@ -72,7 +73,8 @@ _box_nspawn_pid() {
     pid=$(cat "$SMOKE_DIR/nspawn.pid" 2>/dev/null) || return 1
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
-    _box_cgroup_pids | grep -qx -- "$pid" || return 1
+    # grep -q would close the pipe early (SIGPIPE under pipefail): read it all.
+    [ -n "$(_box_cgroup_pids | grep -x -- "$pid")" ] || return 1
     printf '%s\n' "$pid"
 }
 

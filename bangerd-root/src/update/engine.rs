@@ -257,7 +257,7 @@ impl Engine {
             let handle =
                 JobHandle::new(self.conn.clone(), id, initiator_uid, &meta.release.version);
             *slot = Some(handle);
-            meta.release
+            meta
         };
         let handle = self.job.lock().unwrap().clone().expect("just set");
         let id = handle.status().id;
@@ -266,9 +266,9 @@ impl Engine {
             job_id: id,
             initiator_uid,
             phase: Phase::Preparing,
-            from,
+            staging: self.staging_dir(&from, id),
+            from: from.release,
             target: None,
-            staging: self.staging_dir(id),
             items: Vec::new(),
             touched: Vec::new(),
             result: None,
@@ -327,12 +327,18 @@ impl Engine {
             .await;
     }
 
-    fn staging_root(&self) -> PathBuf {
-        self.layout.prefix_path("lib/banger/.staging")
+    /// The layout of the install `meta` describes (its prefix), on this engine's root.
+    fn installed_layout(&self, meta: &InstallMeta) -> Layout {
+        let mut l = meta.layout();
+        l.root = self.layout.root.clone();
+        l
     }
 
-    fn staging_dir(&self, id: u32) -> PathBuf {
-        self.staging_root().join(format!("job-{id}"))
+    /// Staging for job `id`: next to the binaries, on the same filesystem.
+    fn staging_dir(&self, meta: &InstallMeta, id: u32) -> PathBuf {
+        self.installed_layout(meta)
+            .prefix_path("lib/banger/.staging")
+            .join(format!("job-{id}"))
     }
 
     fn staged_install_toml(&self, id: u32) -> PathBuf {
@@ -344,7 +350,9 @@ impl Engine {
     fn cleanup_staging(&self, j: &Journal) {
         let _ = std::fs::remove_dir_all(&j.staging);
         let _ = std::fs::remove_file(self.staged_install_toml(j.job_id));
-        let _ = std::fs::remove_dir(self.staging_root());
+        if let Some(root) = j.staging.parent() {
+            let _ = std::fs::remove_dir(root);
+        }
     }
 
     async fn finish(&self, handle: &JobHandle, j: &mut Journal, result: &str, error: &str) {
@@ -383,21 +391,11 @@ impl Engine {
                 self.cleanup_staging(&j);
                 let canceled = handle.cancel.load(Ordering::SeqCst);
                 if canceled {
-                    self.finish(
-                        &handle,
-                        &mut j,
-                        "canceled",
-                        "canceled by request; nothing was changed",
-                    )
-                    .await;
+                    self.finish(&handle, &mut j, "canceled", "canceled by request")
+                        .await;
                 } else {
-                    self.finish(
-                        &handle,
-                        &mut j,
-                        "failed",
-                        &format!("{msg}; nothing was changed"),
-                    )
-                    .await;
+                    self.finish(&handle, &mut j, "failed", &clean_refusal(&msg))
+                        .await;
                 }
             }
         }
@@ -566,7 +564,7 @@ impl Engine {
         let new_meta = InstallMeta {
             installed_at: banger::time::rfc3339(unix_now()),
             release: identity.clone(),
-            ..meta
+            ..meta.clone()
         };
         let staged_meta = self.staged_install_toml(j.job_id);
         new_meta
@@ -575,7 +573,7 @@ impl Engine {
         let mut items: Vec<SwapItem> = PROGRAMS
             .iter()
             .map(|p| SwapItem {
-                target: self.layout.program(p),
+                target: self.installed_layout(&meta).program(p),
                 staged: j.staging.join("bin").join(p),
             })
             .collect();
@@ -705,7 +703,7 @@ impl Engine {
                 Phase::Verifying => {
                     handle.stage("verifying-install", 0.95).await;
                     self.checkpoint(j, Phase::Verifying).await;
-                    phase = match self.run_doctor().await {
+                    phase = match self.run_doctor(j).await {
                         Ok(()) => Phase::Finalizing,
                         Err(e) => {
                             j.error = Some(format!("the new install is unhealthy: {e}"));
@@ -804,8 +802,13 @@ impl Engine {
         Err("bangerd did not report Ready within 10 s".into())
     }
 
-    async fn run_doctor(&self) -> Result<(), String> {
-        let banger = self.layout.program("banger");
+    async fn run_doctor(&self, j: &Journal) -> Result<(), String> {
+        let banger = j
+            .items
+            .iter()
+            .map(|i| i.target.clone())
+            .find(|t| t.file_name().is_some_and(|n| n == "banger"))
+            .ok_or("the journal names no banger binary")?;
         let out = tokio::time::timeout(
             Duration::from_secs(120),
             tokio::process::Command::new(&banger).arg("doctor").output(),
@@ -869,7 +872,7 @@ impl Engine {
                     &handle,
                     &mut j,
                     "failed",
-                    "the helper stopped before the point of no return; nothing was changed",
+                    "the helper stopped before the point of no return",
                 )
                 .await;
             }
@@ -898,6 +901,16 @@ impl Engine {
             tokio::spawn(async move { engine.drive(&handle, &mut j).await });
         }
     }
+}
+
+/// A refusal as `Job.Error` shows it: the `failed` result already says nothing was changed, so
+/// messages from lower layers that say it too are trimmed.
+fn clean_refusal(msg: &str) -> String {
+    let mut m = msg.trim();
+    while let Some(rest) = m.strip_suffix("; nothing was changed") {
+        m = rest.trim_end();
+    }
+    m.to_string()
 }
 
 async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, Refused>
