@@ -90,7 +90,7 @@ impl Daemon1 {
     }
 
     /// Registers an "inhibit" operation that lasts until Uninhibit or until the caller leaves
-    /// the bus, so updates wait (or need --force) while something must not be disturbed.
+    /// the bus; while it is held, updates are refused unless forced.
     /// Returns the operation id. Not idempotent: each call adds one.
     async fn inhibit(
         &self,
@@ -100,7 +100,7 @@ impl Daemon1 {
     ) -> Result<String, BusError> {
         check_caller(conn, &hdr).await?;
         let why = why.trim();
-        if why.is_empty() || why.len() > 200 || why.chars().any(char::is_control) {
+        if why.is_empty() || why.chars().count() > 200 || why.chars().any(char::is_control) {
             return Err(BusError::InvalidArgument(
                 "the reason must be 1 to 200 printable characters; nothing was done".into(),
             ));

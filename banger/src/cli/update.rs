@@ -258,6 +258,10 @@ pub fn outcome(result: &str, error: &str, from: &str, target: &str) -> Outcome {
             ),
             EXIT_OK,
         ),
+        // A failed rollback says so itself: never claim nothing changed then.
+        "failed" if error.contains("ROLLBACK INCOMPLETE") => {
+            (format!("update failed: {error}"), EXIT_FAILED)
+        }
         "failed" => (
             format!("update failed: {error}; nothing was changed"),
             EXIT_FAILED,
@@ -997,6 +1001,21 @@ mod tests {
                 "{result}"
             );
         }
+    }
+
+    #[test]
+    fn failed_rollback_never_claims_nothing_changed() {
+        let o = outcome(
+            "failed",
+            "swap failed; ROLLBACK INCOMPLETE: restoring x: EIO",
+            "0.1.0",
+            "0.2.0",
+        );
+        assert_eq!(
+            o.line,
+            "update failed: swap failed; ROLLBACK INCOMPLETE: restoring x: EIO"
+        );
+        assert_eq!(o.code, EXIT_FAILED);
     }
 
     #[test]

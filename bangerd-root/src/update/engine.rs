@@ -383,6 +383,12 @@ impl Engine {
                 self.cleanup_staging(&j);
                 self.finish(&handle, &mut j, result, &message).await;
             }
+            Ok(Outcome::Apply(_)) if handle.cancel.load(Ordering::SeqCst) => {
+                // Canceled after the last check but before the swap began: honour it.
+                self.cleanup_staging(&j);
+                self.finish(&handle, &mut j, "canceled", "canceled by request")
+                    .await;
+            }
             Ok(Outcome::Apply(journal)) => {
                 let mut journal = *journal;
                 self.drive(&handle, &mut journal).await;
@@ -835,7 +841,7 @@ impl Engine {
             Ok(Some(j)) => j,
             Ok(None) => return,
             Err(e) => {
-                tracing::error!("{e}; no update will start until it is fixed or removed");
+                tracing::error!("{e}; the next update will replace it");
                 return;
             }
         };
@@ -860,21 +866,32 @@ impl Engine {
             "resuming update journal"
         );
         match j.phase {
-            Phase::Done => {
-                let result = j.result.clone().unwrap_or_else(|| "failed".into());
-                let err = j.error.clone().unwrap_or_default();
-                handle.finish(&result, &err).await;
-                self.root1_changed().await;
-            }
-            Phase::Preparing => {
-                self.cleanup_staging(&j);
-                self.finish(
-                    &handle,
-                    &mut j,
-                    "failed",
-                    "the helper stopped before the point of no return",
-                )
-                .await;
+            Phase::Done | Phase::Preparing => {
+                if j.phase == Phase::Preparing {
+                    self.cleanup_staging(&j);
+                    j.phase = Phase::Done;
+                    j.result = Some("failed".into());
+                    j.error = Some("the helper stopped before the point of no return".into());
+                    if let Err(e) = j.save(&self.paths.journal) {
+                        tracing::error!("{e}");
+                    }
+                }
+                // Readable as finished at once; `Finished` is re-sent by `continue_resumed`
+                // once the name is owned, so clients following the name see it.
+                let (result, error) = (
+                    j.result.clone().unwrap_or_else(|| "failed".into()),
+                    j.error.clone().unwrap_or_default(),
+                );
+                handle
+                    .update(|s| {
+                        s.state = "finished".into();
+                        s.stage = "done".into();
+                        s.progress = 1.0;
+                        s.result = result;
+                        s.error = error;
+                    })
+                    .await;
+                *self.resumed.lock().unwrap() = Some((handle, j));
             }
             Phase::Swapping => {
                 if j.error.is_none() {
