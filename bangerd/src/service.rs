@@ -25,6 +25,10 @@ pub struct Args {
     /// 0 compatible, 1 migrations pending (applied on start), 2 incompatible or unreadable.
     #[arg(long)]
     pub check_migrations: bool,
+    /// Write a consistent copy of the store to PATH (which must not exist) and exit; used by
+    /// the update engine before a new bangerd may migrate the store.
+    #[arg(long, value_name = "PATH")]
+    pub snapshot_store: Option<PathBuf>,
     /// Use the installed system store (/var/lib/banger/banger.db).
     #[arg(long, conflicts_with = "db")]
     pub system: bool,
@@ -47,12 +51,25 @@ pub fn main(args: Args) -> anyhow::Result<i32> {
         println!("{}", BuildIdentity::current().version_line("bangerd"));
         return Ok(0);
     }
+    let chosen = if args.system {
+        Layout::new("/").store()
+    } else {
+        args.store_path()
+    };
+    if let Some(dest) = &args.snapshot_store {
+        return Ok(match store::snapshot(&chosen, dest) {
+            Ok(()) => {
+                println!("store {} copied to {}", chosen.display(), dest.display());
+                0
+            }
+            Err(e) => {
+                println!("{e}; the store was not touched");
+                2
+            }
+        });
+    }
     if args.check_migrations {
-        let path = if args.system {
-            Layout::new("/").store()
-        } else {
-            args.store_path()
-        };
+        let path = chosen;
         return Ok(match store::check(&path) {
             Ok(status) => {
                 println!("{}", status.describe(&path));

@@ -271,6 +271,7 @@ impl Engine {
             target: None,
             items: Vec::new(),
             touched: Vec::new(),
+            store_snapshot: None,
             result: None,
             error: None,
         };
@@ -348,6 +349,9 @@ impl Engine {
     }
 
     fn cleanup_staging(&self, j: &Journal) {
+        if let Some(snap) = &j.store_snapshot {
+            let _ = std::fs::remove_file(snap);
+        }
         let _ = std::fs::remove_dir_all(&j.staging);
         let _ = std::fs::remove_file(self.staged_install_toml(j.job_id));
         if let Some(root) = j.staging.parent() {
@@ -540,7 +544,7 @@ impl Engine {
         let _ = std::fs::remove_file(&tarball);
 
         handle.stage("sanity-check", 0.8).await;
-        let identity = sanity_check(&j.staging.join("bin"), &target).await?;
+        let (identity, migrates) = sanity_check(&j.staging.join("bin"), &target).await?;
         state.raise(&target);
         state.save(&self.paths.state).map_err(Refused)?;
         handle
@@ -565,6 +569,26 @@ impl Engine {
             }
         }
         Self::check_cancel(handle)?;
+
+        // A new bangerd that migrates the store would leave one the old bangerd refuses after a
+        // rollback: keep a copy, made by the installed (old) bangerd, to restore then.
+        let live_store = self.layout.store();
+        if migrates && live_store.exists() {
+            let snap = live_store.with_file_name("banger.db.pre-update");
+            let _ = std::fs::remove_file(&snap);
+            let old_bangerd = self.installed_layout(&meta).program("bangerd");
+            let arg = snap.to_string_lossy().to_string();
+            let out =
+                run_with_timeout(&old_bangerd, &["--system", "--snapshot-store", &arg]).await?;
+            if !out.status.success() {
+                let _ = std::fs::remove_file(&snap);
+                return Err(Refused(format!(
+                    "copying the store before the update failed: {}",
+                    String::from_utf8_lossy(&out.stdout).trim()
+                )));
+            }
+            j.store_snapshot = Some(snap);
+        }
 
         // The new install metadata, from the new binary's own identity.
         let new_meta = InstallMeta {
@@ -742,7 +766,15 @@ impl Engine {
                 Phase::RollingBack => {
                     handle.stage("rolling-back", 0.9).await;
                     self.checkpoint(j, Phase::RollingBack).await;
-                    let errors = journal::restore(&j.items, &j.touched);
+                    let mut errors = journal::restore(&j.items, &j.touched);
+                    if let Some(snap) = j.store_snapshot.clone().filter(|s| s.exists()) {
+                        // Back to the store the old bangerd understands (changes the new one
+                        // made since the swap are given up with it).
+                        if let Err(e) = std::fs::rename(&snap, self.layout.store()) {
+                            errors
+                                .push(format!("restoring the store from {}: {e}", snap.display()));
+                        }
+                    }
                     self.cleanup_staging(j);
                     if !errors.is_empty() {
                         let cause = j.error.clone().unwrap_or_default();
@@ -965,7 +997,8 @@ async fn fetch_manifest(
 
 /// Runs the staged binaries: each must report `target`, all the same build, and the staged
 /// bangerd must accept the live store.
-async fn sanity_check(dir: &Path, target: &Version) -> Result<BuildIdentity, Refused> {
+/// Returns the staged build's identity and whether its bangerd will migrate the store.
+async fn sanity_check(dir: &Path, target: &Version) -> Result<(BuildIdentity, bool), Refused> {
     let mut identity: Option<BuildIdentity> = None;
     for program in PROGRAMS {
         let path = dir.join(program);
@@ -988,10 +1021,12 @@ async fn sanity_check(dir: &Path, target: &Version) -> Result<BuildIdentity, Ref
             _ => identity = Some(id),
         }
     }
+    let mut migrates = false;
     let out = run_with_timeout(&dir.join("bangerd"), &["--check-migrations", "--system"]).await?;
     let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
     match out.status.code() {
-        Some(0) | Some(1) => {}
+        Some(0) => {}
+        Some(1) => migrates = true,
         Some(2) => {
             return Err(Refused(format!(
                 "the new bangerd refuses the store: {line}"
@@ -1004,7 +1039,7 @@ async fn sanity_check(dir: &Path, target: &Version) -> Result<BuildIdentity, Ref
             )));
         }
     }
-    Ok(identity.expect("three programs checked"))
+    Ok((identity.expect("three programs checked"), migrates))
 }
 
 async fn run_with_timeout(path: &Path, args: &[&str]) -> Result<std::process::Output, Refused> {

@@ -95,6 +95,9 @@ pub struct Journal {
     pub items: Vec<SwapItem>,
     /// Targets whose backup may exist (recorded before each backup is made).
     pub touched: Vec<PathBuf>,
+    /// A copy of the store taken before a new bangerd may migrate it; restored on rollback.
+    #[serde(default)]
+    pub store_snapshot: Option<PathBuf>,
     /// Final result (`updated`, `rolled-back`, `failed`, …) once done.
     pub result: Option<String>,
     /// Why it failed or rolled back.
@@ -296,6 +299,7 @@ mod tests {
             staging: dir.path().into(),
             items: vec![],
             touched: vec![],
+            store_snapshot: None,
             result: None,
             error: None,
         };

@@ -187,6 +187,50 @@ pub fn check(path: &Path) -> Result<SchemaStatus, StoreError> {
     Ok(status_for(read_version(&conn).map_err(unreadable)?))
 }
 
+/// Writes a consistent copy of the store at `path` to `dest` (which must not exist), owned
+/// and moded like the original, without writing to the original. The update engine keeps one
+/// while a new bangerd may migrate the store, so a rollback can give the old bangerd the store
+/// it understands.
+pub fn snapshot(path: &Path, dest: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let unreadable = |source| StoreError::Unreadable {
+        path: path.into(),
+        source,
+    };
+    if dest.exists() {
+        return Err(StoreError::Query {
+            path: dest.into(),
+            source: rusqlite::Error::InvalidPath(
+                format!("{} already exists", dest.display()).into(),
+            ),
+        });
+    }
+    let meta = std::fs::metadata(path)
+        .map_err(|e| unreadable(rusqlite::Error::InvalidPath(e.to_string().into())))?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(unreadable)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(unreadable)?;
+    let dest_str = dest.to_string_lossy().to_string();
+    conn.execute("VACUUM INTO ?1", [&dest_str])
+        .map_err(|source| StoreError::Query {
+            path: dest.into(),
+            source,
+        })?;
+    let fix = || -> std::io::Result<()> {
+        std::os::unix::fs::chown(dest, Some(meta.uid()), Some(meta.gid()))?;
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        std::fs::File::open(dest)?.sync_all()
+    };
+    fix().map_err(|e| StoreError::Query {
+        path: dest.into(),
+        source: rusqlite::Error::InvalidPath(e.to_string().into()),
+    })
+}
+
 /// An open, current store.
 pub struct Store {
     conn: Connection,
@@ -412,6 +456,23 @@ mod tests {
         let err = Store::open(&p).err().expect("migration must fail");
         assert!(err.to_string().contains("images_vms"), "{err}");
         assert_eq!(check(&p).unwrap(), status_for(1));
+    }
+
+    #[test]
+    fn snapshot_is_a_faithful_copy_and_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.db");
+        let s = Store::open(&p).unwrap();
+        s.set_meta("k", "v").unwrap();
+        let before = sha(&p);
+        let copy = dir.path().join("s.db.pre-update");
+        snapshot(&p, &copy).unwrap();
+        assert_eq!(sha(&p), before, "the original is not written");
+        let c = Store::open(&copy).unwrap();
+        assert_eq!(c.meta("k").unwrap().as_deref(), Some("v"));
+        assert_eq!(c.version().unwrap(), latest_version());
+        let e = snapshot(&p, &copy).expect_err("an existing destination is refused");
+        assert!(e.to_string().contains("already exists"), "{e}");
     }
 
     #[test]
