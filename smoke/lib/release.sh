@@ -20,6 +20,8 @@
 #   hostile-* one hostile variant each (release_hostile_variants lists them)
 #
 # Functions
+#   update_scenario_start ROOT     release_setup, release_require_update_cli,
+#                                  release_reinstall_base, release_config ROOT, release_resign ROOT
 #   release_setup                  all of the below that is not done yet in this run; call it
 #                                  first in every update scenario (cheap once done)
 #   release_require_update_cli     fail unless the binaries under test have `banger update`
@@ -482,6 +484,18 @@ release_setup() {
     release_make_all || { fail "making the release roots failed"; return 1; }
     release_publish || return 1
     _release_log "serving $(find "$RELEASE_WORK/www" -mindepth 1 -maxdepth 1 -type d | wc -l) roots on $RELEASE_URL"
+}
+
+# update_scenario_start ROOT: the usual start of an update scenario: releases ready and served,
+# `banger update` present, the base version freshly installed, the box pointed at ROOT whose
+# manifest is re-signed now (so it is the newest this host has seen).
+update_scenario_start() {
+    local root=${1:?update_scenario_start ROOT}
+    release_setup
+    release_require_update_cli
+    release_reinstall_base
+    release_config "$root"
+    release_resign "$root"
 }
 
 release_require_update_cli() {

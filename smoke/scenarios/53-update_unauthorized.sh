@@ -17,11 +17,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-release_setup
-release_require_update_cli
-release_reinstall_base
-release_config good
-release_resign good
+update_scenario_start good
 base=$(release_base_version)
 snapshot_install unauthorized-before
 mark=$(release_server_log_lines)

@@ -17,11 +17,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-release_setup
-release_require_update_cli
-release_reinstall_base
-release_config broken
-release_resign broken
+update_scenario_start broken
 base=$(release_base_version)
 snapshot_install rollback-before
 daemon_pid=$(main_pid bangerd.service)

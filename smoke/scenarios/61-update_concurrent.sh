@@ -18,11 +18,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-release_setup
-release_require_update_cli
-release_reinstall_base
-release_config slow
-release_resign slow
+update_scenario_start slow
 base=$(release_base_version)
 size=$(release_tarball_size slow 0.2.0)
 snapshot_install concurrent-before

@@ -20,11 +20,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-release_setup
-release_require_update_cli
-release_reinstall_base
-release_config good
-release_resign good
+update_scenario_start good
 base=$(release_base_version)
 daemon_pid=$(main_pid bangerd.service)
 
