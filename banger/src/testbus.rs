@@ -168,3 +168,30 @@ pub fn assert_contract(served: &str, checked_in: &Path) {
         );
     }
 }
+
+/// Introspects `path` at `destination` on `bus`, extracts `interface`, and checks it against the
+/// checked-in contract `dbus/<interface>.xml` (see [`assert_contract`]).
+pub async fn assert_served_contract(
+    bus: &PrivateBus,
+    destination: &str,
+    path: &str,
+    interface: &str,
+) {
+    let client = bus.connect().await.expect("connecting to the private bus");
+    let xml = zbus::fdo::IntrospectableProxy::builder(&client)
+        .destination(destination.to_string())
+        .path(path.to_string())
+        .build()
+        .await
+        .expect("an Introspectable proxy")
+        .introspect()
+        .await
+        .expect("the object answers Introspect");
+    let contract = interface_contract(&xml, interface, path)
+        .unwrap_or_else(|| panic!("{path} does not serve {interface}"));
+    let checked_in = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("dbus")
+        .join(format!("{interface}.xml"));
+    assert_contract(&contract, &checked_in);
+}

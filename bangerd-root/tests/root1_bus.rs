@@ -9,7 +9,7 @@ use banger::install::Layout;
 use banger::names;
 use banger::proxies::Root1Proxy;
 use banger::systemd::Systemd;
-use banger::testbus::{PrivateBus, assert_contract, interface_contract};
+use banger::testbus::{PrivateBus, assert_served_contract};
 use bangerd_root::authz::Authorizer;
 use bangerd_root::core::RootCore;
 use bangerd_root::root1::Root1;
@@ -219,21 +219,13 @@ async fn call(f: &Fixture, method: &str, flags: MethodFlags) -> (zbus::Result<Op
 #[tokio::test]
 async fn introspection_matches_checked_in_contract() {
     let f = fixture(Verdict::Deny, "done").await;
-    let client = f.bus.connect().await.unwrap();
-    let xml = zbus::fdo::IntrospectableProxy::builder(&client)
-        .destination(names::ROOT1_NAME)
-        .path(names::ROOT1_PATH)
-        .build()
-        .await
-        .unwrap()
-        .introspect()
-        .await
-        .unwrap();
-    let contract = interface_contract(&xml, names::ROOT1_NAME, names::ROOT1_PATH)
-        .expect("the object serves org.banger.Root1");
-    let checked_in =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dbus/org.banger.Root1.xml");
-    assert_contract(&contract, &checked_in);
+    assert_served_contract(
+        &f.bus,
+        names::ROOT1_NAME,
+        names::ROOT1_PATH,
+        names::ROOT1_NAME,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -435,19 +427,11 @@ async fn job_introspection_matches_checked_in_contract() {
         )
         .await
         .unwrap();
-    let client = f.bus.connect().await.unwrap();
-    let xml = zbus::fdo::IntrospectableProxy::builder(&client)
-        .destination(names::ROOT1_NAME)
-        .path(handle.path.clone())
-        .build()
-        .await
-        .unwrap()
-        .introspect()
-        .await
-        .unwrap();
-    let contract = interface_contract(&xml, "org.banger.Root1.Job", "/org/banger/Root1/job/1")
-        .expect("the object serves org.banger.Root1.Job");
-    let checked_in =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dbus/org.banger.Root1.Job.xml");
-    assert_contract(&contract, &checked_in);
+    assert_served_contract(
+        &f.bus,
+        names::ROOT1_NAME,
+        handle.path.as_str(),
+        "org.banger.Root1.Job",
+    )
+    .await;
 }

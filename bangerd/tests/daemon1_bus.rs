@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use banger::names;
 use banger::proxies::Daemon1Proxy;
-use banger::testbus::{PrivateBus, assert_contract, interface_contract};
+use banger::testbus::{PrivateBus, assert_served_contract};
 use bangerd::core::Daemon;
 use bangerd::daemon1::Daemon1;
 
@@ -36,21 +36,13 @@ async fn introspection_matches_checked_in_contract() {
     let bus = PrivateBus::start(&me()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (_svc, _core) = serve(&bus, &dir.path().join("s.db")).await;
-    let client = bus.connect().await.unwrap();
-    let xml = zbus::fdo::IntrospectableProxy::builder(&client)
-        .destination(names::DAEMON1_NAME)
-        .path(names::DAEMON1_PATH)
-        .build()
-        .await
-        .unwrap()
-        .introspect()
-        .await
-        .unwrap();
-    let contract = interface_contract(&xml, names::DAEMON1_NAME, names::DAEMON1_PATH)
-        .expect("the object serves org.banger.Daemon1");
-    let checked_in =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dbus/org.banger.Daemon1.xml");
-    assert_contract(&contract, &checked_in);
+    assert_served_contract(
+        &bus,
+        names::DAEMON1_NAME,
+        names::DAEMON1_PATH,
+        names::DAEMON1_NAME,
+    )
+    .await;
 }
 
 #[tokio::test]
