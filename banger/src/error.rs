@@ -35,6 +35,18 @@ pub enum BusError {
     /// Another operation of the same kind is already running.
     #[error("{0}")]
     Busy(String),
+    /// The named VM or image does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A VM or image of that name already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The image is used by a VM, or the VM is in a state that does not allow this.
+    #[error("{0}")]
+    InUse(String),
+    /// Host plumbing for a VM (network, VMM unit) failed.
+    #[error("{0}")]
+    Vm(String),
     /// Something else went wrong.
     #[error("{0}")]
     Failed(String),
@@ -54,6 +66,10 @@ impl BusError {
             BusError::NotReady(_) => "org.banger.Error.NotReady",
             BusError::InvalidArgument(_) => "org.banger.Error.InvalidArgument",
             BusError::Busy(_) => "org.banger.Error.Busy",
+            BusError::NotFound(_) => "org.banger.Error.NotFound",
+            BusError::AlreadyExists(_) => "org.banger.Error.AlreadyExists",
+            BusError::InUse(_) => "org.banger.Error.InUse",
+            BusError::Vm(_) => "org.banger.Error.Vm",
             BusError::Failed(_) => "org.banger.Error.Failed",
         }
     }
@@ -69,6 +85,10 @@ impl BusError {
             | BusError::NotReady(m)
             | BusError::InvalidArgument(m)
             | BusError::Busy(m)
+            | BusError::NotFound(m)
+            | BusError::AlreadyExists(m)
+            | BusError::InUse(m)
+            | BusError::Vm(m)
             | BusError::Failed(m) => m,
         }
     }
@@ -124,6 +144,10 @@ mod tests {
             BusError::NotReady(String::new()),
             BusError::InvalidArgument(String::new()),
             BusError::Busy(String::new()),
+            BusError::NotFound(String::new()),
+            BusError::AlreadyExists(String::new()),
+            BusError::InUse(String::new()),
+            BusError::Vm(String::new()),
             BusError::Failed(String::new()),
         ] {
             ErrorName::try_from(e.name_str()).unwrap();

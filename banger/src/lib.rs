@@ -20,4 +20,5 @@ pub mod testbus;
 pub mod time;
 pub mod users;
 pub mod virt;
+pub mod vmm;
 pub mod wire;

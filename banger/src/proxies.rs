@@ -1,7 +1,7 @@
 //! Client proxies for banger's own services. The checked-in introspection XML in `dbus/` is the
 //! contract; these traits mirror it.
 
-use crate::wire::{DoctorCheck, OperationInfo, ServiceStatus};
+use crate::wire::{DoctorCheck, ImageInfo, OperationInfo, ServiceStatus, SshTarget, VmInfo};
 
 /// The root helper, `org.banger.Root1`.
 #[zbus::proxy(
@@ -44,6 +44,20 @@ pub trait Root1 {
         &self,
         options: std::collections::HashMap<&str, zbus::Variant<'_>>,
     ) -> zbus::Result<zbus::OwnedObjectPath>;
+    /// The VM network: (bridge, subnet in CIDR form, host address on the bridge).
+    fn get_vm_network(&self) -> zbus::Result<(String, String, String)>;
+    /// Starts a VM's VMM as the transient unit `banger-vm-<id>.service` (owner's daemon, or
+    /// polkit `org.banger.vm.manage`); options `image` (s), `rootfs` (b), `cpus` (u),
+    /// `memory_mib` (u), `mac` (s). Returns the unit name.
+    fn start_vmm(
+        &self,
+        id: &str,
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<String>;
+    /// Stops a VM's unit and removes its tap (same authorization as `start_vmm`).
+    fn stop_vmm(&self, id: &str) -> zbus::Result<()>;
+    /// Back end, accelerator and network checks for `banger doctor`.
+    fn vmm_doctor(&self) -> zbus::Result<Vec<DoctorCheck>>;
     /// A job was created.
     #[zbus(signal)]
     fn job_new(&self, id: u32, job: zbus::OwnedObjectPath) -> zbus::Result<()>;
@@ -120,4 +134,41 @@ pub trait Daemon1 {
     fn inhibit(&self, why: &str) -> zbus::Result<String>;
     /// Ends an inhibit operation.
     fn uninhibit(&self, id: &str) -> zbus::Result<()>;
+    /// Copies an image's files into the store, hashing them; "" for an absent initrd/rootfs.
+    fn import_image(
+        &self,
+        name: &str,
+        kernel: &str,
+        initrd: &str,
+        rootfs: &str,
+    ) -> zbus::Result<ImageInfo>;
+    /// Every image.
+    fn list_images(&self) -> zbus::Result<Vec<ImageInfo>>;
+    /// Removes an image no VM uses.
+    fn delete_image(&self, name: &str) -> zbus::Result<()>;
+    /// Creates a stopped VM.
+    fn create_vm(
+        &self,
+        name: &str,
+        image: &str,
+        cpus: u32,
+        memory_mib: u32,
+    ) -> zbus::Result<VmInfo>;
+    /// Starts a VM (its VMM becomes the unit `banger-vm-<id>.service`).
+    fn start_vm(&self, name: &str) -> zbus::Result<VmInfo>;
+    /// Stops a VM.
+    fn stop_vm(&self, name: &str) -> zbus::Result<VmInfo>;
+    /// Deletes a stopped VM and its files.
+    fn delete_vm(&self, name: &str) -> zbus::Result<()>;
+    /// Every VM, with its state read from systemd.
+    fn list_vms(&self) -> zbus::Result<Vec<VmInfo>>;
+    /// One VM.
+    fn get_vm(&self, name: &str) -> zbus::Result<VmInfo>;
+    /// How to reach a VM over SSH.
+    fn get_ssh_target(&self, name: &str) -> zbus::Result<SshTarget>;
+    /// Pins the guest's SSH host key on first contact; refused if a different one is pinned.
+    fn pin_host_key(&self, name: &str, host_key: &str) -> zbus::Result<()>;
+    /// Reads the serial console log from `offset` (negative: the last -offset bytes); returns
+    /// the bytes and the offset to continue from.
+    fn read_vm_log(&self, name: &str, offset: i64) -> zbus::Result<(Vec<u8>, u64)>;
 }

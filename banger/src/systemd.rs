@@ -4,6 +4,8 @@
 //! `systemctl` process. Each job is awaited by its `JobRemoved` signal, subscribed to *before* the
 //! call so that a fast job cannot finish unseen.
 
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -149,6 +151,16 @@ pub struct TransientService {
     pub user: Option<String>,
     /// Extra environment.
     pub environment: Vec<(String, String)>,
+    /// `Type=`, e.g. `exec` so that a command that cannot be executed fails the start job.
+    /// Unset: systemd's default for transient services (`simple`).
+    pub service_type: Option<String>,
+    /// `SupplementaryGroups=` (names).
+    pub supplementary_groups: Vec<String>,
+    /// An open file for the service's standard output (`StandardOutputFileDescriptor=`). The
+    /// caller opens it, so systemd never resolves a path on the unit's behalf.
+    pub stdout_fd: Option<Arc<OwnedFd>>,
+    /// An open file for the service's standard error (`StandardErrorFileDescriptor=`).
+    pub stderr_fd: Option<Arc<OwnedFd>>,
 }
 
 /// State of one unit, as reported by systemd.
@@ -233,6 +245,29 @@ impl Systemd {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             props.push(("Environment", Variant::from(env)));
+        }
+        if let Some(t) = &svc.service_type {
+            props.push(("Type", Variant::from(t.as_str())));
+        }
+        if !svc.supplementary_groups.is_empty() {
+            let groups: Vec<&str> = svc
+                .supplementary_groups
+                .iter()
+                .map(String::as_str)
+                .collect();
+            props.push(("SupplementaryGroups", Variant::from(groups)));
+        }
+        if let Some(fd) = &svc.stdout_fd {
+            props.push((
+                "StandardOutputFileDescriptor",
+                Variant::from(zbus::Fd::from(fd.as_fd())),
+            ));
+        }
+        if let Some(fd) = &svc.stderr_fd {
+            props.push((
+                "StandardErrorFileDescriptor",
+                Variant::from(zbus::Fd::from(fd.as_fd())),
+            ));
         }
         let call = self
             .manager

@@ -101,3 +101,62 @@ impl std::fmt::Display for DoctorCheck {
         )
     }
 }
+
+/// An image as listed by the owner daemon: `(sssstxas)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct ImageInfo {
+    /// Name, unique.
+    pub name: String,
+    /// SHA-256 of the kernel, lowercase hex.
+    pub kernel_sha256: String,
+    /// SHA-256 of the initrd, "" when the image has none.
+    pub initrd_sha256: String,
+    /// SHA-256 of the root filesystem, "" when the image has none.
+    pub rootfs_sha256: String,
+    /// Bytes stored for the image, all files together.
+    pub bytes: u64,
+    /// Import time, seconds since the Unix epoch.
+    pub created: i64,
+    /// Names of the VMs made from it.
+    pub used_by: Vec<String>,
+}
+
+/// A VM as listed by the owner daemon: `(sssuussssxs)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct VmInfo {
+    /// Id (12 lowercase hex digits); the unit is `banger-vm-<id>.service`.
+    pub id: String,
+    /// Name, unique.
+    pub name: String,
+    /// Image it was made from.
+    pub image: String,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// `running`, `stopped` or `failed` (from its unit, read live).
+    pub state: String,
+    /// The guest's IPv4 address.
+    pub address: String,
+    /// Back end that runs (or last ran) it, "" before the first start.
+    pub backend: String,
+    /// Its systemd unit.
+    pub unit: String,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: i64,
+    /// The pinned SSH host key (`type base64`), "" until first contact.
+    pub host_key: String,
+}
+
+/// Where and how to reach a VM over SSH: `(ssss)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct SshTarget {
+    /// The guest's address.
+    pub address: String,
+    /// User to log in as.
+    pub user: String,
+    /// Private key file to authenticate with.
+    pub identity_file: String,
+    /// The pinned host key (`type base64`), "" until first contact.
+    pub host_key: String,
+}

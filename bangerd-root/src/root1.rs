@@ -8,7 +8,7 @@ use banger::build_info;
 use banger::error::BusError;
 use banger::names::{self, action};
 use banger::systemd::JobKind;
-use banger::wire::ServiceStatus;
+use banger::wire::{DoctorCheck, ServiceStatus};
 use zbus::fdo;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
@@ -17,22 +17,52 @@ use zbus::{OwnedObjectPath, OwnedVariant};
 use crate::authz::{Authorizer, Trust};
 use crate::core::RootCore;
 use crate::update::engine::{Engine, UpdateOptions};
+use crate::vm::options::{HostLimits, StartOptions, check_id};
+use crate::vm::{VmError, VmHost, VmPaths};
 
 /// The object served at `/org/banger/Root1`.
 pub struct Root1 {
     core: Arc<RootCore>,
     authz: Arc<Authorizer>,
     engine: Arc<Engine>,
+    vms: Arc<VmHost>,
+}
+
+/// Maps VM plumbing errors to bus errors.
+fn vm_error(e: VmError) -> BusError {
+    match e {
+        VmError::InvalidArgument(m) => BusError::InvalidArgument(m),
+        VmError::NotFound(m) => BusError::NotFound(m),
+        VmError::Install(e) => BusError::InstallMetadata(e.to_string()),
+        VmError::Systemd(m) => BusError::Systemd(m),
+        e @ (VmError::AlreadyRunning { .. }
+        | VmError::Config(_)
+        | VmError::Host(_)
+        | VmError::StartFailed(_)) => BusError::Vm(e.to_string()),
+    }
 }
 
 impl Root1 {
-    /// An adapter over `core` and the update `engine`, authorizing with `authz`.
+    /// An adapter over `core` and the update `engine`, authorizing with `authz`. VM plumbing
+    /// uses the paths of `core.layout` (the live system's: `/var/lib/banger`,
+    /// `/etc/banger/config.toml`).
     pub fn new(core: Arc<RootCore>, authz: Arc<Authorizer>, engine: Arc<Engine>) -> Self {
+        let vms = Arc::new(VmHost::new(
+            core.systemd.clone(),
+            VmPaths::from_layout(&core.layout),
+        ));
         Root1 {
             core,
             authz,
             engine,
+            vms,
         }
+    }
+
+    /// Uses `vms` for VM plumbing instead (tests).
+    pub fn with_vm_host(mut self, vms: Arc<VmHost>) -> Self {
+        self.vms = vms;
+        self
     }
 
     async fn daemon_job(&self, hdr: &Header<'_>, kind: JobKind) -> Result<(), BusError> {
@@ -146,6 +176,59 @@ impl Root1 {
             .await?;
         let uid = self.authz.caller_uid(&hdr).await?;
         self.engine.start(opts, uid).await
+    }
+
+    /// The VM network: (bridge, subnet in CIDR form, host address on the bridge), from
+    /// /etc/banger/config.toml. Needs no authorization; read-only, safe to repeat.
+    async fn get_vm_network(&self) -> Result<(String, String, String), BusError> {
+        let net = self.vms.network().map_err(vm_error)?;
+        Ok((
+            net.bridge.clone(),
+            net.subnet.to_string(),
+            net.host_address().to_string(),
+        ))
+    }
+
+    /// Starts VM `id`'s VMM as the transient unit banger-vm-<id>.service in banger.slice,
+    /// running as the install owner, with tap bt-<id> on the VM bridge; returns the unit name.
+    /// Options: image (s, required), rootfs (b), cpus (u), memory_mib (u), mac (s). Root and
+    /// the install owner (its bangerd) are trusted, anyone else needs polkit action
+    /// org.banger.vm.manage, checked before any work. Refused while the VM runs; a failed start
+    /// leaves nothing running.
+    async fn start_vmm(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        id: String,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<String, BusError> {
+        let grant = self
+            .authz
+            .authorize(&hdr, action::VM_MANAGE, Trust::OwnerDaemon)
+            .await?;
+        tracing::info!(?grant, id, "StartVmm");
+        check_id(&id).map_err(BusError::InvalidArgument)?;
+        let opts = StartOptions::from_dbus(&id, &options, HostLimits::detect())
+            .map_err(BusError::InvalidArgument)?;
+        self.vms.start_vmm(&id, &opts).await.map_err(vm_error)
+    }
+
+    /// Stops VM `id`'s unit (waiting for it) and removes its tap. Same authorization as
+    /// StartVmm. Safe to repeat: a VM that is not running is not an error.
+    async fn stop_vmm(&self, #[zbus(header)] hdr: Header<'_>, id: String) -> Result<(), BusError> {
+        let grant = self
+            .authz
+            .authorize(&hdr, action::VM_MANAGE, Trust::OwnerDaemon)
+            .await?;
+        tracing::info!(?grant, id, "StopVmm");
+        check_id(&id).map_err(BusError::InvalidArgument)?;
+        self.vms.stop_vmm(&id).await.map_err(vm_error)
+    }
+
+    /// VM checks for `banger doctor` as (level, check, detail): vm config, vm backend,
+    /// accelerator, firecracker (when installed), vm network. Needs no authorization;
+    /// read-only, safe to repeat.
+    async fn vmm_doctor(&self) -> Vec<DoctorCheck> {
+        self.vms.doctor().await
     }
 
     /// A job was created.

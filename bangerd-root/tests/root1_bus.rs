@@ -318,6 +318,7 @@ async fn transient_units_are_started_through_the_manager_and_awaited() {
         slice: Some(names::VM_SLICE.into()),
         user: Some("nobody".into()),
         environment: vec![("A".into(), "b".into())],
+        ..Default::default()
     };
     systemd.start_transient(&svc).await.unwrap();
     assert_eq!(

@@ -22,6 +22,11 @@ impl Daemon {
         Ok(Daemon { store, ops })
     }
 
+    /// The store.
+    pub fn store(&self) -> &Arc<Mutex<Store>> {
+        &self.store
+    }
+
     /// The operation registry.
     pub fn operations(&self) -> &Arc<Operations> {
         &self.ops

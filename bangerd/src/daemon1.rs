@@ -7,28 +7,45 @@ use std::sync::{Arc, Mutex};
 
 use banger::build_info;
 use banger::error::BusError;
-use banger::wire::{DoctorCheck, OperationInfo};
+use banger::wire::{DoctorCheck, ImageInfo, OperationInfo, SshTarget, VmInfo};
 use futures_util::StreamExt;
 use zbus::message::Header;
 use zbus::{Connection, fdo};
 
 use crate::core::Daemon;
 use crate::ops::OperationGuard;
+use crate::vms::{VmError, Vms};
 
 /// The object served at `/org/banger/Daemon1`.
 pub struct Daemon1 {
     core: Arc<Daemon>,
+    vms: Arc<Vms>,
     ready: Arc<AtomicBool>,
     inhibitors: Arc<Mutex<HashMap<String, OperationGuard>>>,
 }
 
 impl Daemon1 {
-    /// An adapter over `core`; `ready` is shared with the service loop.
-    pub fn new(core: Arc<Daemon>, ready: Arc<AtomicBool>) -> Self {
+    /// An adapter over `core` and the VM manager; `ready` is shared with the service loop.
+    pub fn new(core: Arc<Daemon>, vms: Arc<Vms>, ready: Arc<AtomicBool>) -> Self {
         Daemon1 {
             core,
+            vms,
             ready,
             inhibitors: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+impl From<VmError> for BusError {
+    fn from(e: VmError) -> Self {
+        match e {
+            VmError::Invalid(m) => BusError::InvalidArgument(m),
+            VmError::NotFound(m) => BusError::NotFound(m),
+            VmError::Exists(m) => BusError::AlreadyExists(m),
+            VmError::InUse(m) => BusError::InUse(m),
+            VmError::Root(m) => BusError::Vm(m),
+            VmError::Store(e) => BusError::Store(e.to_string()),
+            VmError::Io(m) => BusError::Failed(m),
         }
     }
 }
@@ -86,7 +103,155 @@ impl Daemon1 {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<DoctorCheck>, BusError> {
         check_caller(conn, &hdr).await?;
-        Ok(self.core.doctor())
+        let mut out = self.core.doctor();
+        out.extend(self.vms.doctor().await);
+        Ok(out)
+    }
+
+    /// Imports an image: copies the kernel (and the initrd and root filesystem, "" for none)
+    /// from these absolute paths into the store, hashing them. Not idempotent: the name must
+    /// be new.
+    async fn import_image(
+        &self,
+        name: String,
+        kernel: String,
+        initrd: String,
+        rootfs: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<ImageInfo, BusError> {
+        check_caller(conn, &hdr).await?;
+        Ok(self
+            .vms
+            .import_image(&name, &kernel, &initrd, &rootfs)
+            .await?)
+    }
+
+    /// Every image, with the VMs that use it. Read-only.
+    async fn list_images(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<ImageInfo>, BusError> {
+        check_caller(conn, &hdr).await?;
+        Ok(self.vms.list_images()?)
+    }
+
+    /// Removes an image and its files; refused while a VM uses it.
+    async fn delete_image(
+        &self,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), BusError> {
+        check_caller(conn, &hdr).await?;
+        Ok(self.vms.delete_image(&name).await?)
+    }
+
+    /// Creates a stopped VM from an image. Not idempotent: the name must be new.
+    async fn create_vm(
+        &self,
+        name: String,
+        image: String,
+        cpus: u32,
+        memory_mib: u32,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<VmInfo, BusError> {
+        check_caller(conn, &hdr).await?;
+        Ok(self.vms.create_vm(&name, &image, cpus, memory_mib).await?)
+    }
+
+    /// Starts a VM: its VMM runs as the unit banger-vm-<id>.service. Safe to repeat.
+    async fn start_vm(
+        &self,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<VmInfo, BusError> {
+        check_caller(conn, &hdr).await?;
+        Ok(self.vms.start_vm(&name).await?)
+    }
+
+    /// Stops a VM (powers it off). Safe to repeat.
+    async fn stop_vm(
+        &self,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<VmInfo, BusError> {
+        check_caller(conn, &hdr).await?;
+        Ok(self.vms.stop_vm(&name).await?)
+    }
+
+    /// Deletes a stopped VM and its files.
+    async fn delete_vm(
+        &self,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), BusError> {
+        check_caller(conn, &hdr).await?;
+        Ok(self.vms.delete_vm(&name).await?)
+    }
+
+    /// Every VM, its state read live from its unit. Read-only.
+    async fn list_vms(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<VmInfo>, BusError> {
+        check_caller(conn, &hdr).await?;
+        Ok(self.vms.list_vms().await?)
+    }
+
+    /// One VM. Read-only.
+    async fn get_vm(
+        &self,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<VmInfo, BusError> {
+        check_caller(conn, &hdr).await?;
+        Ok(self.vms.get_vm(&name).await?)
+    }
+
+    /// Where and how to reach a VM over SSH: (address, user, identity file, pinned host key).
+    /// Read-only.
+    async fn get_ssh_target(
+        &self,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<SshTarget, BusError> {
+        check_caller(conn, &hdr).await?;
+        Ok(self.vms.ssh_target(&name)?)
+    }
+
+    /// Pins the VM's SSH host key (`ssh-ed25519 BASE64`) on first contact. Safe to repeat
+    /// with the same key; a different key is refused and never replaces the pinned one.
+    async fn pin_host_key(
+        &self,
+        name: String,
+        host_key: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), BusError> {
+        check_caller(conn, &hdr).await?;
+        Ok(self.vms.pin_host_key(&name, &host_key)?)
+    }
+
+    /// Reads the VM's serial console from `offset` (negative: the last -offset bytes), at most
+    /// 1 MiB; returns the bytes and the offset to continue from. Read-only.
+    async fn read_vm_log(
+        &self,
+        name: String,
+        offset: i64,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(Vec<u8>, u64), BusError> {
+        check_caller(conn, &hdr).await?;
+        Ok(self.vms.read_log(&name, offset)?)
     }
 
     /// Registers an "inhibit" operation that lasts until Uninhibit or until the caller leaves

@@ -6,6 +6,8 @@
 
 pub mod core;
 pub mod daemon1;
+pub mod guest;
 pub mod ops;
 pub mod service;
 pub mod store;
+pub mod vms;

@@ -13,6 +13,7 @@ use clap::Parser;
 use crate::core::Daemon;
 use crate::daemon1::Daemon1;
 use crate::store;
+use crate::vms::Vms;
 
 /// banger's owner daemon (normally started by systemd as bangerd.service).
 #[derive(Debug, Parser)]
@@ -97,10 +98,32 @@ async fn serve(store_path: PathBuf) -> anyhow::Result<()> {
     );
     let ready = Arc::new(AtomicBool::new(false));
     let conn = zbus::connection::Builder::system()
-        .serve_at(names::DAEMON1_PATH, Daemon1::new(core, ready.clone()))
         .build()
         .await
         .context("connecting to the system bus")?;
+    let state_dir = store_path
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(STATE_DIR));
+    let vms = Arc::new(
+        Vms::new(
+            state_dir,
+            core.store().clone(),
+            core.operations().clone(),
+            conn.clone(),
+        )
+        .await
+        .context("starting the VM manager")?,
+    );
+    conn.object_server()
+        .at(
+            names::DAEMON1_PATH,
+            Daemon1::new(core, vms.clone(), ready.clone()),
+        )
+        .await
+        .context("serving /org/banger/Daemon1")?;
+    // Running VMs are their own units: find them again before answering anyone.
+    vms.reconcile().await;
     ready.store(true, Ordering::SeqCst);
     // Request the name only once the object is served and ready.
     conn.request_name(names::DAEMON1_NAME)

@@ -10,6 +10,7 @@ use banger::proxies::Daemon1Proxy;
 use banger::testbus::{PrivateBus, assert_served_contract};
 use bangerd::core::Daemon;
 use bangerd::daemon1::Daemon1;
+use bangerd::vms::Vms;
 
 fn me() -> String {
     banger::users::lookup(&banger::users::current_uid().to_string())
@@ -20,12 +21,28 @@ fn me() -> String {
 async fn serve(bus: &PrivateBus, store: &std::path::Path) -> (zbus::Connection, Arc<Daemon>) {
     let core = Arc::new(Daemon::open(store).unwrap());
     let conn = zbus::connection::Builder::address(bus.address.as_str())
-        .serve_at(
-            names::DAEMON1_PATH,
-            Daemon1::new(core.clone(), Arc::new(AtomicBool::new(true))),
-        )
-        .name(names::DAEMON1_NAME)
         .build()
+        .await
+        .expect("connecting to the private bus");
+    let state_dir = store.parent().unwrap().to_path_buf();
+    let vms = Arc::new(
+        Vms::new(
+            state_dir,
+            core.store().clone(),
+            core.operations().clone(),
+            conn.clone(),
+        )
+        .await
+        .unwrap(),
+    );
+    conn.object_server()
+        .at(
+            names::DAEMON1_PATH,
+            Daemon1::new(core.clone(), vms, Arc::new(AtomicBool::new(true))),
+        )
+        .await
+        .unwrap();
+    conn.request_name(names::DAEMON1_NAME)
         .await
         .expect("owning org.banger.Daemon1 on the private bus");
     (conn, core)
@@ -162,4 +179,118 @@ async fn inhibit_lasts_until_released_or_the_caller_leaves() {
         core.operations().in_flight().is_empty(),
         "the hold ends when its caller leaves"
     );
+}
+
+fn error_name(e: &zbus::Error) -> String {
+    match e {
+        zbus::Error::MethodError(name, _, _) => name.to_string(),
+        other => format!("not a method error: {other}"),
+    }
+}
+
+/// Lists everything under `dir`, relative, sorted: "nothing changed" means this is equal.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    fn walk(base: &std::path::Path, d: &std::path::Path, out: &mut Vec<String>) {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn images_are_hashed_listed_and_hostile_imports_change_nothing() {
+    let bus = PrivateBus::start(&me()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let (_svc, _core) = serve(&bus, &state.join("banger.db")).await;
+    let client = bus.connect().await.unwrap();
+    let d = Daemon1Proxy::new(&client).await.unwrap();
+
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let kernel = src.join("vmlinux");
+    std::fs::write(&kernel, b"\x7fELF\x02\x01\x01 a tiny stand-in kernel").unwrap();
+    let initrd = src.join("initrd");
+    std::fs::write(&initrd, b"abc").unwrap();
+    let junk = src.join("junk");
+    std::fs::write(&junk, b"#!/bin/sh\n").unwrap();
+    let k = kernel.to_str().unwrap();
+    let i = initrd.to_str().unwrap();
+
+    let info = d.import_image("deb", k, i, "").await.unwrap();
+    assert_eq!(
+        info.initrd_sha256,
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(info.rootfs_sha256, "");
+    assert_eq!(
+        std::fs::read(state.join("images/deb/kernel")).unwrap(),
+        std::fs::read(&kernel).unwrap(),
+        "the kernel is copied into the store"
+    );
+    let before = tree(&state);
+
+    let missing = src.join("nope");
+    let relative = "vmlinux";
+    let cases: Vec<(&str, &str, &str, &str, &str)> = vec![
+        ("deb", k, "", "", "org.banger.Error.AlreadyExists"),
+        ("x", junk.to_str().unwrap(), "", "", "not a Linux kernel"),
+        ("x", missing.to_str().unwrap(), "", "", "No such file"),
+        ("x", k, missing.to_str().unwrap(), "", "initrd"),
+        ("x", relative, "", "", "not absolute"),
+        ("x", src.to_str().unwrap(), "", "", "not a regular file"),
+        ("../x", k, "", "", "not valid"),
+        ("x", "", "", "", "needs a kernel"),
+    ];
+    for (name, kernel, initrd, rootfs, want) in cases {
+        let e = d
+            .import_image(name, kernel, initrd, rootfs)
+            .await
+            .expect_err(want);
+        let text = format!("{} {e}", error_name(&e));
+        assert!(
+            text.contains(want),
+            "{name} {kernel}: want {want:?}, got {text}"
+        );
+        assert!(text.contains("nothing was imported"), "{text}");
+        assert_eq!(tree(&state), before, "{want}: nothing may change");
+    }
+
+    let list = d.list_images().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].bytes, std::fs::metadata(&kernel).unwrap().len() + 3);
+
+    // VM requests refused before anything is made.
+    let vm_cases: Vec<(&str, &str, u32, u32, &str)> = vec![
+        ("web", "nope", 1, 256, "org.banger.Error.NotFound"),
+        ("web", "deb", 0, 256, "CPUs is impossible"),
+        ("web", "deb", 1, 16 << 20, "MiB of memory is impossible"),
+        ("web", "deb", 1, 1, "MiB of memory is impossible"),
+        ("Web_1", "deb", 1, 256, "not valid"),
+    ];
+    for (name, image, cpus, mem, want) in vm_cases {
+        let e = d.create_vm(name, image, cpus, mem).await.expect_err(want);
+        let text = format!("{} {e}", error_name(&e));
+        assert!(text.contains(want), "want {want:?}, got {text}");
+        assert!(text.contains("nothing was created"), "{text}");
+        assert_eq!(tree(&state), before, "{want}: nothing may change");
+    }
+    assert!(d.list_vms().await.unwrap().is_empty());
+    let e = d.get_vm("web").await.unwrap_err();
+    assert_eq!(error_name(&e), "org.banger.Error.NotFound");
+
+    let e = d.delete_image("nope").await.unwrap_err();
+    assert_eq!(error_name(&e), "org.banger.Error.NotFound");
+    d.delete_image("deb").await.unwrap();
+    assert!(d.list_images().await.unwrap().is_empty());
+    assert!(!state.join("images/deb").exists());
 }

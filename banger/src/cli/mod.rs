@@ -4,9 +4,11 @@ mod agent;
 mod bus;
 mod daemon;
 mod doctor;
+mod image;
 mod inhibit;
 mod system;
 mod update;
+mod vm;
 
 use std::path::PathBuf;
 
@@ -69,6 +71,17 @@ struct Cli {
 enum Command {
     /// Print this binary's version, commit and build time, one per line.
     Version,
+    /// Create, start, stop, delete and list VMs, log in to them over SSH and read their
+    /// consoles.
+    ///
+    /// Each running VM is the systemd unit banger-vm-<id>.service in banger.slice; it keeps
+    /// running when banger's services restart or update.
+    #[command(subcommand)]
+    Vm(vm::VmCommand),
+    /// Import, list and delete the images VMs are made from (a kernel, optionally an initrd
+    /// and a root filesystem).
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Install, inspect, restart or remove banger's system services (mostly needs root).
     #[command(subcommand)]
     System(SystemCommand),
@@ -209,6 +222,8 @@ pub fn main() -> i32 {
             Command::Doctor => doctor::run().await,
             Command::Inhibit { why, command } => inhibit::run(why, command).await,
             Command::Update(args) => update::run(args).await,
+            Command::Vm(command) => vm::run(command).await,
+            Command::Image(command) => image::run(command).await,
         }
     });
     match result {
@@ -272,5 +287,175 @@ mod tests {
             assert!(Cli::try_parse_from(args).is_err(), "{flags:?}");
         }
         assert!(Cli::try_parse_from(["banger", "update", "--check", "--json"]).is_ok());
+    }
+
+    fn vm_command(args: &[&str]) -> Result<vm::VmCommand, clap::Error> {
+        let cli = Cli::try_parse_from(["banger", "vm"].iter().chain(args))?;
+        match cli.command {
+            Some(Command::Vm(command)) => Ok(command),
+            other => panic!("{args:?} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn vm_ssh_keeps_the_command_whole() {
+        for args in [
+            &["ssh", "web1", "--", "uname", "-a"][..],
+            &["ssh", "web1", "uname", "-a"],
+        ] {
+            match vm_command(args).unwrap() {
+                vm::VmCommand::Ssh { name, command } => {
+                    assert_eq!(name, "web1");
+                    assert_eq!(command, ["uname", "-a"], "{args:?}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        match vm_command(&["ssh", "web1", "--", "ls", "--", "-l"]).unwrap() {
+            vm::VmCommand::Ssh { command, .. } => assert_eq!(command, ["ls", "--", "-l"]),
+            other => panic!("{other:?}"),
+        }
+        match vm_command(&["ssh", "web1"]).unwrap() {
+            vm::VmCommand::Ssh { command, .. } => assert!(command.is_empty()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn vm_create_needs_an_image_and_checks_sizes() {
+        assert!(vm_command(&["create", "web1"]).is_err());
+        match vm_command(&["create", "web1", "--image", "deb"]).unwrap() {
+            vm::VmCommand::Create {
+                name,
+                image,
+                cpus,
+                memory,
+                start,
+                no_wait,
+                timeout,
+            } => {
+                assert_eq!((name.as_str(), image.as_str()), ("web1", "deb"));
+                assert_eq!(
+                    (cpus, memory, start, no_wait, timeout),
+                    (1, 256, false, false, 120)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match vm_command(&[
+            "create", "w", "--image", "d", "--memory", "1.5G", "--cpus", "4",
+        ])
+        .unwrap()
+        {
+            vm::VmCommand::Create { cpus, memory, .. } => assert_eq!((cpus, memory), (4, 1536)),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &["--memory", "0"][..],
+            &["--memory", "1.5M"],
+            &["--memory", "2T"],
+            &["--memory", "lots"],
+            &["--cpus", "0"],
+            &["--no-wait"],
+            &["--timeout", "30"],
+        ] {
+            let args = ["create", "w", "--image", "d"].iter().chain(bad).copied();
+            let args: Vec<&str> = args.collect();
+            assert!(vm_command(&args).is_err(), "{bad:?}");
+        }
+        let e = vm_command(&["create", "w", "--image", "d", "--memory", "1.5M"]).unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_USAGE);
+        assert!(e.to_string().contains("not a whole number of MiB"), "{e}");
+        match vm_command(&["create", "w", "--image", "d", "--start", "--timeout", "30"]).unwrap() {
+            vm::VmCommand::Create { start, timeout, .. } => {
+                assert_eq!((start, timeout), (true, 30))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn vm_start_logs_and_rm_flags() {
+        match vm_command(&["start", "web1"]).unwrap() {
+            vm::VmCommand::Start { name, wait } => {
+                assert_eq!(name, "web1");
+                assert_eq!((wait.no_wait, wait.timeout), (false, 120));
+            }
+            other => panic!("{other:?}"),
+        }
+        match vm_command(&["start", "web1", "--no-wait", "--timeout", "5"]).unwrap() {
+            vm::VmCommand::Start { wait, .. } => {
+                assert_eq!((wait.no_wait, wait.timeout), (true, 5))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(vm_command(&["start", "web1", "--timeout", "0"]).is_err());
+        match vm_command(&["logs", "web1"]).unwrap() {
+            vm::VmCommand::Logs { follow, bytes, .. } => {
+                assert_eq!((follow, bytes), (false, 65536))
+            }
+            other => panic!("{other:?}"),
+        }
+        match vm_command(&["logs", "web1", "-f", "--bytes", "10"]).unwrap() {
+            vm::VmCommand::Logs { follow, bytes, .. } => assert_eq!((follow, bytes), (true, 10)),
+            other => panic!("{other:?}"),
+        }
+        assert!(vm_command(&["logs", "web1", "--bytes", "0"]).is_err());
+        match vm_command(&["rm", "web1", "--force"]).unwrap() {
+            vm::VmCommand::Rm { name, force } => assert_eq!((name.as_str(), force), ("web1", true)),
+            other => panic!("{other:?}"),
+        }
+        for args in [
+            &["list", "--json"][..],
+            &["show", "web1", "--json"],
+            &["stop", "web1"],
+        ] {
+            assert!(vm_command(args).is_ok(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn vm_help_lists_every_subcommand() {
+        let mut cli = Cli::command();
+        let vm = cli.find_subcommand_mut("vm").expect("vm subcommand");
+        let help = vm.render_help().to_string();
+        for sub in [
+            "create", "start", "stop", "rm", "list", "show", "ssh", "logs",
+        ] {
+            assert!(
+                help.lines().any(|l| l.trim_start().starts_with(sub)),
+                "{sub}: {help}"
+            );
+        }
+        let top = Cli::command().render_help().to_string();
+        for sub in ["vm", "image"] {
+            assert!(
+                top.lines().any(|l| l.trim_start().starts_with(sub)),
+                "{sub}: {top}"
+            );
+        }
+    }
+
+    #[test]
+    fn image_commands_parse() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["banger", "image"].iter().chain(args));
+        assert!(parse(&["import", "deb"]).is_err(), "--kernel is required");
+        let cli = parse(&["import", "deb", "--kernel", "k", "--rootfs", "r"]).unwrap();
+        match cli.command {
+            Some(Command::Image(image::ImageCommand::Import {
+                name,
+                kernel,
+                initrd,
+                rootfs,
+            })) => {
+                assert_eq!(name, "deb");
+                assert_eq!(kernel, PathBuf::from("k"));
+                assert_eq!(initrd, None);
+                assert_eq!(rootfs, Some(PathBuf::from("r")));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["list", "--json"]).is_ok());
+        assert!(parse(&["rm", "deb"]).is_ok());
     }
 }

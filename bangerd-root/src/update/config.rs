@@ -1,5 +1,8 @@
 //! Where updates come from and which keys are trusted: `/etc/banger/config.toml` (root-owned)
 //! plus what is compiled in. Nothing a D-Bus caller sends reaches this module.
+//!
+//! The same file holds the `[vm]` and `[network]` sections; [`read_config_file`] is the one
+//! reader for all of it, and `crate::vm::config` checks those two sections.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -14,11 +17,16 @@ pub const DEFAULT_MANIFEST_URL: &str = "https://releases.banger.invalid/stable/m
 /// The admin configuration file.
 pub const CONFIG_FILE: &str = "/etc/banger/config.toml";
 
+/// The whole configuration file, as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
+pub(crate) struct FileConfig {
     #[serde(default)]
     update: FileUpdate,
+    #[serde(default)]
+    pub(crate) vm: crate::vm::config::VmSection,
+    #[serde(default)]
+    pub(crate) network: crate::vm::config::NetworkSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,30 +93,33 @@ fn check_root_owned(path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Reads and parses the configuration file at `path`: it must be owned by root and not writable
+/// by others, and every key must be known. A missing file reads as all defaults.
+pub(crate) fn read_config_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            check_root_owned(path)?;
+            toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                path: path.into(),
+                why: e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(e) => Err(ConfigError::Invalid {
+            path: path.into(),
+            why: e.to_string(),
+        }),
+    }
+}
+
 impl UpdateConfig {
     /// Loads `path` (a missing file means the compiled-in defaults).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file: FileConfig = match std::fs::read_to_string(path) {
-            Ok(text) => {
-                check_root_owned(path)?;
-                toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-                    path: path.into(),
-                    why: e
-                        .to_string()
-                        .split_whitespace()
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                })?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
-            Err(e) => {
-                return Err(ConfigError::Invalid {
-                    path: path.into(),
-                    why: e.to_string(),
-                });
-            }
-        };
-        let u = file.update;
+        let u = read_config_file(path)?.update;
         let mut keys = TrustedKeys::default();
         keys.add_pem("the embedded release key", EMBEDDED_KEY);
         for kf in &u.trusted_key_files {

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+mod records;
+pub use records::{ImageRecord, VmRecord};
+
 /// One schema migration.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
@@ -30,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "images_vms",
         sql: include_str!("migrations/0002_images_vms.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "vm_runtime",
+        sql: include_str!("migrations/0003_vm_runtime.sql"),
     },
 ];
 
@@ -233,7 +241,7 @@ pub fn snapshot(path: &Path, dest: &Path) -> Result<(), StoreError> {
 
 /// An open, current store.
 pub struct Store {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
 }
 
@@ -294,7 +302,7 @@ impl Store {
         read_version(&self.conn).map_err(|source| self.err(source))
     }
 
-    fn err(&self, source: rusqlite::Error) -> StoreError {
+    pub(crate) fn err(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Query {
             path: self.path.clone(),
             source,
@@ -412,7 +420,7 @@ mod tests {
         );
         assert_eq!(sha(&p), before, "check must not write");
         let s = Store::open(&p).unwrap();
-        assert_eq!(s.version().unwrap(), 2);
+        assert_eq!(s.version().unwrap(), latest_version());
         assert_eq!(s.meta("k").unwrap().as_deref(), Some("kept"));
     }
 

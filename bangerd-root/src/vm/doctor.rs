@@ -1,0 +1,260 @@
+//! `VmmDoctor`: which back end and accelerator VMs will get and why, whether the Firecracker
+//! release (if installed) is one banger drives, whether the VM network is in order, and whether
+//! the `[vm]`/`[network]` configuration is valid. Read-only: it never creates the bridge.
+
+use banger::virt::Accelerator;
+use banger::vmm::{self, BackendKind, Selection};
+use banger::wire::{DoctorCheck, Level};
+
+use super::config::{NetworkConfig, VmConfig};
+use super::launch::VmHost;
+use super::net::{BridgeHealth, Link, NetError, bridge_health};
+
+/// The `vm config` check.
+pub fn config_check(path: &std::path::Path, cfg: &Result<VmConfig, String>) -> DoctorCheck {
+    match cfg {
+        Ok(c) => DoctorCheck::new(
+            Level::Pass,
+            "vm config",
+            format!(
+                "{}: backend {}, bridge {}, subnet {}",
+                if path.exists() {
+                    path.display().to_string()
+                } else {
+                    format!("defaults ({} does not exist)", path.display())
+                },
+                match c.backend {
+                    vmm::BackendChoice::Auto => "auto".to_string(),
+                    vmm::BackendChoice::Only(k) => k.to_string(),
+                },
+                c.network.bridge,
+                c.network.subnet
+            ),
+        ),
+        Err(e) => DoctorCheck::new(
+            Level::Fail,
+            "vm config",
+            format!("{e}; VMs cannot start until it is fixed"),
+        ),
+    }
+}
+
+/// The `vm backend` check.
+pub fn backend_check(sel: &Selection, accel: &Accelerator) -> DoctorCheck {
+    match (sel.kind, &sel.program, accel) {
+        (Some(BackendKind::Firecracker), _, Accelerator::Tcg { why }) => DoctorCheck::new(
+            Level::Fail,
+            "vm backend",
+            format!(
+                "firecracker ({}), but Firecracker needs KVM and this host offers none ({why}); \
+                 set [vm] backend = \"qemu\" in /etc/banger/config.toml",
+                sel.why
+            ),
+        ),
+        (Some(kind), Some(program), _) => DoctorCheck::new(
+            Level::Pass,
+            "vm backend",
+            format!("{kind} at {}: {}", program.display(), sel.why),
+        ),
+        _ => DoctorCheck::new(Level::Fail, "vm backend", sel.why.clone()),
+    }
+}
+
+/// The `accelerator` check.
+pub fn accelerator_check(accel: &Accelerator) -> DoctorCheck {
+    match accel {
+        Accelerator::Kvm { cpu_flag } => DoctorCheck::new(
+            Level::Pass,
+            "accelerator",
+            format!("kvm (/dev/kvm and the CPU flag {cpu_flag})"),
+        ),
+        Accelerator::Tcg { why } => DoctorCheck::new(
+            Level::Warn,
+            "accelerator",
+            format!("tcg (QEMU software emulation, much slower): {why}"),
+        ),
+    }
+}
+
+/// The `vm network` check, from what `ip` said about the bridge.
+pub fn network_check(net: &NetworkConfig, found: Result<Option<Link>, NetError>) -> DoctorCheck {
+    let want = format!("{}/{}", net.host_address(), net.subnet.prefix);
+    let bridge = &net.bridge;
+    match found {
+        Err(e) => DoctorCheck::new(Level::Fail, "vm network", e.to_string()),
+        Ok(link) => match bridge_health(net, link.as_ref()) {
+            BridgeHealth::Ready => DoctorCheck::new(
+                Level::Pass,
+                "vm network",
+                format!("bridge {bridge} is up with the host address {want}"),
+            ),
+            BridgeHealth::Absent => DoctorCheck::new(
+                Level::Pass,
+                "vm network",
+                format!("bridge {bridge} will be created on first VM start, with {want}"),
+            ),
+            BridgeHealth::OtherAddress(addrs) => DoctorCheck::new(
+                Level::Warn,
+                "vm network",
+                format!(
+                    "bridge {bridge} carries {} instead of {want}; the next VM start adds {want} \
+                     (the subnet in /etc/banger/config.toml may have changed)",
+                    if addrs.is_empty() {
+                        "no IPv4 address".to_string()
+                    } else {
+                        addrs.join(", ")
+                    }
+                ),
+            ),
+            BridgeHealth::NotABridge(kind) => DoctorCheck::new(
+                Level::Fail,
+                "vm network",
+                format!(
+                    "interface {bridge} exists but is not a bridge (it is {}); VMs cannot start: \
+                     set another [network] bridge in /etc/banger/config.toml",
+                    if kind.is_empty() {
+                        "a plain device"
+                    } else {
+                        &kind
+                    }
+                ),
+            ),
+        },
+    }
+}
+
+impl VmHost {
+    /// Every VM check, in a fixed order.
+    pub async fn doctor(&self) -> Vec<DoctorCheck> {
+        let path = self.paths().config.clone();
+        let loaded = VmConfig::load(&path).map_err(|e| e.to_string());
+        let mut out = vec![config_check(&path, &loaded)];
+        let cfg = loaded.unwrap_or_default();
+
+        let (firecracker, qemu) = self.programs().vmms();
+        let accel = self.accelerator();
+        let sel = vmm::select(cfg.backend, firecracker.clone(), qemu, &accel);
+        out.push(backend_check(&sel, &accel));
+        out.push(accelerator_check(&accel));
+
+        if let Some(fc) = firecracker {
+            let check =
+                tokio::task::spawn_blocking(move || vmm::firecracker::check_version(&fc)).await;
+            out.push(match check {
+                Ok(c) if c.is_supported() => {
+                    DoctorCheck::new(Level::Pass, "firecracker", c.describe())
+                }
+                Ok(c) => DoctorCheck::new(
+                    // Only a failure when Firecracker is what VMs would run on.
+                    if sel.kind == Some(BackendKind::Firecracker) {
+                        Level::Fail
+                    } else {
+                        Level::Warn
+                    },
+                    "firecracker",
+                    c.describe(),
+                ),
+                Err(e) => DoctorCheck::new(
+                    Level::Warn,
+                    "firecracker",
+                    format!("checking the version failed: {e}"),
+                ),
+            });
+        }
+
+        let found = match self.programs().ip() {
+            Ok(ip) => ip.link(&cfg.network.bridge).await,
+            Err(e) => Err(e),
+        };
+        out.push(network_check(&cfg.network, found));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    fn level(c: &DoctorCheck) -> Level {
+        c.level()
+    }
+
+    #[test]
+    fn config_and_backend() {
+        let p = Path::new("/nonexistent/config.toml");
+        let c = config_check(p, &Ok(VmConfig::default()));
+        assert_eq!(level(&c), Level::Pass);
+        assert!(c.detail.contains("defaults"), "{c}");
+        assert!(c.detail.contains("172.30.0.0/24"), "{c}");
+        let c = config_check(p, &Err("x: network.subnet = \"1\" is bad".into()));
+        assert_eq!(level(&c), Level::Fail);
+        assert!(c.detail.contains("network.subnet"), "{c}");
+
+        let tcg = Accelerator::Tcg {
+            why: "no vmx".into(),
+        };
+        let kvm = Accelerator::Kvm {
+            cpu_flag: "svm".into(),
+        };
+        let q = vmm::select(
+            vmm::BackendChoice::Auto,
+            None,
+            Some(PathBuf::from("/usr/bin/qemu-system-x86_64")),
+            &tcg,
+        );
+        let c = backend_check(&q, &tcg);
+        assert_eq!(level(&c), Level::Pass);
+        assert!(
+            c.detail.starts_with("qemu at /usr/bin/qemu-system-x86_64"),
+            "{c}"
+        );
+        let none = vmm::select(vmm::BackendChoice::Auto, None, None, &tcg);
+        assert_eq!(level(&backend_check(&none, &tcg)), Level::Fail);
+        let fc_path = Some(PathBuf::from("/usr/local/bin/firecracker"));
+        let fc = vmm::select(vmm::BackendChoice::Auto, fc_path.clone(), None, &kvm);
+        assert_eq!(level(&backend_check(&fc, &kvm)), Level::Pass);
+        let fc = vmm::select(vmm::BackendChoice::Auto, fc_path, None, &tcg);
+        let c = backend_check(&fc, &tcg);
+        assert_eq!(level(&c), Level::Fail);
+        assert!(c.detail.contains("needs KVM"), "{c}");
+
+        assert_eq!(level(&accelerator_check(&kvm)), Level::Pass);
+        let c = accelerator_check(&tcg);
+        assert_eq!(level(&c), Level::Warn);
+        assert!(c.detail.contains("no vmx"), "{c}");
+    }
+
+    #[test]
+    fn network() {
+        let net = VmConfig::default().network;
+        let bridge = Link {
+            kind: "bridge".into(),
+            master: None,
+            ipv4: vec![(Ipv4Addr::new(172, 30, 0, 1), 24)],
+            up: true,
+            tap_user: None,
+        };
+        let c = network_check(&net, Ok(Some(bridge.clone())));
+        assert_eq!(level(&c), Level::Pass);
+        let c = network_check(&net, Ok(None));
+        assert_eq!(level(&c), Level::Pass);
+        assert!(
+            c.detail.contains("will be created on first VM start"),
+            "{c}"
+        );
+        let mut other = bridge.clone();
+        other.ipv4 = vec![(Ipv4Addr::new(10, 1, 0, 1), 16)];
+        let c = network_check(&net, Ok(Some(other)));
+        assert_eq!(level(&c), Level::Warn);
+        assert!(c.detail.contains("10.1.0.1/16"), "{c}");
+        let mut tap = bridge;
+        tap.kind = "tun".into();
+        assert_eq!(level(&network_check(&net, Ok(Some(tap)))), Level::Fail);
+        let c = network_check(&net, Err(NetError::MissingIp));
+        assert_eq!(level(&c), Level::Fail);
+        assert!(c.detail.contains("iproute2"), "{c}");
+    }
+}

@@ -1,0 +1,878 @@
+//! Starting and stopping a VM's VMM: files checked, back end picked, bridge and tap made, the
+//! VMM started as the transient unit `banger-vm-<id>.service` in `banger.slice`, configured over
+//! its API socket where it has one, and watched for a moment. Any failure after the tap exists
+//! undoes everything, so a failed start leaves nothing running.
+//!
+//! The VMM is never a child of the helper: systemd runs it as its own unit, as the install owner,
+//! so restarting or killing `bangerd-root` or `bangerd` never touches it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use banger::install::{InstallMeta, Layout, MetaError, Owner};
+use banger::names;
+use banger::systemd::{JobKind, Systemd, SystemdError, TransientService};
+use banger::virt::Accelerator;
+use banger::vmm::{self, Backend, VmmSpec};
+
+use super::config::{NetworkConfig, VmConfig};
+use super::net::{Ip, NetError};
+use super::options::{StartOptions, tap_name, unit_name};
+use super::safefs::{self, Dir, FsError};
+use crate::update::config::{CONFIG_FILE, ConfigError};
+
+/// The VMM's own messages (its standard error), in the VM's directory.
+pub const VMM_LOG: &str = "vmm.log";
+/// The serial console, in the VM's directory.
+pub const SERIAL_LOG: &str = "serial.log";
+/// The per-VM config disk, in the VM's directory.
+pub const CONFIG_DISK: &str = "config.img";
+/// The VM's own root filesystem, in the VM's directory.
+pub const ROOTFS: &str = "rootfs.img";
+
+/// Why a VM operation failed. Each message says what was left as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// The caller asked for something malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The image or the VM's directory is missing.
+    #[error("{0}")]
+    NotFound(String),
+    /// The VM's unit is already running.
+    #[error("VM {id} is already running (unit {unit} is {state}); it was left as it is")]
+    AlreadyRunning {
+        /// The VM.
+        id: String,
+        /// Its unit.
+        unit: String,
+        /// The unit's ActiveState.
+        state: String,
+    },
+    /// `/etc/banger/config.toml` is unusable.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// `/etc/banger/install.toml` is unusable.
+    #[error("{0}")]
+    Install(#[from] MetaError),
+    /// The host cannot run the VM (files, back end, network); nothing was started.
+    #[error("{0}")]
+    Host(String),
+    /// systemd could not be asked.
+    #[error("{0}")]
+    Systemd(String),
+    /// The start failed after host changes were made; says what was undone.
+    #[error("{0}")]
+    StartFailed(String),
+}
+
+/// Where VM plumbing finds its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmPaths {
+    /// The state directory (`/var/lib/banger`), holding `images/` and `vms/`.
+    pub state_dir: PathBuf,
+    /// The root-owned configuration (`/etc/banger/config.toml`).
+    pub config: PathBuf,
+    /// The install metadata naming the owner (`/etc/banger/install.toml`).
+    pub install_toml: PathBuf,
+}
+
+impl VmPaths {
+    /// The paths of `layout` (the live system's when its root is `/`).
+    pub fn from_layout(layout: &Layout) -> Self {
+        VmPaths {
+            state_dir: layout.state_dir(),
+            config: layout.etc_dir().join(
+                Path::new(CONFIG_FILE)
+                    .file_name()
+                    .expect("CONFIG_FILE names a file"),
+            ),
+            install_toml: layout.install_toml(),
+        }
+    }
+}
+
+/// Where the programs VM plumbing runs are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Programs {
+    /// Looked up on the host at each use (`PATH`, then the system directories).
+    Host,
+    /// Fixed (tests); `None` means "not installed".
+    Fixed {
+        /// iproute2's `ip`.
+        ip: Option<PathBuf>,
+        /// `qemu-system-x86_64`.
+        qemu: Option<PathBuf>,
+        /// `firecracker`.
+        firecracker: Option<PathBuf>,
+    },
+}
+
+impl Programs {
+    /// iproute2's `ip`.
+    pub(crate) fn ip(&self) -> Result<Ip, NetError> {
+        match self {
+            Programs::Host => Ip::find(),
+            Programs::Fixed { ip, .. } => ip.clone().map(Ip::new).ok_or(NetError::MissingIp),
+        }
+    }
+
+    /// (firecracker, qemu) as found.
+    pub(crate) fn vmms(&self) -> (Option<PathBuf>, Option<PathBuf>) {
+        match self {
+            Programs::Host => (
+                banger::virt::find_program(vmm::firecracker::PROGRAM),
+                banger::virt::find_program(vmm::qemu::PROGRAM),
+            ),
+            Programs::Fixed {
+                qemu, firecracker, ..
+            } => (firecracker.clone(), qemu.clone()),
+        }
+    }
+}
+
+/// The checked files of one VM start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmFiles {
+    /// The image's kernel.
+    pub kernel: PathBuf,
+    /// The image's initrd, if it has one.
+    pub initrd: Option<PathBuf>,
+    /// The VM's `rootfs.img`, when asked for.
+    pub rootfs: Option<PathBuf>,
+    /// The VM's `config.img`.
+    pub config_disk: PathBuf,
+    /// The VM's directory.
+    pub vm_dir: PathBuf,
+}
+
+/// The VM's directory, held open, with its checked files.
+struct CheckedVm {
+    dir: Dir,
+    files: VmFiles,
+}
+
+fn fs_error(e: FsError) -> VmError {
+    let msg = format!("{e}; nothing was started");
+    if e.not_found {
+        VmError::NotFound(msg)
+    } else {
+        VmError::Host(msg)
+    }
+}
+
+/// Checks the files of VM `id` under `state_dir` without following any symbolic link: the
+/// image's kernel (and initrd, if present) are regular files, the VM's directory is a real
+/// directory owned by `owner_uid` and holds `config.img` (and `rootfs.img` when asked for).
+fn check_files(
+    state_dir: &Path,
+    id: &str,
+    opts: &StartOptions,
+    owner_uid: u32,
+) -> Result<CheckedVm, VmError> {
+    let state = Dir::open(state_dir).map_err(fs_error)?;
+    let image = state
+        .subdir("images")
+        .and_then(|d| d.subdir(&opts.image))
+        .map_err(|e| {
+            if e.not_found {
+                VmError::NotFound(format!(
+                    "image {:?} is not in {} ({e}); nothing was started",
+                    opts.image,
+                    state.display_path("images").display()
+                ))
+            } else {
+                fs_error(e)
+            }
+        })?;
+    let kernel = image.regular_file("kernel").map_err(fs_error)?;
+    let initrd = image.optional_regular_file("initrd").map_err(fs_error)?;
+    let dir = state
+        .subdir("vms")
+        .and_then(|d| d.subdir(id))
+        .map_err(fs_error)?;
+    let md = dir.metadata().map_err(fs_error)?;
+    if md.uid() != owner_uid {
+        return Err(VmError::Host(format!(
+            "{} belongs to uid {}, not to the install owner (uid {owner_uid}); refusing to use \
+             it; nothing was started",
+            dir.path().display(),
+            md.uid()
+        )));
+    }
+    let config_disk = dir.regular_file(CONFIG_DISK).map_err(fs_error)?;
+    let rootfs = if opts.rootfs {
+        Some(dir.regular_file(ROOTFS).map_err(fs_error)?)
+    } else {
+        None
+    };
+    let files = VmFiles {
+        kernel,
+        initrd,
+        rootfs,
+        config_disk,
+        vm_dir: dir.path().to_path_buf(),
+    };
+    Ok(CheckedVm { dir, files })
+}
+
+/// What the back end needs to boot VM `id`.
+pub fn build_spec(
+    id: &str,
+    files: &VmFiles,
+    opts: &StartOptions,
+    accel: Accelerator,
+    tsc_khz: u64,
+) -> VmmSpec {
+    VmmSpec {
+        id: id.into(),
+        kernel: files.kernel.clone(),
+        initrd: files.initrd.clone(),
+        rootfs: files.rootfs.clone(),
+        config_disk: files.config_disk.clone(),
+        cpus: opts.cpus,
+        memory_mib: opts.memory_mib,
+        tap: tap_name(id),
+        mac: opts.mac.clone(),
+        serial_log: files.vm_dir.join(SERIAL_LOG),
+        vm_dir: files.vm_dir.clone(),
+        accel,
+        tsc_khz,
+    }
+}
+
+/// The log files handed to the VMM, opened by the helper.
+pub struct VmmLogs {
+    /// `vmm.log`: the VMM's standard error.
+    pub vmm: File,
+    /// `serial.log`, when the console is the VMM's standard output.
+    pub serial: Option<File>,
+}
+
+fn shared_fd(f: &File) -> std::io::Result<Arc<OwnedFd>> {
+    Ok(Arc::new(OwnedFd::from(f.try_clone()?)))
+}
+
+/// The transient unit that runs `backend` for `spec` as `user`.
+pub fn build_unit(
+    spec: &VmmSpec,
+    backend: &dyn Backend,
+    user: &str,
+    logs: &VmmLogs,
+) -> std::io::Result<TransientService> {
+    Ok(TransientService {
+        name: unit_name(&spec.id),
+        description: format!("banger VM {} ({})", spec.id, backend.kind()),
+        argv: backend.argv(spec),
+        slice: Some(names::VM_SLICE.into()),
+        user: Some(user.into()),
+        environment: Vec::new(),
+        service_type: Some("exec".into()),
+        supplementary_groups: match spec.accel {
+            Accelerator::Kvm { .. } => vec!["kvm".into()],
+            Accelerator::Tcg { .. } => Vec::new(),
+        },
+        stdout_fd: logs.serial.as_ref().map(shared_fd).transpose()?,
+        stderr_fd: Some(shared_fd(&logs.vmm)?),
+    })
+}
+
+/// Whether a unit in `active_state` counts as running (or about to).
+fn is_running(active_state: &str) -> bool {
+    matches!(
+        active_state,
+        "active" | "activating" | "reloading" | "deactivating" | "refreshing"
+    )
+}
+
+/// Whether `e` says systemd has no such unit loaded.
+fn is_no_such_unit(e: &SystemdError) -> bool {
+    matches!(
+        e,
+        SystemdError::Call {
+            source: zbus::Error::MethodError(name, _, _),
+            ..
+        } if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit"
+    )
+}
+
+/// VM plumbing on this host.
+pub struct VmHost {
+    systemd: Systemd,
+    paths: VmPaths,
+    programs: Programs,
+    accelerator: Option<Accelerator>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// How long a VMM may take to open its API socket, and each API request.
+    pub api_timeout: Duration,
+    /// How long a started VMM must stay up before the start counts as a success.
+    pub settle: Duration,
+}
+
+impl VmHost {
+    /// VM plumbing asking `systemd`, with files at `paths`, finding programs on the host.
+    pub fn new(systemd: Systemd, paths: VmPaths) -> Self {
+        VmHost {
+            systemd,
+            paths,
+            programs: Programs::Host,
+            accelerator: None,
+            locks: Mutex::new(HashMap::new()),
+            api_timeout: Duration::from_secs(5),
+            settle: Duration::from_millis(300),
+        }
+    }
+
+    /// Uses `programs` instead of looking them up on the host (tests).
+    pub fn with_programs(mut self, programs: Programs) -> Self {
+        self.programs = programs;
+        self
+    }
+
+    /// Uses `accel` instead of detecting the host's accelerator (tests).
+    pub fn with_accelerator(mut self, accel: Accelerator) -> Self {
+        self.accelerator = Some(accel);
+        self
+    }
+
+    /// The accelerator VMs get: the override, else what this host offers.
+    pub(crate) fn accelerator(&self) -> Accelerator {
+        self.accelerator.clone().unwrap_or_else(Accelerator::detect)
+    }
+
+    /// The paths in use.
+    pub fn paths(&self) -> &VmPaths {
+        &self.paths
+    }
+
+    pub(crate) fn programs(&self) -> &Programs {
+        &self.programs
+    }
+
+    /// Serializes operations on one VM (a start and a stop of the same id never interleave).
+    async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            map.retain(|_, m| Arc::strong_count(m) > 1);
+            map.entry(id.to_string()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+
+    fn ip(&self) -> Result<Ip, NetError> {
+        self.programs.ip()
+    }
+
+    /// The VM network from the configuration.
+    pub fn network(&self) -> Result<NetworkConfig, VmError> {
+        Ok(VmConfig::load(&self.paths.config)?.network)
+    }
+
+    /// Starts VM `id` (checked by the caller) with `opts`; returns its unit. Refused without
+    /// touching anything when the unit is already running.
+    pub async fn start_vmm(&self, id: &str, opts: &StartOptions) -> Result<String, VmError> {
+        let _guard = self.lock(id).await;
+        let unit = unit_name(id);
+        let tap = tap_name(id);
+        tracing::info!(id, ?opts, "starting VM");
+        let cfg = VmConfig::load(&self.paths.config)?;
+        let owner = InstallMeta::read(&self.paths.install_toml)?.owner;
+
+        let state = self
+            .systemd
+            .unit_state(&unit)
+            .await
+            .map_err(|e| VmError::Systemd(format!("{e}; nothing was started")))?;
+        if is_running(&state.active_state) {
+            return Err(VmError::AlreadyRunning {
+                id: id.into(),
+                unit,
+                state: state.active_state,
+            });
+        }
+
+        let vm = check_files(&self.paths.state_dir, id, opts, owner.uid)?;
+        tracing::info!(id, files = ?vm.files, "files checked");
+
+        let (firecracker, qemu) = self.programs.vmms();
+        let accel = self.accelerator();
+        let selection = vmm::select(cfg.backend, firecracker, qemu, &accel);
+        let (Some(kind), Some(program)) = (selection.kind, selection.program.clone()) else {
+            return Err(VmError::Host(format!(
+                "no VMM can run: {}; nothing was started",
+                selection.why
+            )));
+        };
+        tracing::info!(id, backend = %kind, why = %selection.why, "back end picked");
+        tracing::info!(id, ?accel, "accelerator detected");
+        let backend = vmm::backend(kind, program);
+        let spec = build_spec(id, &vm.files, opts, accel, vmm::host_tsc_khz());
+
+        // Logs and the stale API socket are dealt with before the host changes.
+        let logs = VmmLogs {
+            vmm: vm
+                .dir
+                .open_log(VMM_LOG, owner.uid, owner.gid)
+                .map_err(fs_error)?,
+            serial: if backend.console_on_stdout() {
+                Some(
+                    vm.dir
+                        .open_log(SERIAL_LOG, owner.uid, owner.gid)
+                        .map_err(fs_error)?,
+                )
+            } else {
+                None
+            },
+        };
+        let socket_name = match backend.api_socket(&spec) {
+            Some(sock) => {
+                let name = api_socket_name(&sock, &spec.vm_dir)?;
+                vm.dir.remove(&name).map_err(fs_error)?;
+                Some(name)
+            }
+            None => None,
+        };
+
+        let ip = self
+            .ip()
+            .map_err(|e| VmError::Host(format!("{e}; nothing was started")))?;
+        ip.ensure_bridge(&cfg.network).await.map_err(|e| {
+            VmError::Host(format!("setting up the VM bridge: {e}; no VM was started"))
+        })?;
+        tracing::info!(id, bridge = %cfg.network.bridge, "bridge ready");
+        ip.create_tap(&tap, owner.uid, &cfg.network.bridge)
+            .await
+            .map_err(|e| VmError::Host(format!("creating tap {tap}: {e}; no VM was started")))?;
+        tracing::info!(id, tap, "tap ready");
+
+        let launched = self
+            .launch(
+                &spec,
+                backend.as_ref(),
+                &owner,
+                &vm.dir,
+                socket_name.as_deref(),
+                &logs,
+            )
+            .await;
+        match launched {
+            Ok(()) => {
+                tracing::info!(id, unit, "VM started");
+                Ok(unit)
+            }
+            Err(why) => Err(self.undo_start(id, &ip, why).await),
+        }
+    }
+
+    /// Starts the unit and sees it through its first moments.
+    async fn launch(
+        &self,
+        spec: &VmmSpec,
+        backend: &dyn Backend,
+        owner: &Owner,
+        dir: &Dir,
+        socket_name: Option<&str>,
+        logs: &VmmLogs,
+    ) -> Result<(), String> {
+        let unit = unit_name(&spec.id);
+        let svc = build_unit(spec, backend, &owner.user, logs)
+            .map_err(|e| format!("passing the log files on: {e}"))?;
+        self.systemd.reset_failed(&unit).await;
+        tracing::info!(id = spec.id, unit, argv = ?svc.argv, "starting the VMM unit");
+        self.systemd.start_transient(&svc).await.map_err(|e| {
+            format!(
+                "{e}{}",
+                exit_note(&logs.vmm)
+                    .map(|t| format!(": {t}"))
+                    .unwrap_or_default()
+            )
+        })?;
+        if let Some(name) = socket_name {
+            let shown = dir.display_path(name);
+            let pinned = self
+                .wait_for_socket_file(&unit, dir, name, owner.uid, logs)
+                .await?;
+            let via = safefs::fd_path(&pinned);
+            tracing::info!(id = spec.id, socket = %shown.display(), "configuring the VM over its API");
+            let requests = backend.setup_requests(spec);
+            let configured = async {
+                vmm::api::wait_for_socket(&via, self.api_timeout).await?;
+                vmm::api::send_all(&via, &requests, self.api_timeout).await
+            };
+            configured.await.map_err(|e| {
+                format!(
+                    "configuring the VM through {}: {e}{}",
+                    shown.display(),
+                    exit_note(&logs.vmm)
+                        .map(|t| format!("; the VMM said: {t}"))
+                        .unwrap_or_default()
+                )
+            })?;
+        }
+        tokio::time::sleep(self.settle).await;
+        let state = self
+            .systemd
+            .unit_state(&unit)
+            .await
+            .map_err(|e| e.to_string())?;
+        if state.active_state != "active" {
+            return Err(format!(
+                "the VMM exited at once: {}",
+                exit_note(&logs.vmm)
+                    .unwrap_or_else(|| format!("{} is empty (see: journalctl -u {unit})", VMM_LOG))
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits until the VMM has created its API socket and pins it (see `safefs::Dir::pin_socket`).
+    async fn wait_for_socket_file(
+        &self,
+        unit: &str,
+        dir: &Dir,
+        name: &str,
+        uid: u32,
+        logs: &VmmLogs,
+    ) -> Result<File, String> {
+        let start = Instant::now();
+        let mut last_check = start;
+        loop {
+            if let Some(f) = dir.pin_socket(name, uid).map_err(|e| e.to_string())? {
+                return Ok(f);
+            }
+            if start.elapsed() > self.api_timeout {
+                return Err(format!(
+                    "the VMM did not create {} within {} s",
+                    dir.display_path(name).display(),
+                    self.api_timeout.as_secs()
+                ));
+            }
+            if last_check.elapsed() > Duration::from_millis(200) {
+                last_check = Instant::now();
+                let state = self
+                    .systemd
+                    .unit_state(unit)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !is_running(&state.active_state) {
+                    return Err(format!(
+                        "the VMM exited at once: {}",
+                        exit_note(&logs.vmm).unwrap_or_else(|| format!("{VMM_LOG} is empty"))
+                    ));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the unit (if any) and removes the tap after a failed start; the error says what
+    /// failed and what is left.
+    async fn undo_start(&self, id: &str, ip: &Ip, why: String) -> VmError {
+        let unit = unit_name(id);
+        let tap = tap_name(id);
+        tracing::warn!(id, "starting VM failed, undoing: {why}");
+        let mut left = Vec::new();
+        if let Err(e) = self.stop_unit(&unit).await {
+            left.push(format!("stopping {unit}: {e}"));
+        }
+        self.systemd.reset_failed(&unit).await;
+        if let Err(e) = ip.delete_tap(&tap).await {
+            left.push(format!("removing tap {tap}: {e}"));
+        }
+        if left.is_empty() {
+            VmError::StartFailed(format!(
+                "starting VM {id} failed: {why}; {unit} was stopped and tap {tap} removed, so \
+                 nothing is left running"
+            ))
+        } else {
+            VmError::StartFailed(format!(
+                "starting VM {id} failed: {why}; cleaning up failed too ({}): check `systemctl \
+                 status {unit}` and `ip link show {tap}`",
+                left.join("; ")
+            ))
+        }
+    }
+
+    /// Stops `unit` and waits for it; a unit systemd does not know counts as stopped. Returns
+    /// whether there was a unit.
+    async fn stop_unit(&self, unit: &str) -> Result<bool, SystemdError> {
+        match self.systemd.run_job(JobKind::Stop, unit).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_no_such_unit(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stops VM `id` (checked by the caller) and removes its tap. Safe to repeat.
+    pub async fn stop_vmm(&self, id: &str) -> Result<(), VmError> {
+        let _guard = self.lock(id).await;
+        let unit = unit_name(id);
+        let tap = tap_name(id);
+        tracing::info!(id, unit, "stopping VM");
+        let had_unit = self
+            .stop_unit(&unit)
+            .await
+            .map_err(|e| VmError::Systemd(format!("{e}; tap {tap} was left in place")))?;
+        self.systemd.reset_failed(&unit).await;
+        tracing::info!(id, unit, had_unit, "VMM unit stopped");
+        let ip = self
+            .ip()
+            .map_err(|e| VmError::Host(format!("{unit} is stopped, but {e}")))?;
+        let had_tap = ip.delete_tap(&tap).await.map_err(|e| {
+            VmError::Host(format!("{unit} is stopped, but removing tap {tap}: {e}"))
+        })?;
+        tracing::info!(id, tap, had_tap, "VM stopped");
+        Ok(())
+    }
+}
+
+/// The API socket's file name, which must lie directly in the VM's directory.
+fn api_socket_name(sock: &Path, vm_dir: &Path) -> Result<String, VmError> {
+    match (sock.parent(), sock.file_name().and_then(|n| n.to_str())) {
+        (Some(parent), Some(name)) if parent == vm_dir => Ok(name.to_string()),
+        _ => Err(VmError::Host(format!(
+            "the back end's API socket {} is not in {}; nothing was started",
+            sock.display(),
+            vm_dir.display()
+        ))),
+    }
+}
+
+/// The last lines of the VMM's log, if it wrote any.
+fn exit_note(vmm_log: &File) -> Option<String> {
+    let t = safefs::tail(vmm_log, 2048, 8);
+    (!t.is_empty()).then_some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    const ID: &str = "0123456789ab";
+
+    fn opts(rootfs: bool) -> StartOptions {
+        StartOptions {
+            image: "deb".into(),
+            rootfs,
+            cpus: 2,
+            memory_mib: 512,
+            mac: "52:54:00:67:89:ab".into(),
+        }
+    }
+
+    fn tcg() -> Accelerator {
+        Accelerator::Tcg { why: "test".into() }
+    }
+
+    /// A state directory with image `deb` and VM `ID` owned by `uid`.
+    fn state(uid: u32) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let img = t.path().join("images/deb");
+        std::fs::create_dir_all(&img).unwrap();
+        std::fs::write(img.join("kernel"), "k").unwrap();
+        let vm = t.path().join("vms").join(ID);
+        std::fs::create_dir_all(&vm).unwrap();
+        std::fs::write(vm.join(CONFIG_DISK), "c").unwrap();
+        std::os::unix::fs::chown(&vm, Some(uid), None).unwrap();
+        t
+    }
+
+    #[test]
+    fn paths_follow_the_layout() {
+        let mut l = Layout::new("/usr/local");
+        l.root = "/tmp/x".into();
+        let p = VmPaths::from_layout(&l);
+        assert_eq!(p.state_dir, Path::new("/tmp/x/var/lib/banger"));
+        assert_eq!(p.config, Path::new("/tmp/x/etc/banger/config.toml"));
+        assert_eq!(p.install_toml, Path::new("/tmp/x/etc/banger/install.toml"));
+        assert_eq!(
+            VmPaths::from_layout(&Layout::new("/usr/local")).config,
+            Path::new(CONFIG_FILE)
+        );
+    }
+
+    #[test]
+    fn files_are_checked_without_following_links() {
+        if banger::users::current_uid() != 0 {
+            eprintln!("skipped: needs root (chown)");
+            return;
+        }
+        let t = state(4321);
+        let vm = check_files(t.path(), ID, &opts(false), 4321).unwrap();
+        let dir = t.path().join("vms").join(ID);
+        assert_eq!(
+            vm.files,
+            VmFiles {
+                kernel: t.path().join("images/deb/kernel"),
+                initrd: None,
+                rootfs: None,
+                config_disk: dir.join(CONFIG_DISK),
+                vm_dir: dir.clone(),
+            }
+        );
+        std::fs::write(t.path().join("images/deb/initrd"), "i").unwrap();
+        let vm = check_files(t.path(), ID, &opts(false), 4321).unwrap();
+        assert_eq!(vm.files.initrd, Some(t.path().join("images/deb/initrd")));
+
+        // rootfs asked for but missing: NotFound naming it.
+        let e = check_files(t.path(), ID, &opts(true), 4321).err().unwrap();
+        assert!(
+            matches!(&e, VmError::NotFound(m) if m.contains("rootfs.img")),
+            "{e}"
+        );
+        std::fs::write(dir.join(ROOTFS), "r").unwrap();
+        let vm = check_files(t.path(), ID, &opts(true), 4321).unwrap();
+        assert_eq!(vm.files.rootfs, Some(dir.join(ROOTFS)));
+
+        // The VM directory must be the owner's.
+        let e = check_files(t.path(), ID, &opts(false), 1000).err().unwrap();
+        assert!(e.to_string().contains("belongs to uid 4321"), "{e}");
+
+        // Links are refused wherever they are.
+        std::fs::remove_file(dir.join(CONFIG_DISK)).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", dir.join(CONFIG_DISK)).unwrap();
+        let e = check_files(t.path(), ID, &opts(false), 4321).err().unwrap();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        std::fs::remove_file(t.path().join("images/deb/kernel")).unwrap();
+        std::os::unix::fs::symlink("/boot/vmlinuz", t.path().join("images/deb/kernel")).unwrap();
+        let e = check_files(t.path(), ID, &opts(false), 4321).err().unwrap();
+        assert!(e.to_string().contains("images/deb/kernel"), "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+
+        // A missing image or VM is NotFound.
+        std::fs::remove_file(t.path().join("images/deb/kernel")).unwrap();
+        std::fs::write(t.path().join("images/deb/kernel"), "k").unwrap();
+        let mut o = opts(false);
+        o.image = "other".into();
+        let e = check_files(t.path(), ID, &o, 4321).err().unwrap();
+        assert!(
+            matches!(&e, VmError::NotFound(m) if m.contains("image \"other\"")),
+            "{e}"
+        );
+        let e = check_files(t.path(), "ffffffffffff", &opts(false), 4321)
+            .err()
+            .unwrap();
+        assert!(matches!(e, VmError::NotFound(_)), "{e}");
+    }
+
+    #[test]
+    fn spec_and_unit_for_qemu_under_tcg() {
+        let files = VmFiles {
+            kernel: "/s/images/deb/kernel".into(),
+            initrd: Some("/s/images/deb/initrd".into()),
+            rootfs: Some("/s/vms/0123456789ab/rootfs.img".into()),
+            config_disk: "/s/vms/0123456789ab/config.img".into(),
+            vm_dir: "/s/vms/0123456789ab".into(),
+        };
+        let spec = build_spec(ID, &files, &opts(true), tcg(), 2_000_000);
+        assert_eq!(spec.tap, "bt-0123456789ab");
+        assert_eq!(spec.serial_log, Path::new("/s/vms/0123456789ab/serial.log"));
+        assert_eq!((spec.cpus, spec.memory_mib), (2, 512));
+        assert_eq!(spec.mac, "52:54:00:67:89:ab");
+        assert_eq!(spec.rootfs, files.rootfs);
+
+        let t = tempfile::tempdir().unwrap();
+        let logs = VmmLogs {
+            vmm: File::create(t.path().join("vmm.log")).unwrap(),
+            serial: None,
+        };
+        let qemu = vmm::backend(vmm::BackendKind::Qemu, "/usr/bin/qemu-system-x86_64".into());
+        let svc = build_unit(&spec, qemu.as_ref(), "alice", &logs).unwrap();
+        assert_eq!(svc.name, "banger-vm-0123456789ab.service");
+        assert_eq!(svc.description, "banger VM 0123456789ab (qemu)");
+        assert_eq!(svc.slice.as_deref(), Some("banger.slice"));
+        assert_eq!(svc.user.as_deref(), Some("alice"));
+        assert_eq!(svc.service_type.as_deref(), Some("exec"));
+        assert!(
+            svc.supplementary_groups.is_empty(),
+            "no kvm group under TCG"
+        );
+        assert!(svc.stdout_fd.is_none(), "QEMU writes the console itself");
+        let err = svc.stderr_fd.as_ref().unwrap();
+        assert_ne!(
+            err.as_raw_fd(),
+            logs.vmm.as_raw_fd(),
+            "a duplicate is passed"
+        );
+        assert_eq!(svc.argv[0], "/usr/bin/qemu-system-x86_64");
+        assert!(
+            svc.argv
+                .iter()
+                .any(|a| a.contains("ifname=bt-0123456789ab"))
+        );
+    }
+
+    #[test]
+    fn unit_for_firecracker_under_kvm_sends_the_console_to_serial_log() {
+        let files = VmFiles {
+            kernel: "/s/images/deb/kernel".into(),
+            initrd: None,
+            rootfs: None,
+            config_disk: "/s/vms/0123456789ab/config.img".into(),
+            vm_dir: "/s/vms/0123456789ab".into(),
+        };
+        let kvm = Accelerator::Kvm {
+            cpu_flag: "vmx".into(),
+        };
+        let spec = build_spec(ID, &files, &opts(false), kvm, 0);
+        let t = tempfile::tempdir().unwrap();
+        let mut serial = File::create(t.path().join("serial.log")).unwrap();
+        let logs = VmmLogs {
+            vmm: File::create(t.path().join("vmm.log")).unwrap(),
+            serial: Some(serial.try_clone().unwrap()),
+        };
+        let fc = vmm::backend(
+            vmm::BackendKind::Firecracker,
+            "/usr/local/bin/firecracker".into(),
+        );
+        let svc = build_unit(&spec, fc.as_ref(), "alice", &logs).unwrap();
+        assert_eq!(svc.description, "banger VM 0123456789ab (firecracker)");
+        assert_eq!(svc.supplementary_groups, ["kvm"]);
+        // The passed descriptor is the same open file.
+        let out = svc.stdout_fd.unwrap();
+        let mut dup = File::from(out.try_clone().unwrap());
+        dup.write_all(b"console").unwrap();
+        serial.flush().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("serial.log")).unwrap(),
+            "console"
+        );
+        let sock = fc.api_socket(&spec).unwrap();
+        assert_eq!(
+            api_socket_name(&sock, &spec.vm_dir).unwrap(),
+            "firecracker.sock"
+        );
+        assert!(api_socket_name(Path::new("/elsewhere/x.sock"), &spec.vm_dir).is_err());
+    }
+
+    #[test]
+    fn running_states_and_errors() {
+        for s in ["active", "activating", "deactivating", "reloading"] {
+            assert!(is_running(s), "{s}");
+        }
+        for s in ["inactive", "failed", ""] {
+            assert!(!is_running(s), "{s}");
+        }
+        let e = SystemdError::Call {
+            what: "stop x".into(),
+            source: zbus::Error::MethodError(
+                zbus::names::OwnedErrorName::try_from("org.freedesktop.systemd1.NoSuchUnit")
+                    .unwrap(),
+                Some("Unit x not loaded.".into()),
+                zbus::message::Message::method_call("/", "Ping")
+                    .build(&())
+                    .unwrap(),
+            ),
+        };
+        assert!(is_no_such_unit(&e));
+        assert!(!is_no_such_unit(&SystemdError::Invalid("x".into())));
+    }
+}

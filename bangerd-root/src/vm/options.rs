@@ -1,0 +1,379 @@
+//! What a caller may ask of `StartVmm`, checked before anything is touched: the VM id, the
+//! options dictionary, and the names derived from the id (unit, tap).
+//!
+//! Everything here is pure; a value that passes is safe to put in a path, an `ip` argument and a
+//! unit name.
+
+use std::collections::HashMap;
+
+use zbus::OwnedVariant;
+
+/// Prefix of every VM unit; the full name is `banger-vm-<id>.service`.
+pub const UNIT_PREFIX: &str = "banger-vm-";
+
+/// Checks a VM id: exactly 12 lowercase hexadecimal digits.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.len() == 12 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?} is not a VM id (12 lowercase hexadecimal digits); nothing was done"
+        ))
+    }
+}
+
+/// The VM's systemd unit.
+pub fn unit_name(id: &str) -> String {
+    format!("{UNIT_PREFIX}{id}.service")
+}
+
+/// The VM's tap device: `bt-<id>`, 15 characters, the longest name Linux allows.
+pub fn tap_name(id: &str) -> String {
+    format!("{}{id}", super::config::TAP_PREFIX)
+}
+
+/// Checks an image name: `[a-z0-9][a-z0-9._-]{0,62}`.
+pub fn check_image_name(name: &str) -> Result<(), String> {
+    let mut bytes = name.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let rest_ok = bytes
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+    if first_ok && rest_ok && name.len() <= 63 {
+        Ok(())
+    } else {
+        Err(format!(
+            "image {name:?} is not a valid image name ([a-z0-9][a-z0-9._-]{{0,62}}); nothing was \
+             done"
+        ))
+    }
+}
+
+/// Checks a MAC address: `52:54:00:xx:xx:xx` in lowercase hexadecimal.
+pub fn check_mac(mac: &str) -> Result<(), String> {
+    let ok = mac.len() == 17
+        && mac.starts_with("52:54:00:")
+        && mac.bytes().enumerate().all(|(i, b)| {
+            if i % 3 == 2 {
+                b == b':'
+            } else {
+                matches!(b, b'0'..=b'9' | b'a'..=b'f')
+            }
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "mac {mac:?} is not of the form 52:54:00:xx:xx:xx (lowercase hexadecimal); nothing \
+             was done"
+        ))
+    }
+}
+
+/// The MAC address used when the caller names none: `52:54:00` and the id's last six digits.
+pub fn default_mac(id: &str) -> String {
+    let t = &id[6..12];
+    format!("52:54:00:{}:{}:{}", &t[0..2], &t[2..4], &t[4..6])
+}
+
+/// What the host can give one VM at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostLimits {
+    /// Online CPUs.
+    pub cpus: u32,
+    /// Physical memory in MiB.
+    pub memory_mib: u32,
+}
+
+impl HostLimits {
+    /// Reads the live host's CPUs and memory.
+    pub fn detect() -> Self {
+        let cpus = std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .ok()
+            .and_then(|s| count_cpu_list(&s))
+            .or_else(|| {
+                std::thread::available_parallelism()
+                    .ok()
+                    .map(|n| n.get() as u32)
+            })
+            .unwrap_or(1);
+        let memory_mib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| mem_total_mib(&s))
+            .unwrap_or(u32::MAX);
+        HostLimits { cpus, memory_mib }
+    }
+}
+
+/// Counts a kernel CPU list such as `0-3,6,8-9`.
+fn count_cpu_list(s: &str) -> Option<u32> {
+    let mut n = 0u32;
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        n += match part.split_once('-') {
+            Some((a, b)) => b.parse::<u32>().ok()?.checked_sub(a.parse().ok()?)? + 1,
+            None => {
+                part.parse::<u32>().ok()?;
+                1
+            }
+        };
+    }
+    (n > 0).then_some(n)
+}
+
+/// `MemTotal` from `/proc/meminfo`, in MiB.
+fn mem_total_mib(meminfo: &str) -> Option<u32> {
+    let kib: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(u32::try_from(kib / 1024).unwrap_or(u32::MAX))
+}
+
+/// The options of `StartVmm`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartOptions {
+    /// The image under `images/`.
+    pub image: String,
+    /// Attach the VM's own `rootfs.img`.
+    pub rootfs: bool,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// The network card's MAC address.
+    pub mac: String,
+}
+
+/// Default virtual CPUs.
+pub const DEFAULT_CPUS: u32 = 1;
+/// Default memory in MiB.
+pub const DEFAULT_MEMORY_MIB: u32 = 256;
+/// Smallest memory a VM may have, in MiB.
+pub const MIN_MEMORY_MIB: u32 = 64;
+/// Most virtual CPUs a VM may have.
+pub const MAX_CPUS: u32 = 32;
+
+impl StartOptions {
+    /// Parses the `a{sv}` of `StartVmm` for VM `id` (already checked): `image` (s, required),
+    /// `rootfs` (b), `cpus` (u), `memory_mib` (u), `mac` (s). Unknown keys, wrong types and
+    /// values out of range are refused, naming them.
+    pub fn from_dbus(
+        id: &str,
+        map: &HashMap<String, OwnedVariant>,
+        limits: HostLimits,
+    ) -> Result<Self, String> {
+        let mut image = None;
+        let mut o = StartOptions {
+            image: String::new(),
+            rootfs: false,
+            cpus: DEFAULT_CPUS,
+            memory_mib: DEFAULT_MEMORY_MIB,
+            mac: default_mac(id),
+        };
+        let mut keys: Vec<&String> = map.keys().collect();
+        keys.sort();
+        for k in keys {
+            let v = &map[k];
+            let bad = |want: &str| {
+                format!(
+                    "option {k:?} has the wrong type {} (want {want}); nothing was done",
+                    v.value_signature()
+                )
+            };
+            match k.as_str() {
+                "image" => image = Some(String::try_from(v.clone()).map_err(|_| bad("s"))?),
+                "rootfs" => o.rootfs = bool::try_from(v.clone()).map_err(|_| bad("b"))?,
+                "cpus" => o.cpus = u32::try_from(v.clone()).map_err(|_| bad("u"))?,
+                "memory_mib" => o.memory_mib = u32::try_from(v.clone()).map_err(|_| bad("u"))?,
+                "mac" => o.mac = String::try_from(v.clone()).map_err(|_| bad("s"))?,
+                other => {
+                    return Err(format!(
+                        "unknown option {other:?} (known: image, rootfs, cpus, memory_mib, mac); \
+                         nothing was done"
+                    ));
+                }
+            }
+        }
+        o.image = image.ok_or("option \"image\" is required; nothing was done")?;
+        check_image_name(&o.image)?;
+        check_mac(&o.mac)?;
+        let max_cpus = MAX_CPUS.min(limits.cpus.max(1));
+        if !(1..=max_cpus).contains(&o.cpus) {
+            return Err(format!(
+                "cpus = {} is out of range: 1 to {max_cpus} on this host; nothing was done",
+                o.cpus
+            ));
+        }
+        if o.memory_mib < MIN_MEMORY_MIB || o.memory_mib > limits.memory_mib {
+            return Err(format!(
+                "memory_mib = {} is out of range: {MIN_MEMORY_MIB} to {} on this host; nothing \
+                 was done",
+                o.memory_mib, limits.memory_mib
+            ));
+        }
+        Ok(o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use zbus::Variant;
+
+    use super::*;
+
+    const ID: &str = "0123456789ab";
+    const LIMITS: HostLimits = HostLimits {
+        cpus: 2,
+        memory_mib: 2048,
+    };
+
+    fn opts(pairs: &[(&str, Variant<'static>)]) -> HashMap<String, OwnedVariant> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), OwnedVariant::try_from(v.clone()).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn ids_and_names() {
+        check_id(ID).unwrap();
+        for bad in [
+            "",
+            "0123456789a",
+            "0123456789abc",
+            "0123456789AB",
+            "../../etc/x",
+            "g123456789ab",
+        ] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+        assert_eq!(unit_name(ID), "banger-vm-0123456789ab.service");
+        assert_eq!(tap_name(ID), "bt-0123456789ab");
+        assert_eq!(tap_name(ID).len(), 15, "IFNAMSIZ - 1");
+        assert_eq!(default_mac(ID), "52:54:00:67:89:ab");
+        check_mac(&default_mac(ID)).unwrap();
+    }
+
+    #[test]
+    fn image_names_and_macs() {
+        for ok in ["debian", "deb-12.cloud_1", "0", &"a".repeat(63)] {
+            check_image_name(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in ["", ".hidden", "-x", "Deb", "a/b", "..", &"a".repeat(64)] {
+            assert!(check_image_name(bad).is_err(), "{bad}");
+        }
+        for bad in [
+            "52:54:00:AB:cd:ef",
+            "02:54:00:ab:cd:ef",
+            "52:54:00:ab:cd",
+            "52-54-00-ab-cd-ef",
+        ] {
+            assert!(check_mac(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn options_with_defaults_and_all_set() {
+        let o = StartOptions::from_dbus(ID, &opts(&[("image", "deb".into())]), LIMITS).unwrap();
+        assert_eq!(
+            o,
+            StartOptions {
+                image: "deb".into(),
+                rootfs: false,
+                cpus: DEFAULT_CPUS,
+                memory_mib: DEFAULT_MEMORY_MIB,
+                mac: "52:54:00:67:89:ab".into(),
+            }
+        );
+        let o = StartOptions::from_dbus(
+            ID,
+            &opts(&[
+                ("image", "deb".into()),
+                ("rootfs", true.into()),
+                ("cpus", 2u32.into()),
+                ("memory_mib", 2048u32.into()),
+                ("mac", "52:54:00:00:00:01".into()),
+            ]),
+            LIMITS,
+        )
+        .unwrap();
+        assert!(o.rootfs);
+        assert_eq!(
+            (o.cpus, o.memory_mib, o.mac.as_str()),
+            (2, 2048, "52:54:00:00:00:01")
+        );
+    }
+
+    #[test]
+    fn bad_options_are_named() {
+        for (pairs, want) in [
+            (vec![], "\"image\" is required"),
+            (
+                vec![("image", "deb".into()), ("disk", "x".into())],
+                "unknown option \"disk\"",
+            ),
+            (
+                vec![("image", 3u32.into())],
+                "option \"image\" has the wrong type u",
+            ),
+            (
+                vec![("image", "deb".into()), ("cpus", 2i32.into())],
+                "\"cpus\" has the wrong type i",
+            ),
+            (
+                vec![("image", "deb".into()), ("rootfs", "yes".into())],
+                "\"rootfs\" has the wrong",
+            ),
+            (vec![("image", "../etc".into())], "not a valid image name"),
+            (
+                vec![("image", "deb".into()), ("cpus", 0u32.into())],
+                "cpus = 0 is out of range",
+            ),
+            (
+                vec![("image", "deb".into()), ("cpus", 3u32.into())],
+                "1 to 2 on this host",
+            ),
+            (
+                vec![("image", "deb".into()), ("memory_mib", 63u32.into())],
+                "memory_mib = 63",
+            ),
+            (
+                vec![("image", "deb".into()), ("memory_mib", 4096u32.into())],
+                "64 to 2048",
+            ),
+            (
+                vec![("image", "deb".into()), ("mac", "52:54:00:1:2:3".into())],
+                "mac \"52:54",
+            ),
+        ] {
+            let e = StartOptions::from_dbus(ID, &opts(&pairs), LIMITS).unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+            assert!(e.contains("nothing was done"), "{e}");
+        }
+        let big = HostLimits {
+            cpus: 64,
+            memory_mib: 1 << 20,
+        };
+        let e = StartOptions::from_dbus(
+            ID,
+            &opts(&[("image", "d".into()), ("cpus", 33u32.into())]),
+            big,
+        )
+        .unwrap_err();
+        assert!(e.contains("1 to 32"), "{e}");
+    }
+
+    #[test]
+    fn host_facts() {
+        assert_eq!(count_cpu_list("0-3,6,8-9\n"), Some(7));
+        assert_eq!(count_cpu_list("0\n"), Some(1));
+        assert_eq!(count_cpu_list("x"), None);
+        assert_eq!(mem_total_mib("MemTotal:       25165824 kB\n"), Some(24576));
+        let live = HostLimits::detect();
+        assert!(live.cpus >= 1 && live.memory_mib >= 64, "{live:?}");
+    }
+}
