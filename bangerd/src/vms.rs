@@ -744,10 +744,7 @@ impl Vms {
         let started = self.root().await?.start_vmm(&v.id, opts).await;
         if let Err(e) = started {
             op.finish("failed");
-            return Err(VmError::Root(format!(
-                "starting VM {name}: {}",
-                zbus_message(&e)
-            )));
+            return Err(VmError::Root(zbus_message(&e)));
         }
         let backend = self.unit_backend(&v.id).await;
         self.store
@@ -775,10 +772,7 @@ impl Vms {
         op.stage(&format!("stopping {name}"));
         if let Err(e) = self.root().await?.stop_vmm(&v.id).await {
             op.finish("failed");
-            return Err(VmError::Root(format!(
-                "stopping VM {name}: {}",
-                zbus_message(&e)
-            )));
+            return Err(VmError::Root(zbus_message(&e)));
         }
         self.store
             .lock()

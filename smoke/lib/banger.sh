@@ -141,6 +141,11 @@ harness_stop_daemon() {
     box_exec systemctl reset-failed bangerd.service 2>/dev/null || true
 }
 
+# nspawn creates the container's /dev/net/tun with mode 0600; on a Debian host udev makes it 0666
+# (opening it grants nothing by itself: a tap must be owned by the user who attaches to it). The
+# VMs' QEMU runs as the owner and opens it, so make the container's node like a host's.
+box_host_like() { box_exec chmod 0666 /dev/net/tun; }
+
 # The two real users every scenario relies on: the owner (in group sudo, so polkit's
 # auth_admin asks for the owner's password) and a second, unprivileged user.
 create_users() {

@@ -37,7 +37,7 @@ expect_rc 0 as_owner "$BOX_BIN/banger" vm start web
 t1=$EPOCHREALTIME
 expect_contains "$LAST_OUT" "SSH answered after" "vm start output"
 banger_secs=$(grep -oE 'SSH answered after [0-9.]+' <<<"$LAST_OUT" | grep -oE '[0-9.]+$')
-proved "vm start waits until SSH answers: $(last_line "$LAST_OUT")"
+proved "vm start waits until SSH answers: $(tail -n 1 <<<"$LAST_OUT")"
 expect_eq "$(vm_field web state)" running "state after start"
 key=$(vm_field web host_key)
 expect_contains "$key" "ssh-ed25519 " "pinned host key"

@@ -120,6 +120,18 @@ pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
     meta.write(&layout.install_toml())
         .with_context(|| format!("writing {}", layout.install_toml().display()))?;
 
+    // The owner's state directory exists before either service starts: bangerd-root's
+    // sandbox only makes it writable (for VM logs) if it exists when the helper starts.
+    let state = layout.state_dir();
+    if !state.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o750)
+            .create(&state)
+            .and_then(|()| std::os::unix::fs::chown(&state, Some(owner.uid), Some(owner.gid)))
+            .with_context(|| format!("creating {}", state.display()))?;
+    }
+
     let conn = bus::system_bus().await?;
     reload_bus_config(&conn).await?;
     let systemd = Systemd::new(&conn).await?;

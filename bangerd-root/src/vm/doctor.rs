@@ -167,7 +167,39 @@ impl VmHost {
             Err(e) => Err(e),
         };
         out.push(network_check(&cfg.network, found));
+        out.push(tun_check(std::fs::metadata(TUN_DEVICE).map(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.permissions().mode()
+        })));
         out
+    }
+}
+
+/// The device the VMM (running as the owner) opens to attach to its tap.
+pub const TUN_DEVICE: &str = "/dev/net/tun";
+
+/// Whether an unprivileged VMM can open the tun device: udev makes it 0666 on a normal host.
+pub fn tun_check(mode: std::io::Result<u32>) -> DoctorCheck {
+    match mode {
+        Ok(m) if m & 0o006 == 0o006 => DoctorCheck::new(
+            Level::Pass,
+            "tun device",
+            format!("{TUN_DEVICE} is open to the VMM (mode {:04o})", m & 0o7777),
+        ),
+        Ok(m) => DoctorCheck::new(
+            Level::Fail,
+            "tun device",
+            format!(
+                "{TUN_DEVICE} has mode {:04o}: the VMM, which runs as the owner, cannot attach to \
+                 its tap; make it 0666 as udev does by default (chmod 0666 {TUN_DEVICE})",
+                m & 0o7777
+            ),
+        ),
+        Err(e) => DoctorCheck::new(
+            Level::Fail,
+            "tun device",
+            format!("{TUN_DEVICE}: {e}: VMs cannot get a network (is the tun module available?)"),
+        ),
     }
 }
 
@@ -180,6 +212,18 @@ mod tests {
 
     fn level(c: &DoctorCheck) -> Level {
         c.level()
+    }
+
+    #[test]
+    fn tun_device() {
+        assert_eq!(level(&tun_check(Ok(0o20666))), Level::Pass);
+        let c = tun_check(Ok(0o20600));
+        assert_eq!(level(&c), Level::Fail);
+        assert!(c.detail.contains("mode 0600"), "{c}");
+        assert_eq!(
+            level(&tun_check(Err(std::io::ErrorKind::NotFound.into()))),
+            Level::Fail
+        );
     }
 
     #[test]
