@@ -734,7 +734,8 @@ async fn doctor_reports_backend_accelerator_firecracker_network_and_config() {
             "vm backend",
             "accelerator",
             "firecracker",
-            "vm network"
+            "vm network",
+            "tun device"
         ]
     );
     assert_eq!(

@@ -17,6 +17,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# --- doctor: which back end and accelerator, and why ---------------------------------------
+expect_rc 0 as_owner "$BOX_BIN/banger" doctor
+expect_line "$LAST_OUT" '^PASS vm backend: qemu at .*qemu-system-x86_64: backend auto: Firecracker is not installed' \
+    "doctor's back end line"
+expect_line "$LAST_OUT" '^(WARN accelerator: tcg .+|PASS accelerator: kvm .+)' "doctor's accelerator line"
+expect_line "$LAST_OUT" '^PASS tun device: ' "doctor's tun device line"
+proved "doctor says which back end and accelerator VMs get, and why"
+
 # --- image ---------------------------------------------------------------------------------
 expect_rc 0 as_owner "$BOX_BIN/banger" image import "$GUEST_IMAGE" \
     --kernel "$GUEST_BOX/vmlinux" --initrd "$GUEST_BOX/initramfs.cpio.gz"

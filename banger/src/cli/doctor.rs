@@ -2,8 +2,6 @@
 //!
 //! It reads and runs things, and never changes anything.
 
-use std::path::Path;
-
 use banger::assets::ASSETS;
 use banger::install::{InstallMeta, Layout, PROGRAMS};
 use banger::names;
@@ -71,11 +69,13 @@ pub async fn run() -> CmdResult {
             "system bus",
             format!("{e:#}"),
         )),
-        Ok(conn) => checks.extend(service_checks(&conn, meta.as_ref()).await),
+        Ok(conn) => {
+            checks.extend(service_checks(&conn, meta.as_ref()).await);
+            checks.extend(vm_host_checks(&conn).await);
+        }
     }
 
     checks.extend(store_checks(&layout, meta.as_ref()));
-    checks.extend(virtualization_checks());
 
     let mut worst = Level::Pass;
     for c in &checks {
@@ -240,6 +240,30 @@ fn store_checks(layout: &Layout, meta: Option<&InstallMeta>) -> Vec<DoctorCheck>
     }]
 }
 
+/// The root helper's view of the VM host: back end and why, accelerator, Firecracker version,
+/// bridge, tun device. When the helper cannot be asked, what this process can see itself.
+async fn vm_host_checks(conn: &zbus::Connection) -> Vec<DoctorCheck> {
+    let asked = match banger::proxies::Root1Proxy::new(conn).await {
+        Ok(r) => r.vmm_doctor().await,
+        Err(e) => Err(e),
+    };
+    match asked {
+        Ok(checks) => checks,
+        Err(e) => {
+            let mut out = vec![DoctorCheck::new(
+                Level::Warn,
+                "vm host",
+                format!(
+                    "cannot ask bangerd-root for its VM checks ({}); what banger sees itself:",
+                    bus::message_of(&e)
+                ),
+            )];
+            out.extend(virtualization_checks());
+            out
+        }
+    }
+}
+
 fn virtualization_checks() -> Vec<DoctorCheck> {
     let mut out = vec![match Accelerator::detect() {
         Accelerator::Kvm { cpu_flag } => DoctorCheck::new(
@@ -272,6 +296,5 @@ fn virtualization_checks() -> Vec<DoctorCheck> {
             "no VMM installed: install qemu-system-x86 (or Firecracker) to run VMs",
         ),
     });
-    let _ = Path::new("/");
     out
 }
