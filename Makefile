@@ -25,7 +25,7 @@ test-unit: ## Unit tests and interface tests on a private bus (needs root and db
 test-smoke: release ## End-to-end scenarios in a throwaway systemd container (root)
 	smoke/run --bin-dir target/release
 
-demo: deps release ## Boot a throwaway systemd container, install banger, show status and doctor
+demo: deps release ## Throwaway systemd container: install banger, boot a VM, update banger, show the VM's boot_id unchanged
 	smoke/demo --bin-dir target/release
 
 lint: ## rustfmt and clippy, as CI wants them
