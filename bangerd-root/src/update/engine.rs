@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use banger::build_info::BuildIdentity;
 use banger::error::BusError;
-use banger::install::{InstallMeta, Layout, PROGRAMS};
+use banger::install::{InstallMeta, Layout, Owner, PROGRAMS};
 use banger::names::{self, action};
 use banger::proxies::Daemon1Proxy;
 use banger::release::sums::to_hex;
@@ -272,6 +272,7 @@ impl Engine {
             items: Vec::new(),
             touched: Vec::new(),
             store_snapshot: None,
+            failing_before: Vec::new(),
             result: None,
             error: None,
         };
@@ -544,7 +545,8 @@ impl Engine {
         let _ = std::fs::remove_file(&tarball);
 
         handle.stage("sanity-check", 0.8).await;
-        let (identity, migrates) = sanity_check(&j.staging.join("bin"), &target).await?;
+        let (identity, migrates) =
+            sanity_check(&j.staging.join("bin"), &target, &meta.owner).await?;
         state.raise(&target);
         state.save(&self.paths.state).map_err(Refused)?;
         handle
@@ -570,6 +572,12 @@ impl Engine {
         }
         Self::check_cancel(handle)?;
 
+        // What is already broken on this host (say, no VMM installed) is not the new release's
+        // fault: the doctor after the swap is judged against this.
+        j.failing_before = self
+            .failing_checks_now(&self.installed_layout(&meta).program("banger"))
+            .await;
+
         // A new bangerd that migrates the store would leave one the old bangerd refuses after a
         // rollback: keep a copy, made by the installed (old) bangerd, to restore then.
         let live_store = self.layout.store();
@@ -578,8 +586,13 @@ impl Engine {
             let _ = std::fs::remove_file(&snap);
             let old_bangerd = self.installed_layout(&meta).program("bangerd");
             let arg = snap.to_string_lossy().to_string();
-            let out =
-                run_with_timeout(&old_bangerd, &["--system", "--snapshot-store", &arg]).await?;
+            // As the owner: the directory is theirs, so root must not write or chown there.
+            let out = run_with_timeout(
+                &old_bangerd,
+                &["--system", "--snapshot-store", &arg],
+                Some(&meta.owner),
+            )
+            .await?;
             if !out.status.success() {
                 let _ = std::fs::remove_file(&snap);
                 return Err(Refused(format!(
@@ -840,6 +853,38 @@ impl Engine {
         Err("bangerd did not report Ready within 10 s".into())
     }
 
+    /// Runs `banger doctor` with a time limit.
+    async fn doctor(banger: &Path) -> Result<std::process::Output, String> {
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            tokio::process::Command::new(banger)
+                .arg("doctor")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .map_err(|_| format!("{} doctor did not finish within 120 s", banger.display()))?
+        .map_err(|e| format!("running {} doctor: {e}", banger.display()))
+    }
+
+    /// The checks the installed doctor reports failing now (none if it cannot be run: then
+    /// the new install is judged strictly).
+    async fn failing_checks_now(&self, banger: &Path) -> Vec<String> {
+        match Self::doctor(banger).await {
+            Ok(out) => failing_checks(&String::from_utf8_lossy(&out.stdout))
+                .into_iter()
+                .map(|(name, line)| {
+                    tracing::warn!("before the update: {line}");
+                    name.to_string()
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!("{e}");
+                Vec::new()
+            }
+        }
+    }
+
     async fn run_doctor(&self, j: &Journal) -> Result<(), String> {
         let banger = j
             .items
@@ -847,23 +892,12 @@ impl Engine {
             .map(|i| i.target.clone())
             .find(|t| t.file_name().is_some_and(|n| n == "banger"))
             .ok_or("the journal names no banger binary")?;
-        let out = tokio::time::timeout(
-            Duration::from_secs(120),
-            tokio::process::Command::new(&banger).arg("doctor").output(),
+        let out = Self::doctor(&banger).await?;
+        judge_doctor(
+            &j.failing_before,
+            out.status.success(),
+            &String::from_utf8_lossy(&out.stdout),
         )
-        .await
-        .map_err(|_| format!("{} doctor did not finish within 120 s", banger.display()))?
-        .map_err(|e| format!("running {} doctor: {e}", banger.display()))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let fails: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
-        Err(if fails.is_empty() {
-            format!("banger doctor exited with {}", out.status)
-        } else {
-            fails.join("; ")
-        })
     }
 
     /// On start: picks up an update the previous helper left unfinished (or shows how the last
@@ -998,11 +1032,16 @@ async fn fetch_manifest(
 /// Runs the staged binaries: each must report `target`, all the same build, and the staged
 /// bangerd must accept the live store.
 /// Returns the staged build's identity and whether its bangerd will migrate the store.
-async fn sanity_check(dir: &Path, target: &Version) -> Result<(BuildIdentity, bool), Refused> {
+/// The store is read as its owner, never as root.
+async fn sanity_check(
+    dir: &Path,
+    target: &Version,
+    owner: &Owner,
+) -> Result<(BuildIdentity, bool), Refused> {
     let mut identity: Option<BuildIdentity> = None;
     for program in PROGRAMS {
         let path = dir.join(program);
-        let out = run_with_timeout(&path, &["--version"]).await?;
+        let out = run_with_timeout(&path, &["--version"], None).await?;
         let id = BuildIdentity::parse_version_line(program, &String::from_utf8_lossy(&out.stdout))
             .map_err(|e| Refused(format!("staged {program} --version: {e}")))?;
         if Version::parse(&id.version).as_ref() != Ok(target) {
@@ -1022,7 +1061,12 @@ async fn sanity_check(dir: &Path, target: &Version) -> Result<(BuildIdentity, bo
         }
     }
     let mut migrates = false;
-    let out = run_with_timeout(&dir.join("bangerd"), &["--check-migrations", "--system"]).await?;
+    let out = run_with_timeout(
+        &dir.join("bangerd"),
+        &["--check-migrations", "--system"],
+        Some(owner),
+    )
+    .await?;
     let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
     match out.status.code() {
         Some(0) => {}
@@ -1042,21 +1086,113 @@ async fn sanity_check(dir: &Path, target: &Version) -> Result<(BuildIdentity, bo
     Ok((identity.expect("three programs checked"), migrates))
 }
 
-async fn run_with_timeout(path: &Path, args: &[&str]) -> Result<std::process::Output, Refused> {
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::process::Command::new(path)
-            .args(args)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .map_err(|_| {
-        Refused(format!(
-            "staged {} {} did not finish within 20 s",
-            path.display(),
-            args.join(" ")
-        ))
-    })?
-    .map_err(|e| Refused(format!("running staged {}: {e}", path.display())))
+/// `banger doctor`'s FAIL lines, with each check's name.
+fn failing_checks(stdout: &str) -> Vec<(&str, &str)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("FAIL ")?;
+            Some((rest.split_once(':').map_or(rest, |(name, _)| name), l))
+        })
+        .collect()
+}
+
+/// Whether the doctor after an update passes: no check fails that did not fail before it.
+/// Already-failing checks are logged, not blamed on the release.
+fn judge_doctor(failing_before: &[String], success: bool, stdout: &str) -> Result<(), String> {
+    if success {
+        return Ok(());
+    }
+    let all = failing_checks(stdout);
+    if all.is_empty() {
+        return Err(format!(
+            "banger doctor failed without saying which check: {}",
+            stdout.trim()
+        ));
+    }
+    let (known, new): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|(name, _)| failing_before.iter().any(|b| b == name));
+    for (_, line) in &known {
+        tracing::warn!("still failing, as before the update: {line}");
+    }
+    if new.is_empty() {
+        Ok(())
+    } else {
+        Err(new
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+}
+
+/// Runs `path args`, as `as_user` when given (else as root), for at most 20 s.
+async fn run_with_timeout(
+    path: &Path,
+    args: &[&str],
+    as_user: Option<&Owner>,
+) -> Result<std::process::Output, Refused> {
+    let mut cmd = tokio::process::Command::new(path);
+    cmd.args(args).kill_on_drop(true);
+    if let Some(o) = as_user {
+        cmd.uid(o.uid)
+            .gid(o.gid)
+            .env("HOME", &o.home)
+            .env("USER", &o.user);
+        // The standard library drops root's supplementary groups before setuid.
+    }
+    tokio::time::timeout(Duration::from_secs(20), cmd.output())
+        .await
+        .map_err(|_| {
+            Refused(format!(
+                "{} {} did not finish within 20 s",
+                path.display(),
+                args.join(" ")
+            ))
+        })?
+        .map_err(|e| Refused(format!("running {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AFTER: &str = "PASS install.toml: v0.2.0\n\
+        FAIL vm backend: no VMM installed: install qemu-system-x86\n\
+        WARN accelerator: tcg\n\
+        FAIL tun device: /dev/net/tun has mode 0600\n";
+
+    #[test]
+    fn doctor_lines_name_their_checks() {
+        assert_eq!(
+            failing_checks(AFTER)
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>(),
+            ["vm backend", "tun device"]
+        );
+    }
+
+    #[test]
+    fn checks_failing_before_the_update_are_not_blamed_on_it() {
+        let before = ["vm backend".to_string(), "tun device".to_string()];
+        assert_eq!(judge_doctor(&before, false, AFTER), Ok(()));
+        assert_eq!(judge_doctor(&[], true, ""), Ok(()));
+    }
+
+    #[test]
+    fn a_check_the_release_broke_rolls_it_back() {
+        let e = judge_doctor(&["vm backend".to_string()], false, AFTER).unwrap_err();
+        assert_eq!(e, "FAIL tun device: /dev/net/tun has mode 0600");
+        let e = judge_doctor(&[], false, AFTER).unwrap_err();
+        assert!(e.contains("vm backend") && e.contains("tun device"), "{e}");
+    }
+
+    #[test]
+    fn a_doctor_that_fails_without_a_fail_line_rolls_it_back() {
+        let before = ["vm backend".to_string()];
+        let e = judge_doctor(&before, false, "thread 'main' panicked\n").unwrap_err();
+        assert!(e.contains("without saying which check"), "{e}");
+    }
 }

@@ -98,6 +98,10 @@ pub struct Journal {
     /// A copy of the store taken before a new bangerd may migrate it; restored on rollback.
     #[serde(default)]
     pub store_snapshot: Option<PathBuf>,
+    /// Doctor checks that already failed before the update (the installed `banger doctor`):
+    /// the new install is not rolled back for them.
+    #[serde(default)]
+    pub failing_before: Vec<String>,
     /// Final result (`updated`, `rolled-back`, `failed`, …) once done.
     pub result: Option<String>,
     /// Why it failed or rolled back.
@@ -300,6 +304,7 @@ mod tests {
             items: vec![],
             touched: vec![],
             store_snapshot: None,
+            failing_before: Vec::new(),
             result: None,
             error: None,
         };
