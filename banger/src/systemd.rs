@@ -13,6 +13,21 @@ use zbus::Connection;
 use zbus::proxy::CacheProperties;
 use zbus::{OwnedObjectPath, Variant};
 
+/// One row of `ListUnits…`: name, description, load, active and sub state, followed unit, unit
+/// path, job id, job type, job path.
+pub type UnitListEntry = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
+
 /// systemd's Manager interface (the subset banger uses).
 #[zbus::proxy(
     interface = "org.freedesktop.systemd1.Manager",
@@ -40,6 +55,12 @@ pub trait Manager {
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     /// Reloads unit files (`daemon-reload`).
     fn reload(&self) -> zbus::Result<()>;
+    /// Loaded units whose names match one of `patterns`, in any of `states` (all if empty).
+    fn list_units_by_patterns(
+        &self,
+        states: &[&str],
+        patterns: &[&str],
+    ) -> zbus::Result<Vec<UnitListEntry>>;
     /// Asks systemd to send job and unit signals to this client.
     fn subscribe(&self) -> zbus::Result<()>;
     /// A job finished.
@@ -161,6 +182,10 @@ pub struct TransientService {
     pub stdout_fd: Option<Arc<OwnedFd>>,
     /// An open file for the service's standard error (`StandardErrorFileDescriptor=`).
     pub stderr_fd: Option<Arc<OwnedFd>>,
+    /// Keep the unit loaded after it fails (`CollectMode=inactive`), so its `failed` state and
+    /// status stay visible until someone resets it. Otherwise systemd discards it as soon as it
+    /// stops, failed or not.
+    pub keep_failed: bool,
 }
 
 /// State of one unit, as reported by systemd.
@@ -230,7 +255,14 @@ impl Systemd {
         let mut props: Vec<(&str, Variant<'_>)> = vec![
             ("Description", Variant::from(svc.description.as_str())),
             ("ExecStart", Variant::from(exec)),
-            ("CollectMode", Variant::from("inactive-or-failed")),
+            (
+                "CollectMode",
+                Variant::from(if svc.keep_failed {
+                    "inactive"
+                } else {
+                    "inactive-or-failed"
+                }),
+            ),
         ];
         if let Some(slice) = &svc.slice {
             props.push(("Slice", Variant::from(slice.as_str())));
@@ -350,6 +382,22 @@ impl Systemd {
     /// Clears a unit's failed state (ignores units that are not failed).
     pub async fn reset_failed(&self, unit: &str) {
         let _ = self.manager.reset_failed_unit(unit).await;
+    }
+
+    /// Loaded units whose names match `pattern` (a shell glob), with their active state.
+    pub async fn units_matching(
+        &self,
+        pattern: &str,
+    ) -> Result<Vec<(String, String)>, SystemdError> {
+        let rows = self
+            .manager
+            .list_units_by_patterns(&[], &[pattern])
+            .await
+            .map_err(|source| SystemdError::Call {
+                what: format!("list units matching {pattern}"),
+                source,
+            })?;
+        Ok(rows.into_iter().map(|r| (r.0, r.3)).collect())
     }
 
     /// Reads a unit's state without starting it.

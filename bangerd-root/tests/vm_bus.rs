@@ -901,6 +901,11 @@ async fn qemu_inner() {
             "no kvm group under TCG; QEMU writes its console itself"
         );
         assert_eq!(str_prop(&s.props, "Type").unwrap(), "exec");
+        assert_eq!(
+            str_prop(&s.props, "CollectMode").unwrap(),
+            "inactive",
+            "a crashed VMM stays visible as failed"
+        );
         assert_eq!(str_prop(&s.props, "User").unwrap(), "vmowner");
         assert_eq!(str_prop(&s.props, "Slice").unwrap(), "banger.slice");
         assert_eq!(

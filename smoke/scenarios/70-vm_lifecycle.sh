@@ -87,6 +87,18 @@ else
     echo "FIGURE: raw QEMU baseline did not run (see smoke/guest/raw-boot.sh)"
 fi
 
+# --- a VMM that dies shows as failed, and starts again ---------------------------------------
+expect_rc 0 box_exec kill -KILL "$pid"
+vm_failed() { [ "$(vm_field web state)" = failed ]; }
+wait_for 20 "VM web to show as failed" vm_failed
+expect_rc 0 as_owner "$BOX_BIN/banger" vm list
+expect_line "$LAST_OUT" "^web +failed " "vm list after the VMM was killed"
+expect_rc 0 as_owner "$BOX_BIN/banger" vm start web
+expect_eq "$(vm_field web state)" running "state after starting the failed VM again"
+expect_ne "$(vm_boot_id web)" "$boot_id" "boot_id after the restart"
+pid=$(box_exec systemctl show -p MainPID --value "$unit")
+proved "a VMM killed with SIGKILL shows as failed; vm start boots it again (a new boot_id)"
+
 # --- stop, rm ------------------------------------------------------------------------------
 expect_rc 0 as_owner "$BOX_BIN/banger" vm stop web
 expect_eq "$(vm_field web state)" stopped "state after stop"

@@ -279,6 +279,9 @@ pub fn build_unit(
         },
         stdout_fd: logs.serial.as_ref().map(shared_fd).transpose()?,
         stderr_fd: Some(shared_fd(&logs.vmm)?),
+        // A VMM that crashed stays visible as `failed` until the VM is started, stopped or
+        // removed (each resets it).
+        keep_failed: true,
     })
 }
 
