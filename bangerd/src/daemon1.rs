@@ -43,6 +43,7 @@ impl From<VmError> for BusError {
             VmError::NotFound(m) => BusError::NotFound(m),
             VmError::Exists(m) => BusError::AlreadyExists(m),
             VmError::InUse(m) => BusError::InUse(m),
+            VmError::NotAuthorized(m) => BusError::NotAuthorized(m),
             VmError::Root(m) => BusError::Vm(m),
             VmError::Store(e) => BusError::Store(e.to_string()),
             VmError::Io(m) => BusError::Failed(m),

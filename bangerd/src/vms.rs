@@ -55,7 +55,10 @@ pub enum VmError {
     /// In use or in the wrong state.
     #[error("{0}")]
     InUse(String),
-    /// The root helper refused or failed.
+    /// The root helper (or polkit behind it) refused the call.
+    #[error("{0}")]
+    NotAuthorized(String),
+    /// The root helper failed.
     #[error("{0}")]
     Root(String),
     /// The store failed.
@@ -368,8 +371,9 @@ impl Vms {
                 }
                 Err(e) => {
                     return Err(VmError::Invalid(format!(
-                        "{role} {}: {e}; nothing was imported",
-                        p.display()
+                        "{role} {}: {e}{}; nothing was imported",
+                        p.display(),
+                        private_tmp_hint(p, &e)
                     )));
                 }
             }
@@ -744,7 +748,7 @@ impl Vms {
         let started = self.root().await?.start_vmm(&v.id, opts).await;
         if let Err(e) = started {
             op.finish("failed");
-            return Err(VmError::Root(zbus_message(&e)));
+            return Err(root_error(&e));
         }
         let backend = self.unit_backend(&v.id).await;
         self.store
@@ -772,7 +776,7 @@ impl Vms {
         op.stage(&format!("stopping {name}"));
         if let Err(e) = self.root().await?.stop_vmm(&v.id).await {
             op.finish("failed");
-            return Err(VmError::Root(zbus_message(&e)));
+            return Err(root_error(&e));
         }
         self.store
             .lock()
@@ -907,6 +911,12 @@ impl Vms {
                     adopted += 1;
                     tracing::info!(vm = v.name, id = v.id, "re-adopted running VM");
                 }
+                // Left as it is, so `vm list` and doctor keep showing it until the owner
+                // starts, stops or removes the VM (each cleans up).
+                "failed" => {
+                    gone += 1;
+                    tracing::warn!(vm = v.name, id = v.id, "VM's VMM failed while away");
+                }
                 other => {
                     gone += 1;
                     tracing::warn!(vm = v.name, id = v.id, state = other, "VM ended while away");
@@ -1007,6 +1017,34 @@ async fn unit_description(conn: &zbus::Connection, unit: &str) -> Option<String>
 }
 
 /// The message of a D-Bus error reply, for people.
+/// bangerd has a /tmp of its own (PrivateTmp=): a file the caller sees in /tmp is not there.
+fn private_tmp_hint(p: &Path, e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::NotFound
+        && (p.starts_with("/tmp") || p.starts_with("/var/tmp"))
+    {
+        " (bangerd has a private /tmp and /var/tmp and cannot see files there: move the file \
+         elsewhere, for example to your home directory)"
+    } else {
+        ""
+    }
+}
+
+/// A root helper error as the caller should see it: a refusal stays a refusal, a bad request
+/// stays a bad request, anything else is a VM error.
+fn root_error(e: &zbus::Error) -> VmError {
+    let msg = zbus_message(e);
+    match e {
+        zbus::Error::MethodError(name, _, _) => match name.as_str() {
+            "org.banger.Error.NotAuthorized" | "org.freedesktop.DBus.Error.AccessDenied" => {
+                VmError::NotAuthorized(msg)
+            }
+            "org.banger.Error.InvalidArgument" => VmError::Invalid(msg),
+            _ => VmError::Root(msg),
+        },
+        _ => VmError::Root(msg),
+    }
+}
+
 fn zbus_message(e: &zbus::Error) -> String {
     match e {
         zbus::Error::MethodError(_, Some(msg), _) => msg.clone(),
@@ -1017,6 +1055,43 @@ fn zbus_message(e: &zbus::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn helper_errors_keep_their_kind() {
+        let err = |name: &str| {
+            let msg = zbus::message::Message::method_call("/", "Probe")
+                .build(&())
+                .unwrap();
+            zbus::Error::MethodError(
+                zbus::names::OwnedErrorName::try_from(name).unwrap(),
+                Some("what the helper said".into()),
+                msg,
+            )
+        };
+        let kind = |e: VmError| match e {
+            VmError::NotAuthorized(m) => ("not authorized", m),
+            VmError::Invalid(m) => ("invalid", m),
+            VmError::Root(m) => ("root", m),
+            other => panic!("{other:?}"),
+        };
+        let said = "what the helper said".to_string();
+        assert_eq!(
+            kind(root_error(&err("org.banger.Error.NotAuthorized"))),
+            ("not authorized", said.clone())
+        );
+        assert_eq!(
+            kind(root_error(&err("org.freedesktop.DBus.Error.AccessDenied"))).0,
+            "not authorized"
+        );
+        assert_eq!(
+            kind(root_error(&err("org.banger.Error.InvalidArgument"))).0,
+            "invalid"
+        );
+        assert_eq!(
+            kind(root_error(&err("org.banger.Error.Systemd"))),
+            ("root", said)
+        );
+    }
 
     #[test]
     fn names() {

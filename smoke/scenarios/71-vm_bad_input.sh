@@ -55,6 +55,10 @@ refused 1 "CPUs is impossible" "more CPUs than the host has" as_owner "$B" vm cr
 refused 1 "not valid" "a name that is not a hostname" as_owner "$B" vm create ../etc --image "$GUEST_IMAGE"
 refused 1 "does not exist" "an image whose kernel file is missing" \
     as_owner "$B" image import other --kernel /nonexistent/vmlinux
+expect_rc 0 box_exec install -m 0644 "$GUEST_BOX/vmlinux" /tmp/smoke-vmlinux
+refused 1 "private /tmp" "a kernel in /tmp, which bangerd cannot see" \
+    as_owner "$B" image import other --kernel /tmp/smoke-vmlinux
+expect_rc 0 box_exec rm -f /tmp/smoke-vmlinux
 refused 1 "not a Linux kernel" "an image whose kernel is not a kernel" \
     as_owner "$B" image import other --kernel /etc/hostname
 refused 1 "already exists" "importing over an existing image" \
