@@ -21,6 +21,16 @@ pub const DAEMON_UNIT: &str = "bangerd.service";
 /// systemd slice that holds every VM unit.
 pub const VM_SLICE: &str = "banger.slice";
 
+/// VM unit names: `banger-vm-<id>.service`.
+pub const VM_UNIT_PATTERN: &str = "banger-vm-*.service";
+
+/// The VM bridge unless `[network] bridge` in /etc/banger/config.toml names another.
+pub const DEFAULT_BRIDGE: &str = "banger0";
+
+/// The interface alias bangerd-root gives a bridge it created, so that uninstalling removes
+/// only a bridge banger made (a bridge that already existed is adopted and left alone).
+pub const BRIDGE_ALIAS: &str = "banger VM bridge";
+
 /// polkit action ids (see `polkit/org.banger.policy`).
 pub mod action {
     /// Ask whether an update is available (allowed to anyone).

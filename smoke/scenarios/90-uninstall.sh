@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Runs last. `banger system uninstall` removes everything it installed and stops the services,
-# keeping the owner's data (/var/lib/banger) and /etc/banger; `--purge` (run from a copy of the
-# binary, as an admin would once the installed one is gone) removes those too.
+# Runs last. `banger system uninstall` refuses while a VM runs (nothing removed); with
+# --stop-vms it stops the VM (unit and tap gone), removes the bridge banger created, removes
+# everything it installed and stops the services, keeping the owner's data (/var/lib/banger) and
+# /etc/banger; `--purge` (run from a copy of the binary, as an admin would once the installed one
+# is gone) removes those too.
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+# shellcheck source=../lib/vm.sh
+source "$SMOKE_LIB/vm.sh"
 
 SPARE=/tmp/banger-spare          # inside the box
 kept_paths=(/etc/banger /var/lib/banger "$BANGER_STORE")
@@ -17,9 +21,28 @@ is_kept() {
 expect_rc 0 box_exec cp "$BANGER_PREFIX/lib/banger/bin/banger" "$SPARE"
 wait_unit_state 15 bangerd.service active
 
-expect_rc 0 box_exec "$BANGER" system uninstall
+# --- a running VM ---------------------------------------------------------------------------
+expect_rc 0 vm_up last --memory 128M
+id=$(vm_id last)
+snapshot_install before-uninstall
+expect_rc 1 box_exec "$BANGER" system uninstall
+expect_contains "$LAST_OUT" "1 VM(s) still running (banger-vm-$id.service)" "uninstall with a VM running"
+expect_contains "$LAST_OUT" "nothing was removed" "uninstall with a VM running"
+snapshot_install refused-uninstall
+expect_same_snapshot before-uninstall refused-uninstall "after the refused uninstall" "$BANGER_STORE"
+expect_eq "$(vm_field last state)" running "the VM after the refused uninstall"
+proved "uninstall refuses while VM last runs, naming its unit; nothing was removed and the VM runs on"
+
+expect_rc 0 box_exec "$BANGER" system uninstall --stop-vms
 printf '%s\n' "$LAST_OUT" | sed 's/^/  uninstall: /'
-proved "banger system uninstall exits 0 as root"
+expect_contains "$LAST_OUT" "stopped banger-vm-$id.service and removed its tap" "uninstall --stop-vms"
+expect_contains "$LAST_OUT" "removed bridge banger0" "uninstall --stop-vms"
+proved "banger system uninstall --stop-vms exits 0 as root"
+expect_eq "$(box_exec systemctl show -p LoadState --value "banger-vm-$id.service")" not-found \
+    "the VM's unit after uninstall"
+expect_rc 1 box_exec ip -o link show "bt-$id"
+expect_rc 1 box_exec ip -o link show banger0
+proved "the VM's unit, its tap bt-$id and the bridge banger0 are gone"
 
 # --- files ----------------------------------------------------------------------------------
 snapshot_install after-uninstall

@@ -137,6 +137,9 @@ enum SystemCommand {
         /// Also remove /var/lib/banger (VM records, images) and /etc/banger.
         #[arg(long)]
         purge: bool,
+        /// Stop running VMs first (without it, uninstall refuses while any VM runs).
+        #[arg(long)]
+        stop_vms: bool,
     },
 }
 
@@ -214,7 +217,9 @@ pub fn main() -> i32 {
             }
             Command::System(SystemCommand::Status) => system::status().await,
             Command::System(SystemCommand::Restart) => system::restart().await,
-            Command::System(SystemCommand::Uninstall { purge }) => system::uninstall(purge).await,
+            Command::System(SystemCommand::Uninstall { purge, stop_vms }) => {
+                system::uninstall(purge, stop_vms).await
+            }
             Command::Daemon(DaemonCommand::Status) => daemon::status().await,
             Command::Daemon(DaemonCommand::Start) => daemon::control(daemon::Verb::Start).await,
             Command::Daemon(DaemonCommand::Stop) => daemon::control(daemon::Verb::Stop).await,

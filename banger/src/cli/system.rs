@@ -245,7 +245,102 @@ pub async fn restart() -> CmdResult {
 }
 
 /// `banger system uninstall [--purge]`.
-pub async fn uninstall(purge: bool) -> CmdResult {
+/// Before the services go: every VM unit is stopped and its tap removed by the helper (while it
+/// is still installed). Refused, with nothing changed, while VMs run and `stop_vms` is not given.
+async fn stop_vm_units(
+    conn: &zbus::Connection,
+    systemd: &Systemd,
+    stop_vms: bool,
+) -> anyhow::Result<()> {
+    let units = systemd
+        .units_matching(names::VM_UNIT_PATTERN)
+        .await
+        .context("listing VM units; nothing was removed")?;
+    let running: Vec<&str> = units
+        .iter()
+        .filter(|(_, state)| !matches!(state.as_str(), "inactive" | "failed"))
+        .map(|(u, _)| u.as_str())
+        .collect();
+    if !running.is_empty() && !stop_vms {
+        bail!(
+            "{} VM(s) still running ({}): stop them first (banger vm stop NAME, as their \
+             owner) or pass --stop-vms to stop them now; nothing was removed",
+            running.len(),
+            running.join(", ")
+        );
+    }
+    if units.is_empty() {
+        return Ok(());
+    }
+    let root = banger::proxies::Root1Proxy::new(conn).await?;
+    for (unit, _) in &units {
+        let Some(id) = unit
+            .strip_prefix("banger-vm-")
+            .and_then(|u| u.strip_suffix(".service"))
+        else {
+            continue;
+        };
+        root.stop_vmm(id).await.map_err(|e| {
+            anyhow::anyhow!(
+                "stopping {unit}: {}; nothing was removed",
+                bus::message_of(&e)
+            )
+        })?;
+        println!("stopped {unit} and removed its tap");
+    }
+    Ok(())
+}
+
+/// Removes the VM bridge if bangerd-root created it (it carries [`names::BRIDGE_ALIAS`]) and
+/// nothing is attached to it any more. Returns its name when it was removed.
+fn remove_own_bridge(layout: &Layout, errors: &mut Vec<String>) -> Option<String> {
+    let bridge = configured_bridge(&layout.etc_dir().join("config.toml"));
+    let sys = Path::new("/sys/class/net").join(&bridge);
+    let alias = std::fs::read_to_string(sys.join("ifalias")).ok()?;
+    if alias.trim_end() != names::BRIDGE_ALIAS {
+        return None;
+    }
+    let ports = std::fs::read_dir(sys.join("brif"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    if ports > 0 {
+        println!("kept bridge {bridge}: {ports} interface(s) are still attached to it");
+        return None;
+    }
+    match std::process::Command::new("ip")
+        .args(["link", "delete", "dev", &bridge])
+        .output()
+    {
+        Ok(o) if o.status.success() => Some(bridge),
+        Ok(o) => {
+            errors.push(format!(
+                "removing bridge {bridge}: ip link delete: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+            None
+        }
+        Err(e) => {
+            errors.push(format!("removing bridge {bridge}: running ip: {e}"));
+            None
+        }
+    }
+}
+
+/// `[network] bridge` from the helper's configuration, or its default.
+fn configured_bridge(config: &Path) -> String {
+    std::fs::read_to_string(config)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| {
+            t.get("network")?
+                .get("bridge")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| names::DEFAULT_BRIDGE.to_string())
+}
+
+pub async fn uninstall(purge: bool, stop_vms: bool) -> CmdResult {
     require_root("system uninstall")?;
     let (layout, _meta, meta_err) = installed_layout();
     if let Some(e) = meta_err {
@@ -256,6 +351,7 @@ pub async fn uninstall(purge: bool) -> CmdResult {
     }
     let conn = bus::system_bus().await?;
     let systemd = Systemd::new(&conn).await?;
+    stop_vm_units(&conn, &systemd, stop_vms).await?;
     // The daemon first, so it never runs without its helper.
     for unit in [names::DAEMON_UNIT, names::ROOT_UNIT] {
         let s = systemd.unit_state(unit).await?;
@@ -294,6 +390,9 @@ pub async fn uninstall(purge: bool) -> CmdResult {
     }
     systemd.reload().await?;
     reload_bus_config(&conn).await?;
+    if let Some(bridge) = remove_own_bridge(&layout, &mut errors) {
+        removed.push(PathBuf::from(format!("bridge {bridge}")));
+    }
     for p in &removed {
         println!("removed {}", p.display());
     }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::update::config::{ConfigError, read_config_file};
 
 /// The bridge used when the configuration names none.
-pub const DEFAULT_BRIDGE: &str = "banger0";
+pub use banger::names::DEFAULT_BRIDGE;
 /// The range used when the configuration names none.
 pub const DEFAULT_SUBNET: &str = "172.30.0.0/24";
 /// Prefix of every tap device; a bridge may not use it.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use banger::names;
 use serde_json::Value;
 
 use super::config::NetworkConfig;
@@ -160,6 +161,8 @@ impl Ip {
                     .run_tolerating(&["link", "add", bridge, "type", "bridge"], &["File exists"])
                     .await?
                 {
+                    self.run(&["link", "set", "dev", bridge, "alias", names::BRIDGE_ALIAS])
+                        .await?;
                     tracing::info!(bridge, "created the VM bridge");
                 }
                 self.link(bridge).await?.ok_or_else(|| {
@@ -412,6 +415,16 @@ mod tests {
             let b = ip.link("banger0").await.unwrap().unwrap();
             assert_eq!(bridge_health(&net, Some(&b)), BridgeHealth::Ready);
             assert!(b.up);
+            let shown = std::process::Command::new("ip")
+                .args(["-j", "link", "show", "dev", "banger0"])
+                .output()
+                .unwrap();
+            let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+            assert_eq!(
+                shown[0]["ifalias"],
+                names::BRIDGE_ALIAS,
+                "a bridge banger created says so"
+            );
             // Concurrent callers converge.
             let (r1, r2) = tokio::join!(ip.ensure_bridge(&net), ip.ensure_bridge(&net));
             r1.unwrap();
