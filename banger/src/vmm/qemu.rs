@@ -67,7 +67,13 @@ impl Backend for Qemu {
         if let Some(initrd) = &spec.initrd {
             push(&["-initrd", &initrd.display().to_string()]);
         }
-        push(&["-append", &spec.kernel_cmdline()]);
+        // Without an initrd nothing else would mount the root filesystem: it is the first
+        // virtio disk, as Firecracker's root device is.
+        let mut cmdline = spec.kernel_cmdline();
+        if spec.rootfs.is_some() && spec.initrd.is_none() {
+            cmdline.push_str(" root=/dev/vda rw");
+        }
+        push(&["-append", &cmdline]);
         push(&[
             "-netdev",
             &format!("tap,id=net0,ifname={},script=no,downscript=no", spec.tap),
@@ -153,6 +159,24 @@ mod tests {
             "{a}"
         );
         assert!(!a.contains("rootfs"), "{a}");
+        assert!(!a.contains("root="), "{a}");
+    }
+
+    #[test]
+    fn a_root_filesystem_without_initrd_is_the_root_device() {
+        let mut s = spec(Accelerator::Tcg { why: "t".into() });
+        s.rootfs = Some("/var/lib/banger/vms/0123456789ab/rootfs.img".into());
+        let q = Qemu::new("/usr/bin/qemu-system-x86_64".into());
+        let with_initrd = q.argv(&s).join(" ");
+        assert!(!with_initrd.contains("root="), "{with_initrd}");
+        s.initrd = None;
+        let argv = q.argv(&s);
+        let append = argv.iter().position(|a| a == "-append").expect("-append");
+        assert!(
+            argv[append + 1].ends_with(" root=/dev/vda rw"),
+            "{}",
+            argv[append + 1]
+        );
     }
 
     #[test]
