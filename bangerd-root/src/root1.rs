@@ -225,8 +225,8 @@ impl Root1 {
     }
 
     /// VM checks for `banger doctor` as (level, check, detail): vm config, vm backend,
-    /// accelerator, firecracker (when installed), vm network. Needs no authorization;
-    /// read-only, safe to repeat.
+    /// accelerator, firecracker, vm network, tun device. Needs no authorization; read-only,
+    /// safe to repeat.
     async fn vmm_doctor(&self) -> Vec<DoctorCheck> {
         self.vms.doctor().await
     }

@@ -529,13 +529,19 @@ impl Vms {
                 users.join(", ")
             )));
         }
-        self.store.lock().unwrap().delete_image(name)?;
+        let op = self.ops.begin("image.delete").map_err(VmError::Store)?;
+        op.stage(&format!("removing {name}"));
+        if let Err(e) = self.store.lock().unwrap().delete_image(name) {
+            op.finish("failed");
+            return Err(e.into());
+        }
         let dir = self.images_dir().join(name);
         if let Err(e) = std::fs::remove_dir_all(&dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!("removing {}: {e}", dir.display());
         }
+        op.finish("done");
         tracing::info!(image = name, "image removed");
         Ok(())
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A VM runs while banger updates itself (v(base) → v0.2.0: new binaries, both services
-# restarted): `banger vm ssh` probes every 0.5 s never fail, the same boot_id answers before,
+# restarted): SSH probes every 0.5 s (plain ssh with the pinned host key, so they do not depend
+# on banger's services) never fail, the same boot_id answers before,
 # during and after, the VMM process is the same, and the new bangerd lists the VM as running.
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
