@@ -27,6 +27,7 @@ use bangerd_root::authz::Authorizer;
 use bangerd_root::core::RootCore;
 use bangerd_root::root1::Root1;
 use bangerd_root::update::engine::{Engine, UpdatePaths};
+use bangerd_root::vm::testns::{require_private_netns, run_in_private_netns as in_private_netns};
 use bangerd_root::vm::{Programs, VmHost, VmPaths};
 use zbus::object_server::SignalEmitter;
 use zbus::proxy::MethodFlags;
@@ -780,50 +781,6 @@ async fn doctor_reports_backend_accelerator_firecracker_network_and_config() {
 }
 
 // ---- tests in a private network namespace --------------------------------------------------
-
-const MARKER: &str = "BANGER_TEST_PRIVATE_NETNS";
-
-/// Re-runs this test binary's `inner` test under `unshare --net`.
-fn in_private_netns(inner: &str) {
-    if !as_root() {
-        return;
-    }
-    let out = Command::new("unshare")
-        .args(["--net", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            inner,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(MARKER, "1")
-        .output()
-        .expect("running unshare (util-linux)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{inner} failed in a private network namespace ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-}
-
-/// Refuses to run outside a namespace made by [`in_private_netns`].
-fn require_private_netns() {
-    assert_eq!(
-        std::env::var(MARKER).as_deref(),
-        Ok("1"),
-        "this test creates network interfaces: it only runs through its outer test"
-    );
-    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
-    assert_eq!(
-        dev.lines().count(),
-        3,
-        "not a fresh network namespace:\n{dev}"
-    );
-}
 
 fn ip_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new(banger::virt::find_program("ip").unwrap())

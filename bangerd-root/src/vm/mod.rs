@@ -16,7 +16,8 @@ pub mod launch;
 pub mod net;
 pub mod options;
 pub mod safefs;
-#[cfg(test)]
-mod testns;
+/// Test support, shared by the unit and the interface tests.
+#[doc(hidden)]
+pub mod testns;
 
 pub use launch::{Programs, VmError, VmHost, VmPaths};
