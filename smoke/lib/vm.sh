@@ -33,7 +33,9 @@ VM_PROBE_LOG=/tmp/smoke-vm-probe.log
 as_owner() { box_as "$OWNER" "$@"; }
 
 vm_image_ready() {
-    if as_owner "$BOX_BIN/banger" image list --json | grep -q "\"name\": *\"$GUEST_IMAGE\""; then
+    local images
+    images=$(as_owner "$BOX_BIN/banger" image list --json) || return 1
+    if grep -q "\"name\": *\"$GUEST_IMAGE\"" <<<"$images"; then
         return 0
     fi
     as_owner "$BOX_BIN/banger" image import "$GUEST_IMAGE" \
