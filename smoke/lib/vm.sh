@@ -26,6 +26,7 @@
 # Needs lib/box.sh, lib/assert.sh, lib/banger.sh.
 
 GUEST_BOX=/opt/banger-smoke/guest
+GUEST_TOOLS_BOX=/opt/banger-smoke/guest-tools    # smoke/guest (raw-boot.sh)
 GUEST_IMAGE=smoke-guest
 VM_PROBE_UNIT=smoke-vm-probe.service
 VM_PROBE_LOG=/tmp/smoke-vm-probe.log
