@@ -186,6 +186,10 @@ pub struct TransientService {
     /// status stay visible until someone resets it. Otherwise systemd discards it as soon as it
     /// stops, failed or not.
     pub keep_failed: bool,
+    /// A command systemd runs as root once the service has ended, however it ended
+    /// (`ExecStopPostEx=` with the flags `privileged` and `ignore-failure`): the cleanup only
+    /// root can do, for a service that runs as a user. `argv[0]` must be an absolute path.
+    pub stop_post_as_root: Option<Vec<String>>,
 }
 
 /// State of one unit, as reported by systemd.
@@ -277,6 +281,17 @@ impl Systemd {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             props.push(("Environment", Variant::from(env)));
+        }
+        if let Some(post) = &svc.stop_post_as_root {
+            if post.first().is_none_or(|p| !p.starts_with('/')) {
+                return Err(SystemdError::Invalid(format!(
+                    "{what}: the stop-post command must start with an absolute path, got {post:?}"
+                )));
+            }
+            let argv: Vec<&str> = post.iter().map(String::as_str).collect();
+            let cmd: Vec<(&str, Vec<&str>, Vec<&str>)> =
+                vec![(argv[0], argv.clone(), vec!["privileged", "ignore-failure"])];
+            props.push(("ExecStopPostEx", Variant::from(cmd)));
         }
         if let Some(t) = &svc.service_type {
             props.push(("Type", Variant::from(t.as_str())));

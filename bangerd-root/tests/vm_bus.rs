@@ -850,6 +850,7 @@ async fn qemu_inner() {
                 "CollectMode",
                 "Description",
                 "ExecStart",
+                "ExecStopPostEx",
                 "Slice",
                 "StandardErrorFileDescriptor",
                 "Type",
@@ -858,6 +859,17 @@ async fn qemu_inner() {
             "no kvm group under TCG; QEMU writes its console itself"
         );
         assert_eq!(str_prop(&s.props, "Type").unwrap(), "exec");
+        let post: Vec<(String, Vec<String>, Vec<String>)> =
+            Vec::try_from(s.props["ExecStopPostEx"].try_clone().unwrap()).unwrap();
+        assert_eq!(post.len(), 1);
+        let (path, argv, flags) = &post[0];
+        assert!(path.starts_with('/') && path.ends_with("/ip"), "{path}");
+        assert_eq!(argv[1..], ["link", "delete", "dev", &format!("bt-{ID}")]);
+        assert_eq!(
+            flags,
+            &["privileged", "ignore-failure"],
+            "as root, whatever it says"
+        );
         assert_eq!(
             str_prop(&s.props, "CollectMode").unwrap(),
             "inactive",

@@ -91,11 +91,13 @@ vm_failed() { [ "$(vm_field web state)" = failed ]; }
 wait_for 20 "VM web to show as failed" vm_failed
 expect_rc 0 as_owner "$BOX_BIN/banger" vm list
 expect_line "$LAST_OUT" "^web +failed " "vm list after the VMM was killed"
+expect_rc 1 box_exec ip -o link show "bt-$id"
+proved "the dead VMM's unit removed its tap bt-$id as it ended (no banger command ran)"
 expect_rc 0 as_owner "$BOX_BIN/banger" vm start web
 expect_eq "$(vm_field web state)" running "state after starting the failed VM again"
 expect_ne "$(vm_boot_id web)" "$boot_id" "boot_id after the restart"
 pid=$(box_exec systemctl show -p MainPID --value "$unit")
-proved "a VMM killed with SIGKILL shows as failed; vm start boots it again (a new boot_id)"
+proved "a VMM killed with SIGKILL shows as failed; vm start boots it again (a new boot_id, a new tap)"
 
 # --- stop, rm ------------------------------------------------------------------------------
 expect_rc 0 as_owner "$BOX_BIN/banger" vm stop web

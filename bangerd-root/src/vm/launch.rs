@@ -258,12 +258,14 @@ fn shared_fd(f: &File) -> std::io::Result<Arc<OwnedFd>> {
     Ok(Arc::new(OwnedFd::from(f.try_clone()?)))
 }
 
-/// The transient unit that runs `backend` for `spec` as `user`.
+/// The transient unit that runs `backend` for `spec` as `user`; when it ends, however it ends,
+/// systemd removes the VM's tap as root with `ip` (the program at `ip`).
 pub fn build_unit(
     spec: &VmmSpec,
     backend: &dyn Backend,
     user: &str,
     logs: &VmmLogs,
+    ip: &Path,
 ) -> std::io::Result<TransientService> {
     Ok(TransientService {
         name: unit_name(&spec.id),
@@ -282,6 +284,14 @@ pub fn build_unit(
         // A VMM that crashed stays visible as `failed` until the VM is started, stopped or
         // removed (each resets it).
         keep_failed: true,
+        // A guest that powers off, or a VMM that dies, leaves no tap behind.
+        stop_post_as_root: Some(vec![
+            ip.display().to_string(),
+            "link".into(),
+            "delete".into(),
+            "dev".into(),
+            spec.tap.clone(),
+        ]),
     })
 }
 
@@ -461,6 +471,7 @@ impl VmHost {
                 &vm.dir,
                 socket_name.as_deref(),
                 &logs,
+                ip.program(),
             )
             .await;
         match launched {
@@ -481,9 +492,10 @@ impl VmHost {
         dir: &Dir,
         socket_name: Option<&str>,
         logs: &VmmLogs,
+        ip: &Path,
     ) -> Result<(), String> {
         let unit = unit_name(&spec.id);
-        let svc = build_unit(spec, backend, &owner.user, logs)
+        let svc = build_unit(spec, backend, &owner.user, logs, ip)
             .map_err(|e| format!("passing the log files on: {e}"))?;
         self.systemd.reset_failed(&unit).await;
         tracing::info!(id = spec.id, unit, argv = ?svc.argv, "starting the VMM unit");
@@ -788,12 +800,32 @@ mod tests {
             serial: None,
         };
         let qemu = vmm::backend(vmm::BackendKind::Qemu, "/usr/bin/qemu-system-x86_64".into());
-        let svc = build_unit(&spec, qemu.as_ref(), "alice", &logs).unwrap();
+        let svc = build_unit(
+            &spec,
+            qemu.as_ref(),
+            "alice",
+            &logs,
+            Path::new("/usr/sbin/ip"),
+        )
+        .unwrap();
         assert_eq!(svc.name, "banger-vm-0123456789ab.service");
         assert_eq!(svc.description, "banger VM 0123456789ab (qemu)");
         assert_eq!(svc.slice.as_deref(), Some("banger.slice"));
         assert_eq!(svc.user.as_deref(), Some("alice"));
         assert_eq!(svc.service_type.as_deref(), Some("exec"));
+        assert_eq!(
+            svc.stop_post_as_root.as_deref(),
+            Some(
+                &[
+                    "/usr/sbin/ip".to_string(),
+                    "link".into(),
+                    "delete".into(),
+                    "dev".into(),
+                    "bt-0123456789ab".into()
+                ][..]
+            ),
+            "the tap goes with the unit, however it ends"
+        );
         assert!(
             svc.supplementary_groups.is_empty(),
             "no kvm group under TCG"
@@ -836,7 +868,14 @@ mod tests {
             vmm::BackendKind::Firecracker,
             "/usr/local/bin/firecracker".into(),
         );
-        let svc = build_unit(&spec, fc.as_ref(), "alice", &logs).unwrap();
+        let svc = build_unit(
+            &spec,
+            fc.as_ref(),
+            "alice",
+            &logs,
+            Path::new("/usr/sbin/ip"),
+        )
+        .unwrap();
         assert_eq!(svc.description, "banger VM 0123456789ab (firecracker)");
         assert_eq!(svc.supplementary_groups, ["kvm"]);
         // The passed descriptor is the same open file.
