@@ -471,7 +471,6 @@ impl VmHost {
                 &vm.dir,
                 socket_name.as_deref(),
                 &logs,
-                ip.program(),
             )
             .await;
         match launched {
@@ -492,10 +491,10 @@ impl VmHost {
         dir: &Dir,
         socket_name: Option<&str>,
         logs: &VmmLogs,
-        ip: &Path,
     ) -> Result<(), String> {
         let unit = unit_name(&spec.id);
-        let svc = build_unit(spec, backend, &owner.user, logs, ip)
+        let ip = self.ip().map_err(|e| e.to_string())?;
+        let svc = build_unit(spec, backend, &owner.user, logs, ip.program())
             .map_err(|e| format!("passing the log files on: {e}"))?;
         self.systemd.reset_failed(&unit).await;
         tracing::info!(id = spec.id, unit, argv = ?svc.argv, "starting the VMM unit");
