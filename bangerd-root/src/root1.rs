@@ -7,6 +7,7 @@ use std::sync::Arc;
 use banger::build_info;
 use banger::error::BusError;
 use banger::names::{self, action};
+use banger::runtime::InFlight;
 use banger::systemd::JobKind;
 use banger::wire::{DoctorCheck, ServiceStatus};
 use zbus::fdo;
@@ -26,6 +27,7 @@ pub struct Root1 {
     authz: Arc<Authorizer>,
     engine: Arc<Engine>,
     vms: Arc<VmHost>,
+    calls: InFlight,
 }
 
 /// Maps VM plumbing errors to bus errors.
@@ -56,7 +58,13 @@ impl Root1 {
             authz,
             engine,
             vms,
+            calls: InFlight::default(),
         }
+    }
+
+    /// The counter of calls being answered, for a shutdown that waits for them.
+    pub fn calls(&self) -> InFlight {
+        self.calls.clone()
     }
 
     /// Uses `vms` for VM plumbing instead (tests).
@@ -113,6 +121,7 @@ impl Root1 {
     /// State of banger's units as (unit, active_state, sub_state, main_pid). Needs no
     /// authorization; safe to repeat.
     async fn get_service_status(&self) -> Result<Vec<ServiceStatus>, BusError> {
+        let _call = self.calls.enter();
         self.core
             .service_status()
             .await
@@ -122,18 +131,21 @@ impl Root1 {
     /// Starts bangerd.service and waits until it owns its bus name. polkit action
     /// org.banger.daemon.manage. Safe to repeat.
     async fn start_daemon(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), BusError> {
+        let _call = self.calls.enter();
         self.daemon_job(&hdr, JobKind::Start).await
     }
 
     /// Stops bangerd.service (running VMs are separate units and keep running). polkit action
     /// org.banger.daemon.manage. Safe to repeat.
     async fn stop_daemon(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), BusError> {
+        let _call = self.calls.enter();
         self.daemon_job(&hdr, JobKind::Stop).await
     }
 
     /// Restarts bangerd.service and waits until it owns its bus name again. polkit action
     /// org.banger.daemon.manage. Safe to repeat.
     async fn restart_daemon(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), BusError> {
+        let _call = self.calls.enter();
         self.daemon_job(&hdr, JobKind::Restart).await
     }
 
@@ -155,6 +167,7 @@ impl Root1 {
         &self,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<(String, String, bool), BusError> {
+        let _call = self.calls.enter();
         self.authz
             .authorize(&hdr, action::UPDATE_CHECK, Trust::PolkitOnly)
             .await?;
@@ -170,6 +183,7 @@ impl Root1 {
         #[zbus(header)] hdr: Header<'_>,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<OwnedObjectPath, BusError> {
+        let _call = self.calls.enter();
         let opts = UpdateOptions::from_dbus(&options)?;
         self.authz
             .authorize(&hdr, opts.action(), Trust::PolkitOnly)
@@ -181,6 +195,7 @@ impl Root1 {
     /// The VM network: (bridge, subnet in CIDR form, host address on the bridge), from
     /// /etc/banger/config.toml. Needs no authorization; read-only, safe to repeat.
     async fn get_vm_network(&self) -> Result<(String, String, String), BusError> {
+        let _call = self.calls.enter();
         let net = self.vms.network().map_err(vm_error)?;
         Ok((
             net.bridge.clone(),
@@ -201,6 +216,7 @@ impl Root1 {
         id: String,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<String, BusError> {
+        let _call = self.calls.enter();
         let grant = self
             .authz
             .authorize(&hdr, action::VM_MANAGE, Trust::OwnerDaemon)
@@ -215,6 +231,7 @@ impl Root1 {
     /// Stops VM `id`'s unit (waiting for it) and removes its tap. Same authorization as
     /// StartVmm. Safe to repeat: a VM that is not running is not an error.
     async fn stop_vmm(&self, #[zbus(header)] hdr: Header<'_>, id: String) -> Result<(), BusError> {
+        let _call = self.calls.enter();
         let grant = self
             .authz
             .authorize(&hdr, action::VM_MANAGE, Trust::OwnerDaemon)
@@ -228,6 +245,7 @@ impl Root1 {
     /// accelerator, firecracker, vm network, tun device. Needs no authorization; read-only,
     /// safe to repeat.
     async fn vmm_doctor(&self) -> Vec<DoctorCheck> {
+        let _call = self.calls.enter();
         self.vms.doctor().await
     }
 

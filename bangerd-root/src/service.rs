@@ -61,18 +61,19 @@ async fn serve() -> anyhow::Result<()> {
         UpdatePaths::system(),
         authz.clone(),
     );
+    let root1 = Root1::new(core, authz, engine.clone());
+    let calls = root1.calls();
     conn.object_server()
-        .at(names::ROOT1_PATH, Root1::new(core, authz, engine.clone()))
+        .at(names::ROOT1_PATH, root1)
         .await
         .context("serving /org/banger/Root1")?;
     // Pick up an update the previous helper left unfinished, before taking calls.
     engine.resume().await;
-    conn.request_name(names::ROOT1_NAME)
-        .await
-        .with_context(|| format!("owning {} on the system bus", names::ROOT1_NAME))?;
+    banger::runtime::own_name(&conn, names::ROOT1_NAME).await?;
     engine.continue_resumed();
     tracing::info!(version = banger::build_info::VERSION, "bangerd-root ready");
     banger::runtime::shutdown_signal().await;
     tracing::info!("bangerd-root stopping");
+    banger::runtime::release_name_and_drain(&conn, names::ROOT1_NAME, &calls).await;
     Ok(())
 }

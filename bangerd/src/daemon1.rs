@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use banger::build_info;
 use banger::error::BusError;
+use banger::runtime::InFlight;
 use banger::wire::{DoctorCheck, ImageInfo, OperationInfo, SshTarget, VmInfo};
 use futures_util::StreamExt;
 use zbus::message::Header;
@@ -22,6 +23,7 @@ pub struct Daemon1 {
     vms: Arc<Vms>,
     ready: Arc<AtomicBool>,
     inhibitors: Arc<Mutex<HashMap<String, OperationGuard>>>,
+    calls: InFlight,
 }
 
 impl Daemon1 {
@@ -32,7 +34,13 @@ impl Daemon1 {
             vms,
             ready,
             inhibitors: Arc::new(Mutex::new(HashMap::new())),
+            calls: InFlight::default(),
         }
+    }
+
+    /// The counter of calls being answered, for a shutdown that waits for them.
+    pub fn calls(&self) -> InFlight {
+        self.calls.clone()
     }
 }
 
@@ -93,6 +101,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<OperationInfo>, BusError> {
+        let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         Ok(self.core.operations().list())
     }
@@ -103,6 +112,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<DoctorCheck>, BusError> {
+        let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         let mut out = self.core.doctor();
         out.extend(self.vms.doctor().await);
@@ -121,6 +131,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<ImageInfo, BusError> {
+        let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         Ok(self
             .vms
@@ -134,6 +145,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<ImageInfo>, BusError> {
+        let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         Ok(self.vms.list_images()?)
     }
@@ -145,6 +157,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), BusError> {
+        let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         Ok(self.vms.delete_image(&name).await?)
     }
@@ -159,6 +172,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<VmInfo, BusError> {
+        let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         Ok(self.vms.create_vm(&name, &image, cpus, memory_mib).await?)
     }
@@ -170,6 +184,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<VmInfo, BusError> {
+        let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         Ok(self.vms.start_vm(&name).await?)
     }
@@ -181,6 +196,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<VmInfo, BusError> {
+        let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         Ok(self.vms.stop_vm(&name).await?)
     }
@@ -192,6 +208,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), BusError> {
+        let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         Ok(self.vms.delete_vm(&name).await?)
     }
@@ -202,6 +219,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<VmInfo>, BusError> {
+        let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         Ok(self.vms.list_vms().await?)
     }
@@ -213,6 +231,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<VmInfo, BusError> {
+        let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         Ok(self.vms.get_vm(&name).await?)
     }
@@ -225,6 +244,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<SshTarget, BusError> {
+        let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         Ok(self.vms.ssh_target(&name)?)
     }
@@ -238,6 +258,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), BusError> {
+        let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         Ok(self.vms.pin_host_key(&name, &host_key)?)
     }
@@ -251,6 +272,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(Vec<u8>, u64), BusError> {
+        let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         Ok(self.vms.read_log(&name, offset)?)
     }
@@ -264,6 +286,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, BusError> {
+        let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         let why = why.trim();
         if why.is_empty() || why.chars().count() > 200 || why.chars().any(char::is_control) {
@@ -318,6 +341,7 @@ impl Daemon1 {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), BusError> {
+        let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         match self.inhibitors.lock().unwrap().remove(&id) {
             Some(g) => {

@@ -115,29 +115,21 @@ async fn serve(store_path: PathBuf) -> anyhow::Result<()> {
         .await
         .context("starting the VM manager")?,
     );
+    let daemon1 = Daemon1::new(core, vms.clone(), ready.clone());
+    let calls = daemon1.calls();
     conn.object_server()
-        .at(
-            names::DAEMON1_PATH,
-            Daemon1::new(core, vms.clone(), ready.clone()),
-        )
+        .at(names::DAEMON1_PATH, daemon1)
         .await
         .context("serving /org/banger/Daemon1")?;
     // Running VMs are their own units: find them again before answering anyone.
     vms.reconcile().await;
     ready.store(true, Ordering::SeqCst);
     // Request the name only once the object is served and ready.
-    conn.request_name(names::DAEMON1_NAME)
-        .await
-        .with_context(|| format!("owning {} on the system bus", names::DAEMON1_NAME))?;
+    banger::runtime::own_name(&conn, names::DAEMON1_NAME).await?;
     tracing::info!(version = banger::build_info::VERSION, "bangerd ready");
     banger::runtime::shutdown_signal().await;
     ready.store(false, Ordering::SeqCst);
-    // Give the name back first: calls made from now on queue at the bus (and activate the next
-    // bangerd) instead of failing, while calls already in progress are still answered.
-    if let Err(e) = conn.release_name(names::DAEMON1_NAME).await {
-        tracing::warn!("releasing {}: {e}", names::DAEMON1_NAME);
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    banger::runtime::release_name_and_drain(&conn, names::DAEMON1_NAME, &calls).await;
     tracing::info!("bangerd stopping");
     Ok(())
 }

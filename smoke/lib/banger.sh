@@ -155,3 +155,32 @@ create_users() {
         printf "%s:%s\n" "$1" "$2" "$3" "$4" | chpasswd
         id "$1"; id "$3"' users "$OWNER" "$OWNER_PASS" "$OTHER" "$OTHER_PASS"
 }
+
+# ---------------------------------------------------------------------------------------------
+# Running things in the background (on the host), for updates that are followed, paused or
+# interrupted while the scenario looks at them.
+
+BG_DIR=$SMOKE_DIR/bg
+
+# bg_start NAME CMD...: run CMD in the background; bg_wait collects its output and status.
+bg_start() {
+    local name=${1:?bg_start NAME CMD...}
+    shift
+    mkdir -p "$BG_DIR"
+    rm -f "$BG_DIR/$name.out" "$BG_DIR/$name.rc"
+    (
+        rc=0
+        "$@" >"$BG_DIR/$name.out" 2>&1 </dev/null || rc=$?
+        printf '%s\n' "$rc" >"$BG_DIR/$name.rc"
+    ) &
+}
+bg_done() { [ -s "$BG_DIR/$1.rc" ]; }
+# bg_wait NAME SECONDS: wait for it; LAST_OUT / LAST_RC are its output and exit status.
+bg_wait() {
+    wait_for "${2:?bg_wait NAME SECONDS}" "background command '$1' to finish" bg_done "$1" || {
+        _evidence "its output so far:" "$(cat "$BG_DIR/$1.out" 2>/dev/null)"
+        return 1
+    }
+    LAST_OUT=$(cat "$BG_DIR/$1.out")
+    LAST_RC=$(cat "$BG_DIR/$1.rc")
+}

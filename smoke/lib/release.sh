@@ -676,35 +676,6 @@ release_reinstall_base() {
     wait_unit_state 15 bangerd-root.service active
 }
 
-# ---------------------------------------------------------------------------------------------
-# Running things in the background (on the host), for updates that are followed, paused or
-# interrupted while the scenario looks at them.
-
-BG_DIR=$SMOKE_DIR/bg
-
-# bg_start NAME CMD...: run CMD in the background; bg_wait collects its output and status.
-bg_start() {
-    local name=${1:?bg_start NAME CMD...}
-    shift
-    mkdir -p "$BG_DIR"
-    rm -f "$BG_DIR/$name.out" "$BG_DIR/$name.rc"
-    (
-        rc=0
-        "$@" >"$BG_DIR/$name.out" 2>&1 </dev/null || rc=$?
-        printf '%s\n' "$rc" >"$BG_DIR/$name.rc"
-    ) &
-}
-bg_done() { [ -s "$BG_DIR/$1.rc" ]; }
-# bg_wait NAME SECONDS: wait for it; LAST_OUT / LAST_RC are its output and exit status.
-bg_wait() {
-    wait_for "${2:?bg_wait NAME SECONDS}" "background command '$1' to finish" bg_done "$1" || {
-        _evidence "its output so far:" "$(cat "$BG_DIR/$1.out" 2>/dev/null)"
-        return 1
-    }
-    LAST_OUT=$(cat "$BG_DIR/$1.out")
-    LAST_RC=$(cat "$BG_DIR/$1.rc")
-}
-
 # The job path a `banger update` printed (text or --json), or nothing.
 update_job_of() { grep -oE '/org/banger/Root1/job/[0-9]+' <<<"$1" | head -n 1 || true; }
 
