@@ -79,6 +79,23 @@ pub fn parse_passwd_line(line: &str) -> Result<Account, String> {
     })
 }
 
+/// The longest login name accepted (useradd's limit).
+pub const MAX_LOGIN_NAME: usize = 32;
+
+/// Whether `name` is a login name banger accepts wherever it puts one: on a command line (ssh's
+/// `user@host`), in a unit file, in bus policy XML and in polkit JavaScript. Letters, digits,
+/// `_`, `.` and `-`, not starting with `-` or `.`, at most [`MAX_LOGIN_NAME`] characters: the
+/// portable names of POSIX, which need no quoting or escaping in any of those places.
+pub fn is_portable_login_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    name.len() <= MAX_LOGIN_NAME
+        && (first.is_ascii_alphanumeric() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 /// The effective uid of this process.
 pub fn current_uid() -> u32 {
     rustix_free_geteuid()
@@ -101,6 +118,39 @@ mod tests {
         assert_eq!(a.home, "/home/alice");
         assert!(parse_passwd_line("alice:x:notanumber:1:A:/h:/s").is_err());
         assert!(parse_passwd_line("short:line").is_err());
+    }
+
+    #[test]
+    fn portable_login_names() {
+        for good in [
+            "alice",
+            "_svc",
+            "john.doe",
+            "a-b_c",
+            "u1",
+            "A",
+            &"a".repeat(32),
+        ] {
+            assert!(is_portable_login_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "-oProxyCommand=x",
+            ".hidden",
+            "a b",
+            "a\"b",
+            "a'b",
+            "a<b>",
+            "a&b",
+            "a$",
+            "a@b",
+            "a/b",
+            "a\nb",
+            "\u{e9}t\u{e9}",
+            &"a".repeat(33),
+        ] {
+            assert!(!is_portable_login_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

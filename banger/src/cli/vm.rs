@@ -504,7 +504,7 @@ async fn keyscan_once(
     limit: Duration,
 ) -> anyhow::Result<Option<String>> {
     let run = tokio::process::Command::new(keyscan)
-        .args(["-T", "2", "-t", "ed25519", address])
+        .args(["-T", "2", "-t", "ed25519", "--", address])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -560,6 +560,98 @@ async fn wait_for_host_key(
         }
         tokio::time::sleep(KEYSCAN_INTERVAL).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the daemon says about reaching a VM, checked before any of it reaches a command line.
+
+/// The daemon's answer to "how do I reach VM `name`" was not something banger passes to ssh.
+#[derive(Debug)]
+pub struct BadSshTarget {
+    /// The VM.
+    pub vm: String,
+    /// What was wrong, naming the field and its value.
+    pub why: String,
+}
+
+impl std::fmt::Display for BadSshTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "refusing to connect to VM {}: bangerd described it with {}; nothing was run. \
+             Check that org.banger.Daemon1 is the installed bangerd (banger system status)",
+            self.vm, self.why
+        )
+    }
+}
+
+impl std::error::Error for BadSshTarget {}
+
+/// Checks every field of `target` that banger hands to `ssh` or `ssh-keyscan`, or writes into a
+/// known_hosts file: the address must be an IP address, the user a portable login name, the
+/// identity file an absolute path, the host key one `ssh-ed25519 BASE64` key. Whoever answers on
+/// the daemon's name, and whatever is in its store, `banger vm ssh` (perhaps run as root) must
+/// never turn it into an ssh option or an extra known_hosts line.
+pub fn check_ssh_target(vm: &str, target: &SshTarget) -> Result<(), BadSshTarget> {
+    let bad = |why: String| BadSshTarget {
+        vm: vm.to_string(),
+        why,
+    };
+    if target.address.parse::<std::net::IpAddr>().is_err() {
+        return Err(bad(format!(
+            "the address {:?}, which is not an IP address",
+            target.address
+        )));
+    }
+    if !target.user.is_empty() && !banger::users::is_portable_login_name(&target.user) {
+        return Err(bad(format!(
+            "the user {:?}, which is not a login name (letters, digits, '_', '.', '-', not \
+             starting with '-' or '.')",
+            target.user
+        )));
+    }
+    if !target.identity_file.is_empty()
+        && (!target.identity_file.starts_with('/')
+            || target.identity_file.contains(char::is_control))
+    {
+        return Err(bad(format!(
+            "the identity file {:?}, which is not an absolute path",
+            target.identity_file
+        )));
+    }
+    if !target.host_key.is_empty() && !is_single_host_key(&target.host_key) {
+        return Err(bad(format!(
+            "the host key {:?}, which is not one {HOST_KEY_TYPE} key",
+            target.host_key
+        )));
+    }
+    Ok(())
+}
+
+/// How to reach VM `name`, as the daemon says, checked by [`check_ssh_target`].
+async fn ssh_target(daemon: &Daemon1Proxy<'_>, name: &str) -> anyhow::Result<SshTarget> {
+    let target = daemon
+        .get_ssh_target(name)
+        .await
+        .map_err(failed(format!("looking up how to reach VM {name}")))?;
+    check_ssh_target(name, &target)?;
+    Ok(target)
+}
+
+/// Whether `key` is exactly `ssh-ed25519 BASE64` (an optional comment of printable words
+/// allowed) whose blob is an ed25519 key: nothing that could add a line to known_hosts.
+fn is_single_host_key(key: &str) -> bool {
+    if key.contains(char::is_control) {
+        return false;
+    }
+    let Some((kind, b64)) = key_words(key) else {
+        return false;
+    };
+    kind == HOST_KEY_TYPE
+        && STANDARD
+            .decode(b64)
+            .ok()
+            .is_some_and(|blob| blob_type(&blob) == Some(HOST_KEY_TYPE))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -649,15 +741,15 @@ fn ssh_args(
         args.push(option.into());
     }
     args.push(if tty { "-t" } else { "-T" }.into());
+    // Options end here: whatever follows is the destination and the remote command, never an
+    // option (ssh parses options again after the destination unless `--` came before it).
+    args.push("--".into());
     args.push(if target.user.is_empty() {
         target.address.clone().into()
     } else {
         format!("{}@{}", target.user, target.address).into()
     });
-    if !command.is_empty() {
-        args.push("--".into());
-        args.extend(command.iter().map(OsString::from));
-    }
+    args.extend(command.iter().map(OsString::from));
     args
 }
 
@@ -724,10 +816,7 @@ async fn start(daemon: &Daemon1Proxy<'_>, name: &str, wait: WaitArgs) -> CmdResu
         );
         return Ok(EXIT_OK);
     };
-    let target = daemon
-        .get_ssh_target(name)
-        .await
-        .map_err(failed(format!("looking up the SSH address of VM {name}")))?;
+    let target = ssh_target(daemon, name).await?;
     let offered = wait_for_host_key(
         daemon,
         name,
@@ -888,10 +977,7 @@ async fn ssh(name: &str, command: &[String]) -> CmdResult {
         anyhow!("ssh was not found on PATH; install openssh-client to reach VMs over SSH")
     })?;
     let daemon = daemon().await?;
-    let mut target = daemon
-        .get_ssh_target(name)
-        .await
-        .map_err(failed(format!("looking up how to reach VM {name}")))?;
+    let mut target = ssh_target(&daemon, name).await?;
     if target.host_key.is_empty() {
         let keyscan = find_keyscan("cannot learn the VM's host key, so nothing was done")?;
         let offered = wait_for_host_key(
@@ -1236,7 +1322,7 @@ mod tests {
              -o UserKnownHostsFile=/run/user/1000/banger-known-hosts-1-0 \
              -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes \
              -o HostKeyAlgorithms=ssh-ed25519 -o BatchMode=yes -o ConnectTimeout=5 \
-             -o LogLevel=ERROR -t banger@172.30.0.2"
+             -o LogLevel=ERROR -t -- banger@172.30.0.2"
         );
         let cmd = joined(ssh_args(
             &target(),
@@ -1244,9 +1330,94 @@ mod tests {
             false,
             &["uname".into(), "-a".into()],
         ));
-        assert!(cmd.ends_with(" -T banger@172.30.0.2 -- uname -a"), "{cmd}");
+        assert!(cmd.ends_with(" -T -- banger@172.30.0.2 uname -a"), "{cmd}");
         let spaced = ssh_args(&target(), Path::new("/tmp/a b/kh"), false, &[]);
         assert!(spaced.contains(&OsString::from("UserKnownHostsFile=\"/tmp/a b/kh\"")));
+    }
+
+    #[test]
+    fn ssh_targets_that_could_become_options_are_refused() {
+        assert!(check_ssh_target("web1", &target()).is_ok());
+        let empty_user = SshTarget {
+            user: String::new(),
+            host_key: String::new(),
+            ..target()
+        };
+        assert!(check_ssh_target("web1", &empty_user).is_ok());
+        assert!(
+            check_ssh_target(
+                "web1",
+                &SshTarget {
+                    address: "fd00::2".into(),
+                    ..target()
+                }
+            )
+            .is_ok()
+        );
+        let cases: [(SshTarget, &str); 7] = [
+            (
+                SshTarget {
+                    address: "-oProxyCommand=touch /tmp/x".into(),
+                    ..target()
+                },
+                "the address",
+            ),
+            (
+                SshTarget {
+                    address: "web1.example".into(),
+                    ..target()
+                },
+                "not an IP address",
+            ),
+            (
+                SshTarget {
+                    address: String::new(),
+                    ..target()
+                },
+                "the address",
+            ),
+            (
+                SshTarget {
+                    user: "-oProxyCommand=sh".into(),
+                    ..target()
+                },
+                "the user",
+            ),
+            (
+                SshTarget {
+                    user: "root@10.0.0.1".into(),
+                    ..target()
+                },
+                "the user",
+            ),
+            (
+                SshTarget {
+                    identity_file: "id_ed25519".into(),
+                    ..target()
+                },
+                "the identity file",
+            ),
+            (
+                SshTarget {
+                    host_key: format!("{KEY}\n@cert-authority * {KEY}"),
+                    ..target()
+                },
+                "the host key",
+            ),
+        ];
+        for (t, needle) in cases {
+            let e = check_ssh_target("web1", &t).unwrap_err().to_string();
+            assert!(
+                e.starts_with("refusing to connect to VM web1: bangerd described it with"),
+                "{e}"
+            );
+            assert!(e.contains(needle) && e.contains("nothing was run"), "{e}");
+        }
+        let rsa = SshTarget {
+            host_key: "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ".into(),
+            ..target()
+        };
+        assert!(check_ssh_target("web1", &rsa).is_err());
     }
 
     #[test]
