@@ -97,15 +97,66 @@ impl Asset {
         dir.join(self.name)
     }
 
-    /// The text with placeholders substituted.
-    pub fn render(&self, layout: &Layout, owner: &str) -> String {
-        self.text
+    /// The text with placeholders substituted. The values are substituted unescaped into
+    /// unit files, bus policy XML and polkit JavaScript, so only values that need no escaping in
+    /// any of them are accepted (see [`check_owner`] and [`check_prefix`]).
+    pub fn render(&self, layout: &Layout, owner: &str) -> Result<String, TemplateError> {
+        check_owner(owner)?;
+        let prefix = check_prefix(&layout.prefix)?;
+        Ok(self
+            .text
             .replace("@OWNER@", owner)
-            .replace(
-                "@LIBEXEC@",
-                &layout.prefix.join("lib/banger/bin").to_string_lossy(),
-            )
-            .replace("@PREFIX@", &layout.prefix.to_string_lossy())
+            .replace("@LIBEXEC@", &format!("{prefix}/lib/banger/bin"))
+            .replace("@PREFIX@", prefix))
+    }
+}
+
+/// A value that cannot be written into the install's templates.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// The owner's login name.
+    #[error(
+        "the owner's login name {0:?} cannot be written safely into banger's unit, bus policy and \
+         polkit files: use an account whose name has only letters, digits, '_', '.' and '-', does \
+         not start with '-' or '.', and has at most 32 characters; nothing was changed"
+    )]
+    Owner(String),
+    /// The installation prefix.
+    #[error(
+        "the prefix {0:?} cannot be written safely into banger's unit and bus files: use an \
+         absolute path of letters, digits and '/', '_', '.', '-', '+', without '.' or '..' \
+         components or '//'; nothing was changed"
+    )]
+    Prefix(String),
+}
+
+/// Checks that `owner` is safe in every template (a portable login name).
+pub fn check_owner(owner: &str) -> Result<(), TemplateError> {
+    if crate::users::is_portable_login_name(owner) {
+        Ok(())
+    } else {
+        Err(TemplateError::Owner(owner.to_string()))
+    }
+}
+
+/// Checks that `prefix` is safe in every template and returns it as text: an absolute, normal
+/// path (no `.`/`..` components, no empty ones, no trailing `/` unless it is `/`) of plain
+/// characters, none of which means anything to systemd (`%` specifiers, `$` variables,
+/// whitespace splitting, quotes), to XML or to JavaScript.
+pub fn check_prefix(prefix: &std::path::Path) -> Result<&str, TemplateError> {
+    let bad = || TemplateError::Prefix(prefix.to_string_lossy().into_owned());
+    let text = prefix.to_str().ok_or_else(bad)?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '.' | '-' | '+');
+    let normal = text == "/"
+        || (text.starts_with('/')
+            && !text.ends_with('/')
+            && text[1..]
+                .split('/')
+                .all(|seg| !seg.is_empty() && seg != "." && seg != ".."));
+    if normal && text.chars().all(plain) {
+        Ok(text)
+    } else {
+        Err(bad())
     }
 }
 
@@ -118,7 +169,7 @@ mod tests {
     fn every_placeholder_is_substituted() {
         let layout = Layout::new("/opt/b");
         for a in ASSETS {
-            let text = a.render(&layout, "alice");
+            let text = a.render(&layout, "alice").unwrap();
             assert!(
                 !text.contains('@') || !text.contains("@OWNER@"),
                 "{}",
@@ -128,6 +179,41 @@ mod tests {
                 assert!(!text.contains(p), "{} still has {p}", a.name);
             }
         }
+    }
+
+    #[test]
+    fn values_that_need_escaping_anywhere_are_refused() {
+        let ok = Layout::new("/opt/banger-1.0+x");
+        for a in ASSETS {
+            assert!(a.render(&ok, "john.doe").is_ok(), "{}", a.name);
+        }
+        for owner in [
+            "a\"b", "a'b", "a<b", "a&b", "a b", "-x", "a$b", "a%b", "a\nb", "",
+        ] {
+            let e = ASSETS[0].render(&ok, owner).unwrap_err();
+            assert_eq!(e, TemplateError::Owner(owner.into()));
+            assert!(e.to_string().contains("nothing was changed"), "{e}");
+        }
+        for prefix in [
+            "opt/b",
+            "/opt/a b",
+            "/opt/a\"b",
+            "/opt/%h",
+            "/opt/$X",
+            "/opt/a'b",
+            "/opt/<b>",
+            "/opt/a&b",
+            "/opt/../etc",
+            "/opt/./b",
+            "/opt//b",
+            "/opt/b/",
+            "",
+            "/opt/\u{e9}",
+        ] {
+            let e = ASSETS[0].render(&Layout::new(prefix), "alice").unwrap_err();
+            assert_eq!(e, TemplateError::Prefix(prefix.into()), "{prefix}");
+        }
+        assert_eq!(check_prefix(std::path::Path::new("/")), Ok("/"));
     }
 
     #[test]

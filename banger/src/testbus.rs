@@ -32,7 +32,10 @@ impl PrivateBus {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
         let layout = Layout::new("/usr/local");
         for a in ASSETS.iter().filter(|a| a.dest == Dest::BusPolicyDir) {
-            std::fs::write(dir.join("system.d").join(a.name), a.render(&layout, owner))?;
+            std::fs::write(
+                dir.join("system.d").join(a.name),
+                a.render(&layout, owner).map_err(std::io::Error::other)?,
+            )?;
         }
         let me = crate::users::current_uid();
         let config = format!(

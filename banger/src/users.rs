@@ -34,7 +34,7 @@ pub enum UserError {
 /// Looks up an account by name or numeric uid.
 pub fn lookup(name_or_uid: &str) -> Result<Account, UserError> {
     let out = Command::new("getent")
-        .args(["passwd", name_or_uid])
+        .args(["passwd", "--", name_or_uid])
         .output()
         .map_err(|e| UserError::Lookup {
             name: name_or_uid.into(),

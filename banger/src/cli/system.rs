@@ -39,7 +39,9 @@ fn resolve_owner(owner: Option<String>) -> anyhow::Result<Owner> {
             "name the owner: banger system install --owner USER (the user who will run VMs); nothing was changed"
         ),
     };
+    banger::assets::check_owner(&name)?;
     let a = users::lookup(&name).with_context(|| format!("resolving owner {name:?}"))?;
+    banger::assets::check_owner(&a.name)?;
     if a.uid == 0 {
         bail!("the owner must be an unprivileged user, not root; nothing was changed");
     }
@@ -63,10 +65,13 @@ async fn reload_bus_config(conn: &zbus::Connection) -> anyhow::Result<()> {
 pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
     require_root("system install")?;
     if !prefix.is_absolute() {
-        return Err(
-            anyhow::anyhow!("--prefix {} must be an absolute path", prefix.display()).into(),
-        );
+        return Err(anyhow::anyhow!(
+            "--prefix {} must be an absolute path; nothing was changed",
+            prefix.display()
+        )
+        .into());
     }
+    banger::assets::check_prefix(&prefix)?;
     let owner = resolve_owner(owner)?;
     let me = std::env::current_exe().context("locating this banger binary")?;
     let src_dir = me.parent().context("locating this banger's directory")?;
@@ -92,6 +97,11 @@ pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
     }
 
     let layout = Layout::new(&prefix);
+    // Every system file is rendered (and its values checked) before anything is written.
+    let rendered = ASSETS
+        .iter()
+        .map(|a| Ok((a.path(&layout), a.render(&layout, &owner.user)?)))
+        .collect::<Result<Vec<_>, banger::assets::TemplateError>>()?;
     for dir in [layout.bin_dir(), layout.share_dir(), layout.etc_dir()] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -106,9 +116,8 @@ pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
         }
     }
     link_cli(&layout)?;
-    for asset in ASSETS {
-        let path = asset.path(&layout);
-        fsutil::atomic_write(&path, asset.render(&layout, &owner.user).as_bytes(), 0o644)
+    for (path, text) in rendered {
+        fsutil::atomic_write(&path, text.as_bytes(), 0o644)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let meta = InstallMeta {
