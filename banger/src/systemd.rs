@@ -190,6 +190,57 @@ pub struct TransientService {
     /// (`ExecStopPostEx=` with the flags `privileged` and `ignore-failure`): the cleanup only
     /// root can do, for a service that runs as a user. `argv[0]` must be an absolute path.
     pub stop_post_as_root: Option<Vec<String>>,
+    /// Further unit properties, such as the sandbox (`ProtectSystem=`, `DeviceAllow=`, …).
+    pub properties: Vec<UnitProperty>,
+}
+
+/// One property of a transient unit, with the D-Bus type systemd expects for its name (see
+/// `org.freedesktop.systemd1(5)`): `NoNewPrivileges` is `b`, `ProtectSystem` is `s`,
+/// `ReadWritePaths` is `as`, `CapabilityBoundingSet` is `t`, `UMask` is `u`,
+/// `RestrictAddressFamilies` and `SystemCallFilter` are `(bas)`, `DeviceAllow` is `a(ss)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitProperty {
+    /// A boolean (`b`).
+    Bool(&'static str, bool),
+    /// A string (`s`).
+    Str(&'static str, String),
+    /// A list of strings (`as`).
+    Strs(&'static str, Vec<String>),
+    /// A 64-bit number (`t`).
+    U64(&'static str, u64),
+    /// A 32-bit number (`u`).
+    U32(&'static str, u32),
+    /// An allow list (`true`) or deny list (`false`) of names (`(bas)`).
+    NameList(&'static str, bool, Vec<String>),
+    /// Device nodes and their access (`a(ss)`, e.g. `("/dev/kvm", "rw")`).
+    Devices(&'static str, Vec<(String, String)>),
+}
+
+impl UnitProperty {
+    /// The property's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            UnitProperty::Bool(n, _)
+            | UnitProperty::Str(n, _)
+            | UnitProperty::Strs(n, _)
+            | UnitProperty::U64(n, _)
+            | UnitProperty::U32(n, _)
+            | UnitProperty::NameList(n, _, _)
+            | UnitProperty::Devices(n, _) => n,
+        }
+    }
+
+    fn value(&self) -> Variant<'static> {
+        match self {
+            UnitProperty::Bool(_, b) => Variant::from(*b),
+            UnitProperty::Str(_, s) => Variant::from(s.clone()),
+            UnitProperty::Strs(_, v) => Variant::from(v.clone()),
+            UnitProperty::U64(_, n) => Variant::from(*n),
+            UnitProperty::U32(_, n) => Variant::from(*n),
+            UnitProperty::NameList(_, allow, names) => Variant::from((*allow, names.clone())),
+            UnitProperty::Devices(_, devices) => Variant::from(devices.clone()),
+        }
+    }
 }
 
 /// State of one unit, as reported by systemd.
@@ -315,6 +366,9 @@ impl Systemd {
                 "StandardErrorFileDescriptor",
                 Variant::from(zbus::Fd::from(fd.as_fd())),
             ));
+        }
+        for p in &svc.properties {
+            props.push((p.name(), p.value()));
         }
         let call = self
             .manager

@@ -888,7 +888,7 @@ async fn qemu_inner() {
     let log = f.vm_dir(ID).join("vmm.log");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "from the VMM\n");
     let md = std::fs::metadata(&log).unwrap();
-    assert_eq!((md.uid(), md.mode() & 0o777), (OWNER_UID, 0o640));
+    assert_eq!((md.uid(), md.mode() & 0o777), (OWNER_UID, 0o600));
 
     // Already running: refused, nothing touched.
     let e = f.start(ID, opts(), flags).await.unwrap_err();

@@ -157,14 +157,14 @@ fn looks_like_kernel(path: &Path) -> std::io::Result<bool> {
     Ok((n >= 4 && head[..4] == *b"\x7fELF") || (n >= 0x206 && head[0x202..0x206] == *b"HdrS"))
 }
 
-/// Copies `src` to a new file `dst` (mode 0640), hashing on the way; refuses more than `cap`
+/// Copies `src` to a new file `dst` (mode 0600), hashing on the way; refuses more than `cap`
 /// bytes. Returns (sha256 hex, bytes).
 fn copy_hashed(src: &Path, dst: &Path, cap: u64) -> std::io::Result<(String, u64)> {
     let mut input = std::fs::File::open(src)?;
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o640)
+        .mode(0o600)
         .open(dst)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -416,7 +416,7 @@ impl Vms {
             tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
                 std::fs::DirBuilder::new()
                     .recursive(true)
-                    .mode(0o750)
+                    .mode(0o700)
                     .create(&tmp)
                     .map_err(|e| format!("creating {}: {e}", tmp.display()))?;
                 let mut out = HashMap::new();
@@ -686,12 +686,12 @@ impl Vms {
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 std::fs::DirBuilder::new()
                     .recursive(true)
-                    .mode(0o750)
+                    .mode(0o700)
                     .create(&dir)?;
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
-                    .mode(0o640)
+                    .mode(0o600)
                     .open(dir.join("config.img"))?;
                 f.write_all(&disk)?;
                 f.sync_all()?;

@@ -135,7 +135,7 @@ pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
     if !state.exists() {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
-            .mode(0o750)
+            .mode(0o700)
             .create(&state)
             .and_then(|()| std::os::unix::fs::chown(&state, Some(owner.uid), Some(owner.gid)))
             .with_context(|| format!("creating {}", state.display()))?;

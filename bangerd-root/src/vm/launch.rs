@@ -292,6 +292,7 @@ pub fn build_unit(
             "dev".into(),
             spec.tap.clone(),
         ]),
+        properties: super::sandbox::vm_sandbox(spec),
     })
 }
 

@@ -4,7 +4,7 @@
 //! The D-Bus adapter (`root1.rs`) authorizes and then calls [`VmHost`]; nothing here knows about
 //! D-Bus callers. `config` reads `[vm]`/`[network]`, `options` checks what a caller asked for,
 //! `safefs` reads the owner-writable state directory without following links, `net` drives
-//! `ip`, `launch` puts it together and `doctor` reports on it.
+//! `ip`, `sandbox` confines each VMM, `launch` puts it together and `doctor` reports on it.
 //!
 //! This module must never run a VMM as its own child (a VM must outlive the helper), never open
 //! a path below the state directory by name as root, and never leave a tap or a unit behind when
@@ -16,6 +16,7 @@ pub mod launch;
 pub mod net;
 pub mod options;
 pub mod safefs;
+pub mod sandbox;
 /// Test support, shared by the unit and the interface tests.
 #[doc(hidden)]
 pub mod testns;

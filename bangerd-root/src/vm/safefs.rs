@@ -171,7 +171,7 @@ impl Dir {
     /// Creates the log file `name` afresh for a process running as `uid`/`gid` and returns it
     /// open for reading and appending. Whatever was at that name is unlinked first (a symbolic
     /// or hard link is removed, never followed or written through), then a new file is created
-    /// with `O_CREAT|O_EXCL|O_NOFOLLOW` and handed to the owner with mode 0640. So root never
+    /// with `O_CREAT|O_EXCL|O_NOFOLLOW` and handed to the owner with mode 0600 (VM consoles are nobody else's business). So root never
     /// opens an inode the owner could have prepared; if something reappears at the name in
     /// between, the call fails instead.
     pub fn open_log(&self, name: &str, uid: u32, gid: u32) -> Result<File, FsError> {
@@ -182,7 +182,7 @@ impl Dir {
             .read(true)
             .append(true)
             .create_new(true)
-            .mode(0o640)
+            .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(self.via_fd(name))
             .map_err(|e| {
@@ -197,7 +197,7 @@ impl Dir {
             })?;
         std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
             .map_err(|e| FsError::io(&shown, &e))?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o640))
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(|e| FsError::io(&shown, &e))?;
         Ok(file)
     }
@@ -332,7 +332,7 @@ mod tests {
         let d = Dir::open(t.path()).unwrap();
         let mut f = d.open_log("vmm.log", 4321, 4322).unwrap();
         let md = std::fs::metadata(t.path().join("vmm.log")).unwrap();
-        assert_eq!((md.uid(), md.gid(), md.mode() & 0o777), (4321, 4322, 0o640));
+        assert_eq!((md.uid(), md.gid(), md.mode() & 0o777), (4321, 4322, 0o600));
         writeln!(f, "one\n\ntwo\nthree").unwrap();
         assert_eq!(tail(&f, 1024, 2), "two\nthree");
         assert_eq!(tail(&f, 6, 10), "three");
