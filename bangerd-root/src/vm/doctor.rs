@@ -83,10 +83,19 @@ pub fn network_check(net: &NetworkConfig, found: Result<Option<Link>, NetError>)
     match found {
         Err(e) => DoctorCheck::new(Level::Fail, "vm network", e.to_string()),
         Ok(link) => match bridge_health(net, link.as_ref()) {
+            BridgeHealth::Ready if !link.as_ref().is_some_and(|l| l.ipv6_off) => DoctorCheck::new(
+                Level::Warn,
+                "vm network",
+                format!(
+                    "bridge {bridge} has the host address {want}, but IPv6 is on: a guest's \
+                     router advertisement could give this host a route; the next VM start turns \
+                     it off"
+                ),
+            ),
             BridgeHealth::Ready => DoctorCheck::new(
                 Level::Pass,
                 "vm network",
-                format!("bridge {bridge} is up with the host address {want}"),
+                format!("bridge {bridge} is up with the host address {want}, IPv6 off"),
             ),
             BridgeHealth::Absent => DoctorCheck::new(
                 Level::Pass,
@@ -280,9 +289,17 @@ mod tests {
             ipv4: vec![(Ipv4Addr::new(172, 30, 0, 1), 24)],
             up: true,
             tap_user: None,
+            ipv6_off: true,
         };
         let c = network_check(&net, Ok(Some(bridge.clone())));
         assert_eq!(level(&c), Level::Pass);
+        let ipv6_on = Link {
+            ipv6_off: false,
+            ..bridge.clone()
+        };
+        let c = network_check(&net, Ok(Some(ipv6_on)));
+        assert_eq!(level(&c), Level::Warn);
+        assert!(c.detail.contains("IPv6 is on"), "{c}");
         let c = network_check(&net, Ok(None));
         assert_eq!(level(&c), Level::Pass);
         assert!(

@@ -40,6 +40,48 @@ pub enum NetError {
     Conflict(String),
 }
 
+/// The IPv6 settings of the bridge and of every tap (`/proc/sys/net/ipv6/conf/<if>/…`), as
+/// libvirt sets them: the host takes part in no IPv6 on the VM network, so a guest's router
+/// advertisement, redirect or address can never give the host a route or an address.
+pub const IPV6_OFF: [(&str, &str); 4] = [
+    ("accept_ra", "0"),
+    ("autoconf", "0"),
+    ("accept_redirects", "0"),
+    ("disable_ipv6", "1"),
+];
+
+/// Where the kernel keeps the per-interface IPv6 settings.
+const IPV6_CONF: &str = "/proc/sys/net/ipv6/conf";
+
+/// Turns IPv6 off on interface `name` ([`IPV6_OFF`]). A kernel without IPv6 has nothing to turn
+/// off. Safe to repeat.
+pub fn disable_ipv6(name: &str) -> Result<(), NetError> {
+    let dir = Path::new(IPV6_CONF).join(name);
+    if !Path::new(IPV6_CONF).exists() {
+        return Ok(());
+    }
+    for (key, value) in IPV6_OFF {
+        let path = dir.join(key);
+        std::fs::write(&path, value).map_err(|e| NetError::Command {
+            command: format!("echo {value} > {}", path.display()),
+            why: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether IPv6 is off on interface `name` as [`disable_ipv6`] leaves it (`true` as well on a
+/// kernel without IPv6). For `doctor`.
+pub fn ipv6_is_off(name: &str) -> bool {
+    if !Path::new(IPV6_CONF).exists() {
+        return true;
+    }
+    let dir = Path::new(IPV6_CONF).join(name);
+    IPV6_OFF.iter().all(|(key, value)| {
+        std::fs::read_to_string(dir.join(key)).is_ok_and(|v| v.trim() == *value)
+    })
+}
+
 /// Runs `ip` commands.
 #[derive(Debug, Clone)]
 pub struct Ip {
@@ -61,6 +103,8 @@ pub struct Link {
     pub up: bool,
     /// For taps: the owning uid.
     pub tap_user: Option<u32>,
+    /// Whether IPv6 is off on it as banger leaves its bridge and taps ([`ipv6_is_off`]).
+    pub ipv6_off: bool,
 }
 
 impl Ip {
@@ -127,10 +171,16 @@ impl Ip {
     /// Describes interface `name`, or `None` when it does not exist.
     pub async fn link(&self, name: &str) -> Result<Option<Link>, NetError> {
         match self.run(&["-j", "-d", "addr", "show", "dev", name]).await {
-            Ok(out) => parse_link(&out).map(Some).ok_or_else(|| NetError::Command {
-                command: self.command_line(&["-j", "-d", "addr", "show", "dev", name]),
-                why: format!("unexpected output {:?}", out.trim()),
-            }),
+            Ok(out) => match parse_link(&out) {
+                Some(mut l) => {
+                    l.ipv6_off = ipv6_is_off(name);
+                    Ok(Some(l))
+                }
+                None => Err(NetError::Command {
+                    command: self.command_line(&["-j", "-d", "addr", "show", "dev", name]),
+                    why: format!("unexpected output {:?}", out.trim()),
+                }),
+            },
             Err(NetError::Command { why, .. }) if is_missing(&why) => Ok(None),
             Err(e) => Err(e),
         }
@@ -161,6 +211,8 @@ impl Ip {
                     .run_tolerating(&["link", "add", bridge, "type", "bridge"], &["File exists"])
                     .await?
                 {
+                    // Before it is ever up, so it never sees an advertisement.
+                    disable_ipv6(bridge)?;
                     self.run(&["link", "set", "dev", bridge, "alias", names::BRIDGE_ALIAS])
                         .await?;
                     tracing::info!(bridge, "created the VM bridge");
@@ -197,6 +249,8 @@ impl Ip {
             .await?;
             tracing::info!(bridge, address = %cidr, "gave the VM bridge the host address");
         }
+        // Also on a bridge made by an older banger, or by someone else and adopted.
+        disable_ipv6(bridge)?;
         if !link.up {
             self.run(&["link", "set", "dev", bridge, "up"]).await?;
         }
@@ -213,6 +267,7 @@ impl Ip {
         self.run(&["tuntap", "add", "dev", tap, "mode", "tap", "user", &uid])
             .await?;
         let attach = async {
+            disable_ipv6(tap)?;
             self.run(&["link", "set", "dev", tap, "master", bridge])
                 .await?;
             self.run(&["link", "set", "dev", tap, "up"]).await
@@ -277,6 +332,7 @@ fn parse_link(json: &str) -> Option<Link> {
         ipv4,
         up,
         tap_user,
+        ipv6_off: false,
     })
 }
 
@@ -415,6 +471,12 @@ mod tests {
             let b = ip.link("banger0").await.unwrap().unwrap();
             assert_eq!(bridge_health(&net, Some(&b)), BridgeHealth::Ready);
             assert!(b.up);
+            assert!(ipv6_is_off("banger0"), "IPv6 is off on the bridge");
+            // A bridge whose IPv6 settings someone reset gets them back.
+            std::fs::write("/proc/sys/net/ipv6/conf/banger0/accept_ra", "1").unwrap();
+            assert!(!ipv6_is_off("banger0"));
+            ip.ensure_bridge(&net).await.unwrap();
+            assert!(ipv6_is_off("banger0"));
             let shown = std::process::Command::new("ip")
                 .args(["-j", "link", "show", "dev", "banger0"])
                 .output()
@@ -436,6 +498,7 @@ mod tests {
             assert_eq!((t.kind.as_str(), t.tap_user), ("tun", Some(1234)));
             assert_eq!(t.master.as_deref(), Some("banger0"));
             assert!(t.up);
+            assert!(ipv6_is_off(tap), "IPv6 is off on the tap");
             ip.create_tap(tap, 4321, "banger0").await.unwrap();
             assert_eq!(ip.link(tap).await.unwrap().unwrap().tap_user, Some(4321));
 
