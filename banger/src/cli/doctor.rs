@@ -2,6 +2,8 @@
 //!
 //! It reads and runs things, and never changes anything.
 
+use std::time::Duration;
+
 use banger::assets::ASSETS;
 use banger::install::{InstallMeta, Layout, PROGRAMS};
 use banger::names;
@@ -75,7 +77,7 @@ pub async fn run() -> CmdResult {
         }
     }
 
-    checks.extend(store_checks(&layout, meta.as_ref()));
+    checks.extend(store_checks(&layout, meta.as_ref()).await);
 
     let mut worst = Level::Pass;
     for c in &checks {
@@ -214,22 +216,59 @@ async fn service_checks(conn: &zbus::Connection, meta: Option<&InstallMeta>) -> 
     out
 }
 
-fn store_checks(layout: &Layout, meta: Option<&InstallMeta>) -> Vec<DoctorCheck> {
+/// How long the store check may take: it reads one page of a local file.
+const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The store's schema, as the installed `bangerd --check-migrations` sees it. The store belongs
+/// to the owner, who can put anything at its path (a link to any file, a FIFO), so the check
+/// always runs as the owner, also when doctor runs as root, and is killed if it hangs.
+async fn store_checks(layout: &Layout, meta: Option<&InstallMeta>) -> Vec<DoctorCheck> {
     let me = banger::users::current_uid();
-    if !(me == 0 || meta.is_some_and(|m| m.owner.uid == me)) {
-        return Vec::new();
-    }
+    let owner = match meta {
+        Some(m) if me == 0 || m.owner.uid == me => &m.owner,
+        Some(_) => return Vec::new(),
+        None if me == 0 => {
+            return vec![DoctorCheck::new(
+                Level::Warn,
+                "store schema",
+                "skipped: without install.toml the owner is unknown, and root never reads the \
+                 owner's store itself",
+            )];
+        }
+        None => return Vec::new(),
+    };
     let bangerd = layout.program("bangerd");
-    let out = std::process::Command::new(&bangerd)
-        .args(["--check-migrations", "--system"])
-        .output();
+    let mut cmd = tokio::process::Command::new(&bangerd);
+    cmd.args(["--check-migrations", "--system"])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if me == 0 {
+        cmd.uid(owner.uid)
+            .gid(owner.gid)
+            .env_clear()
+            .env("HOME", &owner.home)
+            .env("USER", &owner.user)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    }
+    let out = tokio::time::timeout(STORE_CHECK_TIMEOUT, cmd.output()).await;
     vec![match out {
-        Err(e) => DoctorCheck::new(
+        Err(_) => DoctorCheck::new(
+            Level::Fail,
+            "store schema",
+            format!(
+                "{} --check-migrations did not finish within {} s: something other than a store \
+                 may be at {} (a FIFO?); it was stopped",
+                bangerd.display(),
+                STORE_CHECK_TIMEOUT.as_secs(),
+                layout.store().display()
+            ),
+        ),
+        Ok(Err(e)) => DoctorCheck::new(
             Level::Fail,
             "store schema",
             format!("running {} --check-migrations: {e}", bangerd.display()),
         ),
-        Ok(o) => {
+        Ok(Ok(o)) => {
             let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
             match o.status.code() {
                 Some(0) => DoctorCheck::new(Level::Pass, "store schema", line),

@@ -119,6 +119,17 @@ pub enum StoreError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// Something other than a regular file is at the store's path.
+    #[error(
+        "store {path} is {kind}, not a regular file: refusing to open it (move it away, or put \
+         the store or a backup of it there)"
+    )]
+    NotAFile {
+        /// The store.
+        path: PathBuf,
+        /// What is there instead ("a symbolic link", "a FIFO", …).
+        kind: &'static str,
+    },
     /// The store is newer than this binary.
     #[error("{0}")]
     TooNew(String),
@@ -170,8 +181,38 @@ fn read_version(conn: &Connection) -> rusqlite::Result<u32> {
     conn.query_row("PRAGMA user_version", [], |r| r.get::<_, u32>(0))
 }
 
+/// Refuses anything at `path` that is not a regular file, without following a symbolic link or
+/// opening it: SQLite would follow a link to any file, and block forever on a FIFO.
+fn check_regular(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(md) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let t = md.file_type();
+    let kind = if t.is_file() {
+        return Ok(());
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device node"
+    } else {
+        "not a file"
+    };
+    Err(StoreError::NotAFile {
+        path: path.into(),
+        kind,
+    })
+}
+
 /// Reports how the store at `path` relates to this binary, without writing anything.
 pub fn check(path: &Path) -> Result<SchemaStatus, StoreError> {
+    check_regular(path)?;
     if !path.exists() {
         // A missing file and a missing parent directory both mean "fresh store".
         return match std::fs::metadata(path) {
@@ -205,6 +246,7 @@ pub fn snapshot(path: &Path, dest: &Path) -> Result<(), StoreError> {
         path: path.into(),
         source,
     };
+    check_regular(path)?;
     if dest.exists() {
         return Err(StoreError::Query {
             path: dest.into(),
@@ -379,6 +421,37 @@ mod tests {
 
     fn sha(path: &Path) -> Vec<u8> {
         std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn links_fifos_and_directories_are_refused_unopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.db");
+        Store::open(&real).unwrap();
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let fifo = dir.path().join("fifo.db");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        #[allow(unsafe_code)]
+        // SAFETY: mkfifo only reads the NUL-terminated path it is given.
+        let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+        assert_eq!(rc, 0);
+        for (p, kind) in [
+            (&link, "a symbolic link"),
+            (&fifo, "a FIFO"),
+            (&dir.path().to_path_buf(), "a directory"),
+        ] {
+            // A FIFO would block these forever if it were opened.
+            for e in [
+                check(p).unwrap_err(),
+                Store::open(p).err().unwrap(),
+                snapshot(p, &dir.path().join("snap.db")).unwrap_err(),
+            ] {
+                let m = e.to_string();
+                assert!(m.contains(kind) && m.contains("not a regular file"), "{m}");
+            }
+        }
+        assert!(check(&real).is_ok());
     }
 
     #[test]
