@@ -1,4 +1,5 @@
-//! Durable file operations: write to a temporary sibling, fsync, rename, fsync the directory.
+//! File operations: durable writes (write to a temporary sibling, fsync, rename, fsync the
+//! directory), and reading files only root can have written.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -58,6 +59,166 @@ pub fn atomic_copy(src: &Path, dst: &Path, mode: u32) -> io::Result<()> {
     sync_dir(dst.parent().unwrap_or(Path::new(".")))
 }
 
+/// Why a file root is about to trust was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// The file, or a directory above it, could be changed by someone other than root.
+    #[error("{path} {why}; refusing to trust {file}")]
+    Unsafe {
+        /// The file or directory at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+        /// The file that was to be read.
+        file: PathBuf,
+    },
+    /// Reading failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Larger than a file of its kind can be.
+    #[error("{path} is larger than {cap} bytes; refusing to read it")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        cap: u64,
+    },
+}
+
+/// Whether a directory root reads through can be changed only by root: owned by root, and not
+/// writable by group or others, unless it is sticky (as `/tmp` is: nobody else may then
+/// rename or remove root's entries in it, and every entry below is checked in turn).
+fn trusted_dir(md: &fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if md.uid() != 0 {
+        return Err(format!("is owned by uid {}, not root", md.uid()));
+    }
+    if md.mode() & 0o022 != 0 && md.mode() & 0o1000 == 0 {
+        return Err(format!(
+            "is writable by group or others (mode {:o})",
+            md.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Reads `path`, a file root is about to trust (configuration, keys, install metadata), without
+/// being tricked: every directory from `/` down is opened with `O_NOFOLLOW` and checked on its
+/// descriptor ([`trusted_dir`]); the file itself is opened through its directory's descriptor
+/// with `O_NOFOLLOW|O_NONBLOCK` (a symbolic link fails, a FIFO does not block), checked with
+/// `fstat` on the open descriptor (a regular file owned by root, not writable by group or
+/// others) and read from that descriptor, at most `cap` bytes. `None` when the file, or a
+/// directory above it, does not exist.
+pub fn read_root_owned(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, TrustError> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+
+    let unsafe_at = |at: &Path, why: String| TrustError::Unsafe {
+        path: at.into(),
+        why,
+        file: path.into(),
+    };
+    let io_at = |at: &Path, source: io::Error| TrustError::Io {
+        path: at.into(),
+        source,
+    };
+    if !path.is_absolute() {
+        return Err(unsafe_at(path, "is not an absolute path".into()));
+    }
+    let names: Vec<&std::ffi::OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(Ok(n)),
+            std::path::Component::RootDir => None,
+            _ => Some(Err(())),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|()| unsafe_at(path, "is not a normal path (it has . or ..)".into()))?;
+    let Some((file_name, dirs)) = names.split_last() else {
+        return Err(unsafe_at(path, "names no file".into()));
+    };
+    let open = |p: &Path, flags: i32| {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(flags | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(p)
+    };
+    // `O_NOFOLLOW` fails on a link with ELOOP, or with ENOTDIR along with `O_DIRECTORY`; the
+    // entry itself (looked at through the same descriptor, not followed) tells which it was.
+    let refusal = |at: &Path, via: &Path, e: io::Error| -> Option<TrustError> {
+        if e.kind() == io::ErrorKind::NotFound {
+            return None;
+        }
+        let link = fs::symlink_metadata(via).is_ok_and(|m| m.file_type().is_symlink());
+        Some(match e.raw_os_error() {
+            Some(libc::ELOOP) | Some(libc::ENOTDIR) if link => {
+                unsafe_at(at, "is a symbolic link".into())
+            }
+            Some(libc::ENOTDIR) => unsafe_at(at, "is not a directory".into()),
+            _ => io_at(at, e),
+        })
+    };
+    let through = |dir: &File, name: &std::ffi::OsStr| {
+        PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name)
+    };
+    let mut shown = PathBuf::from("/");
+    let mut dir = open(&shown, libc::O_DIRECTORY).map_err(|e| io_at(&shown, e))?;
+    for name in dirs {
+        let md = dir.metadata().map_err(|e| io_at(&shown, e))?;
+        trusted_dir(&md).map_err(|why| unsafe_at(&shown, why))?;
+        let via = through(&dir, name);
+        shown.push(name);
+        dir = match open(&via, libc::O_DIRECTORY) {
+            Ok(d) => d,
+            Err(e) => return refusal(&shown, &via, e).map_or(Ok(None), Err),
+        };
+    }
+    let md = dir.metadata().map_err(|e| io_at(&shown, e))?;
+    trusted_dir(&md).map_err(|why| unsafe_at(&shown, why))?;
+    let via = through(&dir, file_name);
+    let mut file = match open(&via, libc::O_NONBLOCK) {
+        Ok(f) => f,
+        Err(e) => return refusal(path, &via, e).map_or(Ok(None), Err),
+    };
+    let md = file.metadata().map_err(|e| io_at(path, e))?;
+    if !md.file_type().is_file() {
+        return Err(unsafe_at(path, "is not a regular file".into()));
+    }
+    if md.uid() != 0 {
+        return Err(unsafe_at(
+            path,
+            format!("is owned by uid {}, not root", md.uid()),
+        ));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(unsafe_at(
+            path,
+            format!(
+                "is writable by group or others (mode {:o})",
+                md.mode() & 0o7777
+            ),
+        ));
+    }
+    let mut out = Vec::new();
+    (&mut file)
+        .take(cap + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| io_at(path, e))?;
+    if out.len() as u64 > cap {
+        return Err(TrustError::TooLarge {
+            path: path.into(),
+            cap,
+        });
+    }
+    Ok(Some(out))
+}
+
 /// Removes a file if it exists; returns whether it did.
 pub fn remove_if_exists(path: &Path) -> io::Result<bool> {
     match fs::remove_file(path) {
@@ -70,6 +231,76 @@ pub fn remove_if_exists(path: &Path) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_owned_files_are_read_and_everything_else_is_refused() {
+        if crate::users::current_uid() != 0 {
+            eprintln!("skipped: needs root (files owned by root and by others)");
+            return;
+        }
+        use std::os::unix::fs::{PermissionsExt, chown, symlink};
+        let t = tempfile::tempdir().unwrap();
+        let etc = t.path().join("etc");
+        fs::create_dir(&etc).unwrap();
+        fs::set_permissions(&etc, fs::Permissions::from_mode(0o755)).unwrap();
+        let good = etc.join("config.toml");
+        fs::write(&good, "x = 1\n").unwrap();
+        fs::set_permissions(&good, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_root_owned(&good, 64).unwrap().unwrap(), b"x = 1\n");
+        assert!(read_root_owned(&etc.join("missing"), 64).unwrap().is_none());
+        assert!(
+            read_root_owned(&t.path().join("no/such/dir/f"), 64)
+                .unwrap()
+                .is_none()
+        );
+        let e = read_root_owned(&good, 3).unwrap_err();
+        assert!(e.to_string().contains("larger than 3 bytes"), "{e}");
+
+        let refused = |p: &Path, needle: &str| {
+            let e = read_root_owned(p, 64).unwrap_err().to_string();
+            assert!(e.contains(needle) && e.contains("refusing"), "{p:?}: {e}");
+        };
+        // A link to a root-owned file is refused, not followed.
+        let link = etc.join("link.toml");
+        symlink(&good, &link).unwrap();
+        refused(&link, "symbolic link");
+        // A file someone else owns or may write.
+        let theirs = etc.join("theirs.toml");
+        fs::write(&theirs, "").unwrap();
+        chown(&theirs, Some(65534), None).unwrap();
+        refused(&theirs, "owned by uid 65534");
+        let open = etc.join("open.toml");
+        fs::write(&open, "").unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o664)).unwrap();
+        refused(&open, "writable by group or others (mode 664)");
+        // A FIFO is refused without blocking.
+        let fifo = etc.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        #[allow(unsafe_code)]
+        // SAFETY: mkfifo only reads the NUL-terminated path it is given.
+        let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+        assert_eq!(rc, 0);
+        refused(&fifo, "not a regular file");
+        // A directory on the way that others can write, or that someone else owns.
+        fs::set_permissions(&etc, fs::Permissions::from_mode(0o775)).unwrap();
+        refused(&good, "writable by group or others (mode 775)");
+        fs::set_permissions(&etc, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(
+            read_root_owned(&good, 64).unwrap().is_some(),
+            "sticky, as /tmp"
+        );
+        fs::set_permissions(&etc, fs::Permissions::from_mode(0o755)).unwrap();
+        chown(&etc, Some(65534), None).unwrap();
+        refused(&good, "owned by uid 65534, not root");
+        chown(&etc, Some(0), None).unwrap();
+        // A directory on the way that is a link.
+        let via = t.path().join("via");
+        symlink(&etc, &via).unwrap();
+        refused(&via.join("config.toml"), "via is a symbolic link");
+        refused(&good.join("x"), "config.toml is not a directory");
+        refused(Path::new("relative/config.toml"), "not an absolute path");
+        refused(&etc.join("../etc/config.toml"), "not a normal path");
+    }
 
     #[test]
     fn atomic_write_replaces_and_sets_mode() {

@@ -149,6 +149,9 @@ pub enum MetaError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The file, or a directory above it, is not safe for root to trust.
+    #[error("{0}")]
+    Untrusted(#[from] crate::fsutil::TrustError),
     /// The file is not valid install metadata.
     #[error(
         "{path} is not valid install metadata: {why}; it was left as it is: fix it or reinstall with: sudo banger system install"
@@ -172,6 +175,17 @@ impl InstallMeta {
             },
         })?;
         Self::parse(path, &text)
+    }
+
+    /// Reads the metadata at `path` as root may trust it: only a regular, root-owned file that
+    /// only root can write, reached through root-owned directories, without following links
+    /// (see [`crate::fsutil::read_root_owned`]). The root helper decides whose daemon to trust
+    /// and as whom to run VMs from it.
+    pub fn read_trusted(path: &Path) -> Result<Self, MetaError> {
+        match crate::fsutil::read_root_owned(path, 64 << 10)? {
+            Some(text) => Self::parse(path, &text),
+            None => Err(MetaError::Missing { path: path.into() }),
+        }
     }
 
     /// Parses metadata text (`path` only names it in errors).

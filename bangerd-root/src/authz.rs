@@ -86,7 +86,7 @@ impl Authorizer {
             return Ok(Grant::Root);
         }
         if trust == Trust::OwnerDaemon {
-            match InstallMeta::read(&self.install_toml) {
+            match InstallMeta::read_trusted(&self.install_toml) {
                 Ok(meta) if meta.owner.uid == uid => return Ok(Grant::Owner),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("owner trust disabled: {e}"),

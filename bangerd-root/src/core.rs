@@ -16,7 +16,7 @@ pub struct RootCore {
 impl RootCore {
     /// The install metadata, read now.
     pub fn install_meta(&self) -> Result<InstallMeta, banger::install::MetaError> {
-        InstallMeta::read(&self.layout.install_toml())
+        InstallMeta::read_trusted(&self.layout.install_toml())
     }
 
     /// State of banger's units.

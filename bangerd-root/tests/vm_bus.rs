@@ -803,10 +803,39 @@ fn tap(id: &str) -> Option<(String, u64)> {
     ))
 }
 
+/// The unit's property names, without the sandbox's (`vm::sandbox`, tested there and in smoke).
 fn keys(props: &HashMap<String, OwnedVariant>) -> Vec<&str> {
-    let mut k: Vec<&str> = props.keys().map(String::as_str).collect();
+    let sandbox = sandbox_names();
+    let mut k: Vec<&str> = props
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !sandbox.contains(k))
+        .collect();
     k.sort();
     k
+}
+
+/// The names of the sandbox properties every VM unit gets.
+fn sandbox_names() -> Vec<&'static str> {
+    let spec = banger::vmm::VmmSpec {
+        id: ID.into(),
+        kernel: "/k".into(),
+        initrd: None,
+        rootfs: None,
+        config_disk: "/c".into(),
+        cpus: 1,
+        memory_mib: 128,
+        tap: format!("bt-{ID}"),
+        mac: "52:54:00:00:00:07".into(),
+        serial_log: "/s".into(),
+        vm_dir: "/v".into(),
+        accel: Accelerator::Tcg { why: "test".into() },
+        tsc_khz: 0,
+    };
+    bangerd_root::vm::sandbox::vm_sandbox(&spec)
+        .iter()
+        .map(|p| p.name())
+        .collect()
 }
 
 #[test]
@@ -858,6 +887,13 @@ async fn qemu_inner() {
             ],
             "no kvm group under TCG; QEMU writes its console itself"
         );
+        for name in sandbox_names() {
+            assert!(s.props.contains_key(name), "the unit has no {name}");
+        }
+        let rw: Vec<String> =
+            Vec::try_from(s.props["ReadWritePaths"].try_clone().unwrap()).unwrap();
+        assert_eq!(rw.len(), 1);
+        assert!(rw[0].ends_with(&format!("/vms/{ID}")), "{rw:?}");
         assert_eq!(str_prop(&s.props, "Type").unwrap(), "exec");
         let post: Vec<(String, Vec<String>, Vec<String>)> =
             Vec::try_from(s.props["ExecStopPostEx"].try_clone().unwrap()).unwrap();

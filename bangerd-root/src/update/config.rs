@@ -4,10 +4,10 @@
 //! The same file holds the `[vm]` and `[network]` sections; [`read_config_file`] is the one
 //! reader for all of it, and `crate::vm::config` checks those two sections.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use banger::fsutil::{TrustError, read_root_owned};
 use banger::release::TrustedKeys;
 use banger::release::signature::EMBEDDED_KEY;
 use serde::Deserialize;
@@ -72,47 +72,48 @@ pub enum ConfigError {
         /// What is wrong.
         why: String,
     },
-    /// Owned by someone other than root, or writable by others.
-    #[error(
-        "{path} must be owned by root and not writable by group or others; refusing to trust it"
-    )]
-    Unsafe {
-        /// The file.
-        path: PathBuf,
-    },
+    /// Not a regular file owned and writable only by root, in directories only root can change.
+    #[error("{0}")]
+    Unsafe(TrustError),
 }
 
-fn check_root_owned(path: &Path) -> Result<(), ConfigError> {
-    let md = std::fs::metadata(path).map_err(|e| ConfigError::Invalid {
-        path: path.into(),
-        why: e.to_string(),
-    })?;
-    if md.uid() != 0 || md.mode() & 0o022 != 0 {
-        return Err(ConfigError::Unsafe { path: path.into() });
-    }
-    Ok(())
-}
+/// Largest configuration file accepted.
+const CONFIG_CAP: u64 = 1 << 20;
+/// Largest trusted key file accepted.
+const KEY_CAP: u64 = 64 << 10;
 
-/// Reads and parses the configuration file at `path`: it must be owned by root and not writable
-/// by others, and every key must be known. A missing file reads as all defaults.
-pub(crate) fn read_config_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            check_root_owned(path)?;
-            toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+/// Reads `path` as a file root trusts ([`read_root_owned`]); `None` when it does not exist.
+fn read_trusted_text(path: &Path, cap: u64) -> Result<Option<String>, ConfigError> {
+    match read_root_owned(path, cap) {
+        Ok(Some(bytes)) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid {
                 path: path.into(),
-                why: e
-                    .to_string()
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+                why: "not UTF-8 text".into(),
+            }),
+        Ok(None) => Ok(None),
+        Err(e @ TrustError::Unsafe { .. }) => Err(ConfigError::Unsafe(e)),
         Err(e) => Err(ConfigError::Invalid {
             path: path.into(),
             why: e.to_string(),
         }),
+    }
+}
+
+/// Reads and parses the configuration file at `path`: a regular file owned by root and not
+/// writable by others, in directories only root can change, not reached through a link; every
+/// key must be known. A missing file reads as all defaults.
+pub(crate) fn read_config_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    match read_trusted_text(path, CONFIG_CAP)? {
+        Some(text) => toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            why: e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        }),
+        None => Ok(FileConfig::default()),
     }
 }
 
@@ -123,10 +124,12 @@ impl UpdateConfig {
         let mut keys = TrustedKeys::default();
         keys.add_pem("the embedded release key", EMBEDDED_KEY);
         for kf in &u.trusted_key_files {
-            check_root_owned(kf)?;
-            let pem = std::fs::read_to_string(kf).map_err(|e| ConfigError::Invalid {
+            let pem = read_trusted_text(kf, KEY_CAP)?.ok_or_else(|| ConfigError::Invalid {
                 path: kf.clone(),
-                why: e.to_string(),
+                why: format!(
+                    "the trusted key file named in {} does not exist",
+                    path.display()
+                ),
             })?;
             keys.add_pem(&kf.display().to_string(), &pem);
         }
@@ -224,10 +227,10 @@ mod tests {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
             assert!(matches!(
                 UpdateConfig::load(&p),
-                Err(ConfigError::Unsafe { .. })
+                Err(ConfigError::Unsafe(_))
             ));
         } else {
-            assert!(matches!(e, ConfigError::Unsafe { .. }), "{e}");
+            assert!(matches!(e, ConfigError::Unsafe(_)), "{e}");
         }
     }
 }

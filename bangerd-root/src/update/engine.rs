@@ -217,7 +217,7 @@ impl Engine {
 
     /// (current, latest, available) from the verified manifest.
     pub async fn check_for_update(&self) -> Result<(String, String, bool), BusError> {
-        let meta = InstallMeta::read(&self.layout.install_toml())
+        let meta = InstallMeta::read_trusted(&self.layout.install_toml())
             .map_err(|e| BusError::InstallMetadata(e.to_string()))?;
         let installed = Version::parse(&meta.release.version)
             .map_err(|e| BusError::InstallMetadata(format!("installed version: {e}")))?;
@@ -249,7 +249,7 @@ impl Engine {
                 )));
             }
             // Reserve the slot before any await, so two calls cannot both start.
-            let meta = InstallMeta::read(&self.layout.install_toml())
+            let meta = InstallMeta::read_trusted(&self.layout.install_toml())
                 .map_err(|e| BusError::InstallMetadata(e.to_string()))?;
             let mut state = HelperState::load(&self.paths.state).map_err(BusError::Failed)?;
             let id = state.take_job_id();
@@ -427,7 +427,7 @@ impl Engine {
         j: &mut Journal,
     ) -> Result<Outcome, Refused> {
         handle.stage("checking", 0.02).await;
-        let meta = InstallMeta::read(&self.layout.install_toml())?;
+        let meta = InstallMeta::read_trusted(&self.layout.install_toml())?;
         let installed = Version::parse(&meta.release.version).map_err(Refused)?;
         let cfg = UpdateConfig::load(&self.paths.config)?;
         cfg.keys.require_some()?;
