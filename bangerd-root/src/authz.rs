@@ -18,6 +18,8 @@ use zbus::message::{Flags, Header};
 use zbus::{Connection, fdo};
 use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
 
+use crate::limits::Caller;
+
 /// Whether the install owner's UID is trusted without asking polkit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trust {
@@ -72,6 +74,19 @@ impl Authorizer {
             .get_connection_unix_user(sender.clone().into())
             .await
             .map_err(zbus::Error::from)?)
+    }
+
+    /// Who the caller of `hdr` is for [`crate::limits`]: root (when trusted) and the install
+    /// owner are [`Caller::Trusted`], anyone else is counted by uid.
+    pub async fn caller(&self, hdr: &Header<'_>) -> Result<Caller, BusError> {
+        let uid = self.caller_uid(hdr).await?;
+        if uid == 0 && self.trust_root {
+            return Ok(Caller::Trusted);
+        }
+        match InstallMeta::read_trusted(&self.install_toml) {
+            Ok(meta) if meta.owner.uid == uid => Ok(Caller::Trusted),
+            _ => Ok(Caller::Other(uid)),
+        }
     }
 
     /// Decides whether the caller of `hdr` may perform `action`. Call before any work.

@@ -9,6 +9,7 @@
 pub mod authz;
 pub mod core;
 pub mod job1;
+pub mod limits;
 pub mod root1;
 pub mod service;
 pub mod update;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use banger::build_info;
 use banger::error::BusError;
@@ -17,6 +18,7 @@ use zbus::{OwnedObjectPath, OwnedVariant};
 
 use crate::authz::{Authorizer, Trust};
 use crate::core::RootCore;
+use crate::limits::{Admitted, CallLimits, Caller, Shared};
 use crate::update::engine::{Engine, UpdateOptions};
 use crate::vm::options::{HostLimits, StartOptions, check_id};
 use crate::vm::{VmError, VmHost, VmPaths};
@@ -28,7 +30,12 @@ pub struct Root1 {
     engine: Arc<Engine>,
     vms: Arc<VmHost>,
     calls: InFlight,
+    limits: CallLimits,
+    doctor: Shared<Vec<DoctorCheck>>,
 }
+
+/// How long `VmmDoctor`'s answer is shared with callers who are neither root nor the owner.
+const DOCTOR_MAX_AGE: Duration = Duration::from_secs(2);
 
 /// Maps VM plumbing errors to bus errors.
 fn vm_error(e: VmError) -> BusError {
@@ -59,7 +66,20 @@ impl Root1 {
             engine,
             vms,
             calls: InFlight::default(),
+            limits: CallLimits::default(),
+            doctor: Shared::new(DOCTOR_MAX_AGE),
         }
+    }
+
+    /// Admits the call of `hdr` under [`crate::limits`], before any other work; returns who
+    /// called.
+    async fn admit(&self, hdr: &Header<'_>) -> Result<(Caller, Admitted), BusError> {
+        let caller = self.authz.caller(hdr).await?;
+        let admitted = self
+            .limits
+            .admit(caller)
+            .map_err(|e| BusError::Busy(e.to_string()))?;
+        Ok((caller, admitted))
     }
 
     /// The counter of calls being answered, for a shutdown that waits for them.
@@ -74,6 +94,7 @@ impl Root1 {
     }
 
     async fn daemon_job(&self, hdr: &Header<'_>, kind: JobKind) -> Result<(), BusError> {
+        let _admitted = self.admit(hdr).await?;
         let grant = self
             .authz
             .authorize(hdr, action::DAEMON_MANAGE, Trust::PolkitOnly)
@@ -120,8 +141,12 @@ impl Root1 {
 
     /// State of banger's units as (unit, active_state, sub_state, main_pid). Needs no
     /// authorization; safe to repeat.
-    async fn get_service_status(&self) -> Result<Vec<ServiceStatus>, BusError> {
+    async fn get_service_status(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Vec<ServiceStatus>, BusError> {
         let _call = self.calls.enter();
+        let _admitted = self.admit(&hdr).await?;
         self.core
             .service_status()
             .await
@@ -168,10 +193,11 @@ impl Root1 {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<(String, String, bool), BusError> {
         let _call = self.calls.enter();
+        let (caller, _admitted) = self.admit(&hdr).await?;
         self.authz
             .authorize(&hdr, action::UPDATE_CHECK, Trust::PolkitOnly)
             .await?;
-        self.engine.check_for_update().await
+        self.engine.check_for_update(caller).await
     }
 
     /// Starts an update and returns its job at once. Options: version (s), dry_run (b),
@@ -184,6 +210,7 @@ impl Root1 {
         options: HashMap<String, OwnedVariant>,
     ) -> Result<OwnedObjectPath, BusError> {
         let _call = self.calls.enter();
+        let _admitted = self.admit(&hdr).await?;
         let opts = UpdateOptions::from_dbus(&options)?;
         self.authz
             .authorize(&hdr, opts.action(), Trust::PolkitOnly)
@@ -194,8 +221,12 @@ impl Root1 {
 
     /// The VM network: (bridge, subnet in CIDR form, host address on the bridge), from
     /// /etc/banger/config.toml. Needs no authorization; read-only, safe to repeat.
-    async fn get_vm_network(&self) -> Result<(String, String, String), BusError> {
+    async fn get_vm_network(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(String, String, String), BusError> {
         let _call = self.calls.enter();
+        let _admitted = self.admit(&hdr).await?;
         let net = self.vms.network().map_err(vm_error)?;
         Ok((
             net.bridge.clone(),
@@ -217,6 +248,7 @@ impl Root1 {
         options: HashMap<String, OwnedVariant>,
     ) -> Result<String, BusError> {
         let _call = self.calls.enter();
+        let _admitted = self.admit(&hdr).await?;
         let grant = self
             .authz
             .authorize(&hdr, action::VM_MANAGE, Trust::OwnerDaemon)
@@ -232,6 +264,7 @@ impl Root1 {
     /// StartVmm. Safe to repeat: a VM that is not running is not an error.
     async fn stop_vmm(&self, #[zbus(header)] hdr: Header<'_>, id: String) -> Result<(), BusError> {
         let _call = self.calls.enter();
+        let _admitted = self.admit(&hdr).await?;
         let grant = self
             .authz
             .authorize(&hdr, action::VM_MANAGE, Trust::OwnerDaemon)
@@ -244,9 +277,13 @@ impl Root1 {
     /// VM checks for `banger doctor` as (level, check, detail): vm config, vm backend,
     /// accelerator, firecracker, vm network, tun device. Needs no authorization; read-only,
     /// safe to repeat.
-    async fn vmm_doctor(&self) -> Vec<DoctorCheck> {
+    async fn vmm_doctor(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Vec<DoctorCheck>, BusError> {
         let _call = self.calls.enter();
-        self.vms.doctor().await
+        let (caller, _admitted) = self.admit(&hdr).await?;
+        Ok(self.doctor.get(caller, || self.vms.doctor()).await)
     }
 
     /// A job was created.

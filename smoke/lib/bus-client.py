@@ -6,11 +6,13 @@
 #                               WORKDIR/stop exists; touches WORKDIR/ready after the first
 #                               round, then prints one JSON line: per service the calls, the
 #                               failures (with the first errors) and the longest call in ms.
-#   storm COUNT CONNS METHOD... COUNT calls of each METHOD (root1.VmmDoctor,
+#   storm COUNT CONNS SECONDS METHOD...
+#                               COUNT calls of each METHOD (root1.VmmDoctor,
 #                               root1.CheckForUpdate, root1.Version) in flight at once, spread
-#                               over CONNS connections, each with a 60 s timeout; prints one
-#                               JSON line: per method the answers, the errors by D-Bus name, the
-#                               longest call in ms and the wall time.
+#                               over CONNS connections, each with a 60 s timeout; every answered
+#                               call is replaced by a new one until SECONDS have passed; prints
+#                               one JSON line: per method the calls, answers, errors by D-Bus
+#                               name, the longest call in ms, and the wall time.
 #   listen SECONDS              prints every signal org.banger.Root1 sends (as this user can see
 #                               it) for SECONDS, one JSON line each, then exits.
 import json
@@ -54,13 +56,32 @@ def loop(work, services):
     print(json.dumps(stats))
 
 
-def storm(count, conns, methods):
+def storm(count, conns, seconds, methods):
     dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
     buses = [dbus.SystemBus(private=True) for _ in range(conns)]
-    stats = {m: {"answers": 0, "errors": {}, "max_ms": 0.0} for m in methods}
+    stats = {m: {"calls": 0, "answers": 0, "errors": {}, "max_ms": 0.0} for m in methods}
     pending = [0]
+    turn = [0]
     started = time.monotonic()
+    until = started + seconds
     ml = GLib.MainLoop()
+
+    def send(method):
+        service, member = method.split(".", 1)
+        name, path, iface = TARGETS[service]
+        bus = buses[turn[0] % conns]
+        turn[0] += 1
+        t = time.monotonic()
+        if member == "Version":
+            args = (PROPS, "Get", "ss", (iface, "Version"))
+        else:
+            args = (iface, member, "", ())
+        pending[0] += 1
+        stats[method]["calls"] += 1
+        bus.call_async(name, path, *args,
+                       reply_handler=lambda *a: done(method, t),
+                       error_handler=lambda e: done(method, t, e),
+                       timeout=60)
 
     def done(method, t, err=None):
         st = stats[method]
@@ -72,27 +93,15 @@ def storm(count, conns, methods):
             st["errors"][key] = st["errors"].get(key, 0) + 1
             st.setdefault("example", {})[key] = (err.get_dbus_message() or "")[:300]
         pending[0] -= 1
-        if pending[0] == 0:
+        if time.monotonic() < until:
+            send(method)
+        elif pending[0] == 0:
             ml.quit()
 
-    i = 0
     for method in methods:
-        service, member = method.split(".", 1)
-        name, path, iface = TARGETS[service]
         for _ in range(count):
-            bus = buses[i % conns]
-            i += 1
-            t = time.monotonic()
-            if member == "Version":
-                args = (PROPS, "Get", "ss", (iface, "Version"))
-            else:
-                args = (iface, member, "", ())
-            pending[0] += 1
-            bus.call_async(name, path, *args,
-                           reply_handler=lambda *a, m=method, t=t: done(m, t),
-                           error_handler=lambda e, m=method, t=t: done(m, t, e),
-                           timeout=60)
-    GLib.timeout_add_seconds(120, ml.quit)
+            send(method)
+    GLib.timeout_add_seconds(int(seconds) + 120, ml.quit)
     ml.run()
     out = {"wall_s": round(time.monotonic() - started, 2), "unanswered": pending[0], "methods": stats}
     print(json.dumps(out))
@@ -120,7 +129,7 @@ if __name__ == "__main__":
     if mode == "loop":
         loop(sys.argv[2], sys.argv[3:])
     elif mode == "storm":
-        storm(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:])
+        storm(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5:])
     elif mode == "listen":
         listen(float(sys.argv[2]))
     else:

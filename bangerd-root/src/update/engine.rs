@@ -27,6 +27,7 @@ use super::stage;
 use super::state::HelperState;
 use crate::authz::Authorizer;
 use crate::job1::Job1;
+use crate::limits::{Caller, Shared};
 
 /// Largest manifest accepted.
 const MANIFEST_CAP: u64 = 1 << 20;
@@ -162,7 +163,15 @@ pub struct Engine {
     job: Mutex<Option<Arc<JobHandle>>>,
     exported: Mutex<Option<OwnedObjectPath>>,
     resumed: Mutex<Option<(Arc<JobHandle>, Journal)>>,
+    manifests: Mutex<HashMap<String, Arc<Shared<ManifestBytes>>>>,
 }
+
+/// How long a downloaded manifest is reused for `CheckForUpdate` callers who are neither root
+/// nor the owner (root and the owner always get a fresh download).
+pub const MANIFEST_MAX_AGE: Duration = Duration::from_secs(10);
+
+/// A manifest and its signature as downloaded, or why the download failed.
+type ManifestBytes = Result<(Arc<Vec<u8>>, Arc<Vec<u8>>), String>;
 
 impl Engine {
     /// An engine over the live system.
@@ -189,6 +198,7 @@ impl Engine {
             job: Mutex::new(None),
             exported: Mutex::new(None),
             resumed: Mutex::new(None),
+            manifests: Mutex::new(HashMap::new()),
         })
     }
 
@@ -215,17 +225,35 @@ impl Engine {
             .unwrap_or_else(|| OwnedObjectPath::try_from("/").expect("root path"))
     }
 
-    /// (current, latest, available) from the verified manifest.
-    pub async fn check_for_update(&self) -> Result<(String, String, bool), BusError> {
+    /// (current, latest, available) from the verified manifest. The configuration is read and
+    /// the manifest verified on every call; its download is shared ([`Shared`]): one at a time,
+    /// and for callers who are neither root nor the owner, reused for [`MANIFEST_MAX_AGE`].
+    pub async fn check_for_update(
+        &self,
+        caller: Caller,
+    ) -> Result<(String, String, bool), BusError> {
         let meta = InstallMeta::read_trusted(&self.layout.install_toml())
             .map_err(|e| BusError::InstallMetadata(e.to_string()))?;
         let installed = Version::parse(&meta.release.version)
             .map_err(|e| BusError::InstallMetadata(format!("installed version: {e}")))?;
         let cfg =
             UpdateConfig::load(&self.paths.config).map_err(|e| BusError::Failed(e.to_string()))?;
-        let vm = fetch_manifest(&cfg)
+        cfg.keys
+            .require_some()
+            .map_err(|e| BusError::Failed(e.to_string()))?;
+        let shared = self
+            .manifests
+            .lock()
+            .unwrap()
+            .entry(cfg.manifest_url.clone())
+            .or_insert_with(|| Arc::new(Shared::new(MANIFEST_MAX_AGE)))
+            .clone();
+        let (bytes, sig) = shared
+            .get(caller, || fetch_manifest_bytes(cfg.clone()))
             .await
-            .map_err(|Refused(m)| BusError::Failed(m))?;
+            .map_err(BusError::Failed)?;
+        let vm = Manifest::verify(&bytes, &sig, &cfg.keys, &cfg.channel, unix_now())
+            .map_err(|e| BusError::Failed(e.to_string()))?;
         Ok((
             installed.to_string(),
             vm.latest.to_string(),
@@ -1007,19 +1035,25 @@ where
     }
 }
 
+/// Downloads the manifest and its signature (not verified yet).
+async fn fetch_manifest_bytes(cfg: UpdateConfig) -> ManifestBytes {
+    let fetcher = Fetcher::new(&cfg);
+    let url = cfg.manifest_url;
+    blocking(move || {
+        Ok::<_, DownloadError>((
+            Arc::new(fetcher.fetch_small(&url, MANIFEST_CAP)?),
+            Arc::new(fetcher.fetch_small(&format!("{url}.sig"), SIG_CAP)?),
+        ))
+    })
+    .await
+    .map_err(|Refused(m)| m)
+}
+
 async fn fetch_manifest(
     cfg: &UpdateConfig,
 ) -> Result<banger::release::manifest::VerifiedManifest, Refused> {
     cfg.keys.require_some()?;
-    let fetcher = Fetcher::new(cfg);
-    let url = cfg.manifest_url.clone();
-    let (bytes, sig) = blocking(move || {
-        Ok::<_, DownloadError>((
-            fetcher.fetch_small(&url, MANIFEST_CAP)?,
-            fetcher.fetch_small(&format!("{url}.sig"), SIG_CAP)?,
-        ))
-    })
-    .await?;
+    let (bytes, sig) = fetch_manifest_bytes(cfg.clone()).await.map_err(Refused)?;
     Ok(Manifest::verify(
         &bytes,
         &sig,
