@@ -186,17 +186,17 @@ _release_conf() {
 # .manifest.conf says.
 _release_manifest() {
     local root=$RELEASE_WORK/www/$1 latest="" key=release issued=-60 expires=2592000 sig=ok
-    local extra="" k v now
+    local extra="" k v now target=$RELEASE_TARGET
     while IFS='=' read -r k v; do
         case $k in
-            latest | key | issued | expires | sig | extra) printf -v "$k" '%s' "$v" ;;
+            latest | key | issued | expires | sig | extra | target) printf -v "$k" '%s' "$v" ;;
         esac
     done <"$root/.manifest.conf"
     now=$(date +%s)
     python3 - "$root" "$latest" "$(_rfc3339 $((now + issued)))" "$(_rfc3339 $((now + expires)))" \
-        "$extra" "$RELEASE_TARGET" <<'EOF' || return 1
+        "$extra" "$target" "$RELEASE_TARGET" <<'EOF' || return 1
 import json, os, re, sys
-root, latest, issued, expires, extra, target = sys.argv[1:7]
+root, latest, issued, expires, extra, target, built_for = sys.argv[1:8]
 def key(v):
     core, _, pre = v.partition("-")
     return tuple(int(x) for x in core.split(".")), pre == "", pre
@@ -208,7 +208,7 @@ for v in sorted(versions, key=key, reverse=True):
     releases.append({
         "version": v, "target": target, "tarball": f"{v}/{name}",
         "sums": f"{v}/SHA256SUMS", "sums_sig": f"{v}/SHA256SUMS.sig",
-        "size": os.path.getsize(os.path.join(root, v, name)),
+        "size": os.path.getsize(os.path.join(root, v, f"banger-{v}-{built_for}.tar.gz")),
     })
 m = {"schema": 1, "product": "banger", "channel": "stable", "issued_at": issued,
      "expires_at": expires, "latest": latest, "releases": releases}
@@ -287,6 +287,7 @@ expired          | hostile-expired          | -                   | no  | expire
 issued-in-future | hostile-issued-in-future | -                   | no  | future | manifest issued tomorrow
 unknown-field    | hostile-unknown-field    | -                   | no  | unknown field | signed manifest with an unknown field
 replayed         | hostile-replayed         | -                   | no  | replay | an older signed manifest after this host verified a newer one
+other-target     | hostile-other-target     | -                   | no  | no release at all for this host's target x86_64-unknown-linux-gnu \(its releases are for: aarch64-unknown-linux-gnu\) | releases for another target only
 sums-wrong-key   | hostile-sums-wrong-key   | -                   | no  | SHA256SUMS.*signature | SHA256SUMS signed by an untrusted key
 sums-unsigned    | hostile-sums-unsigned    | -                   | no  | SHA256SUMS\.sig | no SHA256SUMS.sig on the server
 not-in-sums      | hostile-not-in-sums      | -                   | no  | does not list | SHA256SUMS does not list the tarball
@@ -382,6 +383,7 @@ release_make_hostile() {
     h issued-in-future && _release_conf "$r" issued=86400 expires=2678400
     h unknown-field && _release_conf "$r" extra=mirror
     h replayed && _release_conf "$r" issued=-3600
+    h other-target && _release_conf "$r" target=aarch64-unknown-linux-gnu
     h sums-wrong-key && _release_sums "$r" 0.2.0 other
     h sums-unsigned && rm "$RELEASE_WORK/www/$r/0.2.0/SHA256SUMS.sig"
     h not-in-sums && {

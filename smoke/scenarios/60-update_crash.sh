@@ -122,6 +122,14 @@ for point in swapping restarting-daemon restarting-helper verifying finalizing \
         _evidence "its output:" "$cli_out"
         exit 1
     fi
+    case $point in
+        restarting-helper | rollback-restarting-helper) ;;
+        *)  # The CLI says what happened: the helper went away unasked, it did not "restart".
+            expect_line "$cli_out" "^bangerd-root left the bus during stage [a-z-]+ without the update asking it to" \
+                "what the following banger update said when the helper was killed at $point"
+            expect_not_contains "$cli_out" "is restarting" "the following banger update, helper killed at $point"
+            ;;
+    esac
     proved "killed (SIGKILL, pid $pid) at '$point': the install is entirely v$which; $job Result=$want_result; the following banger update re-attached and exited $cli_rc: '$(last_line "$cli_out")'"
 
     # 0.3.0: above anything this round has verified (0.2.1 included), so no anti-rollback floor

@@ -77,5 +77,11 @@ for cmd in "vm list" "vm show web" "vm start web" "vm stop web" "vm rm web" "vm 
     "image list" "image rm $GUEST_IMAGE"; do
     # shellcheck disable=SC2086 # split the command words on purpose
     refused 3 "only that user and root" "$OTHER runs banger $cmd" box_as "$OTHER" "$B" $cmd
+    # The hint and a plain reason; the bus's own rule listing only with --verbose.
+    expect_contains "$LAST_OUT" "the system bus refused the call" "$OTHER runs banger $cmd"
+    expect_not_contains "$LAST_OUT" "Rejected send message" "$OTHER runs banger $cmd (without --verbose)"
 done
+expect_rc 3 box_as "$OTHER" "$B" --verbose vm list
+expect_contains "$LAST_OUT" "the bus said: Rejected send message" "$OTHER runs banger --verbose vm list"
+proved "$OTHER sees the hint and a plain reason; dbus-daemon's own text only with --verbose"
 expect_eq "$(vm_field web state)" stopped "the owner's VM after the other user's attempts"

@@ -18,6 +18,21 @@ pub async fn system_bus() -> anyhow::Result<Connection> {
         .context("connecting to the system bus (is dbus running?)")
 }
 
+/// Whether `banger --verbose` asked for the raw texts behind messages.
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Shows raw D-Bus error texts from now on (`banger --verbose`).
+pub fn set_verbose(on: bool) {
+    VERBOSE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn verbose() -> bool {
+    VERBOSE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The error the bus itself sends when its policy refuses a message.
+pub const ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
+
 /// A D-Bus error reply, reduced to its name and its message for people.
 #[derive(Debug)]
 pub struct CallError {
@@ -25,15 +40,35 @@ pub struct CallError {
     pub name: String,
     /// The message.
     pub message: String,
+    /// The sender's own text, when `message` says it more plainly (shown with `--verbose`).
+    pub raw: Option<String>,
 }
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.name.is_empty() {
-            f.write_str(&self.message)
+            f.write_str(&self.message)?;
         } else {
-            write!(f, "{} ({})", self.message, self.name)
+            write!(f, "{} ({})", self.message, self.name)?;
         }
+        match &self.raw {
+            Some(raw) if verbose() => write!(f, "; the bus said: {raw}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The plain message for a refusal by the bus's own policy: dbus-daemon's text ("Rejected send
+/// message, 2 matched rules; type=…") lists its rules, which helps nobody but a debugger.
+fn plain_bus_refusal(name: &str, message: String) -> (String, Option<String>) {
+    if name == ACCESS_DENIED && message.starts_with("Rejected send message") {
+        (
+            "the system bus refused the call: its security policy does not let this user send it"
+                .to_string(),
+            Some(message),
+        )
+    } else {
+        (message, None)
     }
 }
 
@@ -53,7 +88,8 @@ impl From<&zbus::Error> for CallError {
             ),
             other => (String::new(), other.to_string()),
         };
-        CallError { name, message }
+        let (message, raw) = plain_bus_refusal(&name, message);
+        CallError { name, message, raw }
     }
 }
 
@@ -69,7 +105,7 @@ pub fn is_authorization_error(e: &anyhow::Error) -> bool {
         };
         name == "org.banger.Error.NotAuthorized"
             || name == "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
-            || name == "org.freedesktop.DBus.Error.AccessDenied"
+            || name == ACCESS_DENIED
     })
 }
 

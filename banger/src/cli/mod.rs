@@ -63,6 +63,10 @@ struct Cli {
     /// Print the version line and exit.
     #[arg(short = 'V', long)]
     version: bool,
+    /// Show the raw texts behind error messages (such as the bus's own words when its policy
+    /// refuses a call).
+    #[arg(short = 'v', long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -192,6 +196,7 @@ pub fn main() -> i32 {
         println!("{}", BuildIdentity::current().version_line("banger"));
         return EXIT_OK;
     }
+    bus::set_verbose(cli.verbose);
     let Some(command) = cli.command else {
         return EXIT_USAGE;
     };

@@ -285,6 +285,12 @@ pub fn outcome(result: &str, error: &str, from: &str, target: &str) -> Outcome {
     Outcome { line, code }
 }
 
+/// Whether the helper leaves the bus on purpose at `stage`: it restarts itself onto the new
+/// binaries, or, after a rollback, back onto the old ones.
+pub fn helper_restart_is_planned(stage: &str) -> bool {
+    stage == "restarting-helper"
+}
+
 /// The last line and exit code when the job object is gone after the helper restarted; what it
 /// means depends on whether the job had reached the point of no return.
 pub fn lost_outcome(last_stage: &str) -> Outcome {
@@ -388,8 +394,14 @@ pub enum Event {
         /// Bytes to download (0 when not known yet).
         bytes_total: u64,
     },
-    /// The helper left the bus (it restarts itself during every update).
-    HelperRestarting,
+    /// The helper left the bus: on purpose when `planned` (it restarts itself during every
+    /// update, and again when it rolls back), else it crashed, was stopped or was killed.
+    HelperRestarting {
+        /// The job's stage when it left.
+        stage: String,
+        /// Whether the update had asked for the restart.
+        planned: bool,
+    },
     /// The helper is back and the job is followed again.
     Reattached {
         /// The job's object path.
@@ -434,7 +446,9 @@ impl Event {
                 bytes_done,
                 bytes_total,
             } => json!({"event": "progress", "bytes_done": bytes_done, "bytes_total": bytes_total}),
-            Event::HelperRestarting => json!({"event": "helper-restarting"}),
+            Event::HelperRestarting { stage, planned } => {
+                json!({"event": "helper-restarting", "stage": stage, "planned": planned})
+            }
             Event::Reattached { job } => json!({"event": "reattached", "job": job}),
             Event::Cancel(step) => match step {
                 CancelStep::Asked => json!({"event": "cancel", "outcome": "asked"}),
@@ -480,9 +494,23 @@ impl Event {
             Event::Job { job } => Some(format!("job: {job}")),
             Event::Stage { stage } => Some(format!("stage: {stage}")),
             Event::Progress { .. } => None,
-            Event::HelperRestarting => {
-                Some("bangerd-root is restarting; waiting for it to come back…".to_string())
-            }
+            Event::HelperRestarting { planned: true, .. } => Some(
+                "bangerd-root is restarting itself onto the installed binaries, as every update \
+                 (and every rollback) does; waiting for it to come back…"
+                    .to_string(),
+            ),
+            Event::HelperRestarting {
+                stage,
+                planned: false,
+            } => Some(format!(
+                "bangerd-root left the bus during stage {} without the update asking it to (it \
+                 crashed, or was stopped or killed). systemd restarts it after a failure, and \
+                 whatever starts it next resumes the update from its journal; waiting up to {} s \
+                 for it… If it does not come back: sudo banger system status, and journalctl -u \
+                 bangerd-root",
+                if stage.is_empty() { "(unknown)" } else { stage },
+                HELPER_RETURN_PATIENCE.as_secs()
+            )),
             Event::Reattached { .. } => Some("bangerd-root is back; following the update".into()),
             Event::Cancel(CancelStep::Asked) => Some(
                 "canceling the update… (press Ctrl-C again to stop following and leave it running)"
@@ -722,6 +750,7 @@ async fn read_job(
             Err(_) => CallError {
                 name: String::new(),
                 message: "no answer from bangerd-root".to_string(),
+                raw: None,
             },
         };
         if is_no_such_object(&error.name) {
@@ -815,7 +844,9 @@ impl Follow {
                     }
                     if helper_changed(self.helper.as_deref(), old.as_deref(), new.as_deref()) {
                         if !restarted {
-                            self.out.emit(&Event::HelperRestarting);
+                            let stage = self.view.stage.clone();
+                            let planned = helper_restart_is_planned(&stage);
+                            self.out.emit(&Event::HelperRestarting { stage, planned });
                         }
                         restarted = true;
                         pending_read = Some(Box::pin(read_job(
@@ -1190,6 +1221,40 @@ mod tests {
             }
             .to_line(),
             None
+        );
+    }
+
+    #[test]
+    fn a_helper_that_went_away_unasked_is_not_called_restarting() {
+        let left = |stage: &str| Event::HelperRestarting {
+            stage: stage.into(),
+            planned: helper_restart_is_planned(stage),
+        };
+        let planned = left("restarting-helper").to_line().unwrap();
+        assert!(
+            planned.starts_with("bangerd-root is restarting itself"),
+            "{planned}"
+        );
+        for stage in [
+            "downloading",
+            "swapping",
+            "verifying-install",
+            "rolling-back",
+        ] {
+            let line = left(stage).to_line().unwrap();
+            assert!(
+                line.starts_with(&format!(
+                    "bangerd-root left the bus during stage {stage} without the update asking it to"
+                )),
+                "{line}"
+            );
+            assert!(!line.contains("is restarting"), "{line}");
+            assert!(line.contains("sudo banger system status"), "{line}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&left("swapping").to_json()).unwrap();
+        assert_eq!(
+            v,
+            json!({"event": "helper-restarting", "stage": "swapping", "planned": false})
         );
     }
 

@@ -22,10 +22,9 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use clap::{Args, Subcommand};
 use sha2::{Digest, Sha256};
 
+use super::bus::ACCESS_DENIED;
 use super::{CmdResult, EXIT_OK, bus};
 
-/// The error the bus itself sends a user its policy refuses.
-const ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
 /// The error the bus sends when no service provides a name (banger is not installed).
 const SERVICE_UNKNOWN: &str = "org.freedesktop.DBus.Error.ServiceUnknown";
 /// One MiB in bytes.
@@ -1275,7 +1274,11 @@ mod tests {
         let e = failed("listing VMs")(e);
         assert_eq!(
             format!("{e:#}"),
-            format!("listing VMs: Rejected send message ({ACCESS_DENIED})")
+            format!(
+                "listing VMs: the system bus refused the call: its security policy does not let \
+                 this user send it ({ACCESS_DENIED})"
+            ),
+            "the bus's own text is for --verbose"
         );
         assert_eq!(
             super::super::Failure::from(e).code,

@@ -171,10 +171,31 @@ impl VerifiedManifest {
             .iter()
             .find(|r| r.target == TARGET && Version::parse(&r.version).as_ref() == Ok(version))
             .ok_or_else(|| {
-                ReleaseError::Mismatch(format!(
-                    "the release manifest offers no v{version} for {TARGET} (it offers: {})",
-                    self.offered().join(", ")
-                ))
+                let offered = self.offered();
+                ReleaseError::Mismatch(if offered.is_empty() {
+                    let mut targets: Vec<&str> = self
+                        .manifest
+                        .releases
+                        .iter()
+                        .map(|r| r.target.as_str())
+                        .collect();
+                    targets.sort_unstable();
+                    targets.dedup();
+                    format!(
+                        "the release manifest offers no release at all for this host's target \
+                         {TARGET} (its releases are for: {}); this host cannot be updated from it",
+                        if targets.is_empty() {
+                            "no target".to_string()
+                        } else {
+                            targets.join(", ")
+                        }
+                    )
+                } else {
+                    format!(
+                        "the release manifest offers no v{version} for {TARGET} (it offers: {})",
+                        offered.join(", ")
+                    )
+                })
             })
     }
 
@@ -278,6 +299,17 @@ mod tests {
             (Box::new(|m| m.schema = 2), "schema"),
             (Box::new(|m| m.latest = "x".into()), "not MAJOR.MINOR.PATCH"),
             (Box::new(|m| m.latest = "0.3.0".into()), "offers no v0.3.0"),
+            (
+                Box::new(|m| {
+                    for r in &mut m.releases {
+                        r.target = "aarch64-unknown-linux-gnu".into();
+                        r.tarball =
+                            format!("banger-{}-aarch64-unknown-linux-gnu.tar.gz", r.version);
+                    }
+                }),
+                "offers no release at all for this host's target x86_64-unknown-linux-gnu \
+                 (its releases are for: aarch64-unknown-linux-gnu)",
+            ),
             (
                 Box::new(|m| {
                     m.releases[0].tarball = "banger-0.1.0-x86_64-unknown-linux-gnu.tar.gz".into()

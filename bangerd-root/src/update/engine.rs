@@ -837,6 +837,7 @@ impl Engine {
                 Phase::RollbackRestartingHelper => {
                     self.checkpoint(j, Phase::RollbackRestartingHelper).await;
                     if BuildIdentity::current() != j.from {
+                        handle.stage("restarting-helper", 0.95).await;
                         // The new helper is running: hand back to the restored old binary.
                         if self
                             .systemd
