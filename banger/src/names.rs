@@ -14,6 +14,12 @@ pub const ERROR_PREFIX: &str = "org.banger.Error";
 /// Major version of the D-Bus API (the `1` in `Root1`); additive changes keep it.
 pub const API_VERSION: u32 = 1;
 
+/// What `Job.Error` and the `Finished` signal say about a failed job to anyone but root, the
+/// install owner and the job's initiator: the detail can name the owner's VMs and the reasons
+/// given for holding off updates, which are nobody else's business.
+pub const JOB_ERROR_WITHHELD: &str = "the reason is shown only to root, to the owner of this \
+     banger install and to the user who started the job (as Job.Error)";
+
 /// systemd unit of the root helper.
 pub const ROOT_UNIT: &str = "bangerd-root.service";
 /// systemd unit of the owner daemon.

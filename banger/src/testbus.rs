@@ -21,12 +21,16 @@ impl PrivateBus {
     /// files, rendered for `owner`. The current user may additionally own any name, so that
     /// test doubles (polkit) can be served.
     pub fn start(owner: &str) -> std::io::Result<Self> {
+        // Unique per process and per bus: tests start buses from parallel threads.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "banger-testbus-{}-{}",
+            "banger-testbus-{}-{}-{}",
             std::process::id(),
-            crate::time::unix_now() ^ u64::from(std::process::id()).rotate_left(17) ^ rand_bits()
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            rand_bits()
         ));
-        std::fs::create_dir_all(dir.join("system.d"))?;
+        std::fs::create_dir(&dir)?;
+        std::fs::create_dir(dir.join("system.d"))?;
         // Clients in tests may run as another user: the socket's directory must be reachable.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
@@ -91,7 +95,11 @@ impl PrivateBus {
         BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line)?;
         if line.trim().is_empty() {
             let _ = child.kill();
-            return Err(std::io::Error::other("dbus-daemon printed no address"));
+            let status = child.wait()?;
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(std::io::Error::other(format!(
+                "dbus-daemon printed no address ({status}; its messages are above)"
+            )));
         }
         Ok(PrivateBus {
             child,

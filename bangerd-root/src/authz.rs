@@ -76,11 +76,13 @@ impl Authorizer {
             .map_err(zbus::Error::from)?)
     }
 
-    /// Who the caller of `hdr` is for [`crate::limits`]: root (when trusted) and the install
-    /// owner are [`Caller::Trusted`], anyone else is counted by uid.
+    /// Who the caller of `hdr` is for [`crate::limits`] and for private details: root and the
+    /// install owner are [`Caller::Trusted`], anyone else is counted by uid. (This is not
+    /// authorization: root counts as trusted here even when [`Self::without_root_trust`] sends
+    /// root's calls to polkit.)
     pub async fn caller(&self, hdr: &Header<'_>) -> Result<Caller, BusError> {
         let uid = self.caller_uid(hdr).await?;
-        if uid == 0 && self.trust_root {
+        if uid == 0 {
             return Ok(Caller::Trusted);
         }
         match InstallMeta::read_trusted(&self.install_toml) {

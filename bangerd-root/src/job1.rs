@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use banger::error::BusError;
-use banger::names::action;
+use banger::names::{self, action};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
 use crate::authz::{Authorizer, Trust};
+use crate::limits::Caller;
 use crate::update::engine::is_before_point_of_no_return;
 use crate::update::job::JobHandle;
 
@@ -90,10 +91,29 @@ impl Job1 {
         self.handle.status().result
     }
 
-    /// "" or why the job failed or rolled back.
-    #[zbus(property)]
-    fn error(&self) -> String {
-        self.handle.status().error
+    /// "" or why the job failed or rolled back. Only root, the install owner and the job's
+    /// initiator read the reason itself (it can name the owner's VMs and the reasons given for
+    /// holding off updates); anyone else reads a sentence saying so. A change is announced
+    /// without its value (`PropertiesChanged` reaches every user).
+    #[zbus(property(emits_changed_signal = "invalidates"))]
+    async fn error(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> String {
+        let error = self.handle.status().error;
+        if error.is_empty() {
+            return error;
+        }
+        let allowed = match &hdr {
+            Some(hdr) => match self.authz.caller(hdr).await {
+                Ok(Caller::Trusted) => true,
+                Ok(Caller::Other(uid)) => uid == self.handle.initiator_uid,
+                Err(_) => false,
+            },
+            None => false,
+        };
+        if allowed {
+            error
+        } else {
+            names::JOB_ERROR_WITHHELD.to_string()
+        }
     }
 
     /// Cancels the job before the point of no return (before it starts swapping files). The

@@ -827,6 +827,7 @@ impl Follow {
                     };
                     let Ok(msg) = msg else { continue };
                     if let Some(end) = self.on_signal(&msg, read_at) {
+                        let end = self.with_private_error(end, &job_proxy).await;
                         return Ok(self.end(end));
                     }
                 }
@@ -878,6 +879,7 @@ impl Follow {
                             // A Finished signal may be queued behind the answer.
                             while let Some(Some(Ok(msg))) = signals.next().now_or_never() {
                                 if let Some(end) = self.on_signal(&msg, read_at) {
+                                    let end = self.with_private_error(end, &job_proxy).await;
                                     return Ok(self.end(end));
                                 }
                             }
@@ -963,6 +965,31 @@ impl Follow {
                 Some(self.view.finished(Some(success), &result, &error))
             }
             _ => None,
+        }
+    }
+
+    /// A `Finished` signal carries only a placeholder for the error (it reaches every user);
+    /// the reason itself is read from `Job.Error`, which the helper shows to root, the owner
+    /// and the initiator. Keeps the placeholder when the read fails.
+    async fn with_private_error(&mut self, event: Event, job: &JobProxy<'_>) -> Event {
+        let Event::Finished {
+            success,
+            result,
+            error,
+            ..
+        } = &event
+        else {
+            return event;
+        };
+        if error.is_empty() {
+            return event;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), job.error()).await {
+            Ok(Ok(detail)) if !detail.is_empty() => {
+                let (success, result) = (*success, result.clone());
+                self.view.finished(Some(success), &result, &detail)
+            }
+            _ => event,
         }
     }
 

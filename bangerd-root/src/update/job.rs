@@ -115,10 +115,13 @@ impl JobHandle {
         if before.result != after.result {
             changed.insert("Result", Variant::from(after.result.clone()));
         }
+        // The error is private (see `Job1::error`): signals go to everyone, so a change is only
+        // announced, and whoever may read it reads it.
+        let mut invalidated: Vec<&str> = Vec::new();
         if before.error != after.error {
-            changed.insert("Error", Variant::from(after.error.clone()));
+            invalidated.push("Error");
         }
-        if changed.is_empty() {
+        if changed.is_empty() && invalidated.is_empty() {
             return;
         }
         let _ = self
@@ -128,7 +131,7 @@ impl JobHandle {
                 &self.path,
                 "org.freedesktop.DBus.Properties",
                 "PropertiesChanged",
-                &(JOB_INTERFACE, changed, Vec::<String>::new()),
+                &(JOB_INTERFACE, changed, invalidated),
             )
             .await;
     }
@@ -155,6 +158,11 @@ impl JobHandle {
         })
         .await;
         let success = matches!(result, "updated" | "up-to-date" | "dry-run");
+        let public_error = if error.is_empty() {
+            ""
+        } else {
+            banger::names::JOB_ERROR_WITHHELD
+        };
         let _ = self
             .conn
             .emit_signal(
@@ -162,7 +170,7 @@ impl JobHandle {
                 &self.path,
                 JOB_INTERFACE,
                 "Finished",
-                &(success, result, error),
+                &(success, result, public_error),
             )
             .await;
     }
