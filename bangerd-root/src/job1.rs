@@ -1,7 +1,6 @@
 //! `org.banger.Root1.Job`: the D-Bus adapter over one update job's status.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use banger::error::BusError;
 use banger::names::{self, action};
@@ -10,8 +9,7 @@ use zbus::object_server::SignalEmitter;
 
 use crate::authz::{Authorizer, Trust};
 use crate::limits::Caller;
-use crate::update::engine::is_before_point_of_no_return;
-use crate::update::job::JobHandle;
+use crate::update::job::{CancelAnswer, JobHandle};
 
 /// The object served at `/org/banger/Root1/job/<id>`.
 pub struct Job1 {
@@ -24,6 +22,20 @@ impl Job1 {
     pub fn new(handle: Arc<JobHandle>, authz: Arc<Authorizer>) -> Self {
         Job1 { handle, authz }
     }
+
+    /// Whether the job has finished already (no authorization needed to be told so).
+    fn answer_now(&self) -> CancelAnswer {
+        let st = self.handle.status();
+        if st.state == "finished" {
+            CancelAnswer::Finished(st.result)
+        } else {
+            CancelAnswer::Accepted
+        }
+    }
+}
+
+fn finished(result: &str) -> BusError {
+    BusError::Busy(format!("the job has already finished ({result})"))
 }
 
 #[zbus::interface(name = "org.banger.Root1.Job")]
@@ -120,27 +132,25 @@ impl Job1 {
     /// job's initiator may cancel without a password; others need org.banger.update.cancel.
     /// Safe to repeat.
     async fn cancel(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), BusError> {
-        let st = self.handle.status();
-        if st.state == "finished" {
-            return Err(BusError::Busy(format!(
-                "the job has already finished ({})",
-                st.result
-            )));
-        }
-        if !is_before_point_of_no_return(&st.stage) {
-            return Err(BusError::Busy(format!(
-                "the update is past the point of no return (stage {}): it will finish or roll back on its own",
-                st.stage
-            )));
+        if let CancelAnswer::Finished(result) = self.answer_now() {
+            return Err(finished(&result));
         }
         let uid = self.authz.caller_uid(&hdr).await?;
         if uid != self.handle.initiator_uid {
+            // This may wait for a person to type a password: the job's stage is only looked at
+            // once polkit has answered.
             self.authz
                 .authorize(&hdr, action::UPDATE_CANCEL, Trust::PolkitOnly)
                 .await?;
         }
-        self.handle.cancel.store(true, Ordering::SeqCst);
-        Ok(())
+        match self.handle.request_cancel() {
+            CancelAnswer::Accepted => Ok(()),
+            CancelAnswer::Finished(result) => Err(finished(&result)),
+            CancelAnswer::PastPointOfNoReturn(stage) => Err(BusError::Busy(format!(
+                "the update is past the point of no return (stage {stage}): it will finish or \
+                 roll back on its own"
+            ))),
+        }
     }
 
     /// The job ended: success, result (as in Result) and error.

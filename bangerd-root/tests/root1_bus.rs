@@ -7,13 +7,16 @@ use std::sync::{Arc, Mutex};
 
 use banger::install::Layout;
 use banger::names;
+use banger::proxies::JobProxy;
 use banger::proxies::Root1Proxy;
 use banger::systemd::Systemd;
 use banger::testbus::{PrivateBus, assert_served_contract};
 use bangerd_root::authz::Authorizer;
 use bangerd_root::core::RootCore;
+use bangerd_root::job1::Job1;
 use bangerd_root::root1::Root1;
 use bangerd_root::update::engine::{Engine, UpdatePaths};
+use bangerd_root::update::job::JobHandle;
 use zbus::object_server::SignalEmitter;
 use zbus::proxy::MethodFlags;
 use zbus::{OwnedObjectPath, OwnedVariant};
@@ -25,6 +28,8 @@ enum Verdict {
     Challenge,
     /// Never authorized.
     Deny,
+    /// Authorized, after a while (as when a person types a password).
+    SlowAllow,
 }
 
 #[derive(Debug, Clone)]
@@ -42,7 +47,7 @@ struct PolkitDouble {
 
 #[zbus::interface(name = "org.freedesktop.PolicyKit1.Authority")]
 impl PolkitDouble {
-    fn check_authorization(
+    async fn check_authorization(
         &self,
         subject: (String, HashMap<String, OwnedVariant>),
         action_id: String,
@@ -62,6 +67,10 @@ impl PolkitDouble {
             flags,
         });
         match (self.verdict, flags & 1 == 1) {
+            (Verdict::SlowAllow, _) => {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                (true, false, HashMap::new())
+            }
             (Verdict::Challenge, true) => (true, false, HashMap::new()),
             (Verdict::Challenge, false) => (false, true, HashMap::new()),
             (Verdict::Deny, _) => (false, false, HashMap::new()),
@@ -133,6 +142,9 @@ impl SystemdDouble {
 
 struct Fixture {
     bus: PrivateBus,
+    /// The helper's connection.
+    conn: zbus::Connection,
+    authz: Arc<Authorizer>,
     _services: Vec<zbus::Connection>,
     asked: Arc<Mutex<Vec<Asked>>>,
     jobs: Arc<Mutex<Vec<(String, String)>>>,
@@ -189,12 +201,14 @@ async fn fixture(verdict: Verdict, job_result: &'static str) -> Fixture {
         authz.clone(),
     );
     conn.object_server()
-        .at(names::ROOT1_PATH, Root1::new(core, authz, engine))
+        .at(names::ROOT1_PATH, Root1::new(core, authz.clone(), engine))
         .await
         .unwrap();
     conn.request_name(names::ROOT1_NAME).await.unwrap();
     Fixture {
         bus,
+        conn: conn.clone(),
+        authz,
         _services: vec![polkit, systemd, conn],
         asked,
         jobs,
@@ -265,6 +279,61 @@ async fn with_interactive_flag_polkit_may_prompt_and_the_job_runs() {
     assert_eq!(
         f.jobs.lock().unwrap().as_slice(),
         &[("restart".to_string(), names::DAEMON_UNIT.to_string())]
+    );
+}
+
+/// A job started by uid 4242 (not the test's), served as the engine serves one.
+async fn foreign_job(f: &Fixture) -> (Arc<JobHandle>, JobProxy<'static>) {
+    let handle = JobHandle::new(f.conn.clone(), 7, 4242, "0.1.0");
+    f.conn
+        .object_server()
+        .at(&handle.path, Job1::new(handle.clone(), f.authz.clone()))
+        .await
+        .unwrap();
+    let client = f.bus.connect().await.unwrap();
+    let job = JobProxy::builder(&client)
+        .path(handle.path.clone())
+        .build()
+        .await
+        .unwrap();
+    (handle, job)
+}
+
+#[tokio::test]
+async fn a_cancel_that_waited_for_polkit_past_the_point_of_no_return_is_refused() {
+    let f = fixture(Verdict::SlowAllow, "done").await;
+    let (handle, job) = foreign_job(&f).await;
+    let cancel = tokio::spawn(async move { job.cancel().await });
+    // While polkit is still deciding (a person typing a password), the job swaps files.
+    while f.asked.lock().unwrap().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    handle.stage("swapping", 0.85).await;
+    assert!(handle.pass_point_of_no_return());
+    let e = cancel.await.unwrap().expect_err("too late to cancel");
+    assert_eq!(error_name(&e), "org.banger.Error.Busy");
+    assert!(
+        e.to_string()
+            .contains("past the point of no return (stage swapping)"),
+        "{e}"
+    );
+    assert!(!handle.cancel.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(
+        f.asked.lock().unwrap()[0].action,
+        names::action::UPDATE_CANCEL
+    );
+}
+
+#[tokio::test]
+async fn an_accepted_cancel_keeps_the_job_from_the_point_of_no_return() {
+    let f = fixture(Verdict::SlowAllow, "done").await;
+    let (handle, job) = foreign_job(&f).await;
+    job.cancel()
+        .await
+        .expect("canceled before the point of no return");
+    assert!(
+        !handle.pass_point_of_no_return(),
+        "a job whose cancel was accepted must not swap"
     );
 }
 

@@ -122,6 +122,8 @@ for point in swapping restarting-daemon restarting-helper verifying finalizing \
         _evidence "its output:" "$cli_out"
         exit 1
     fi
+    # The resumed job shows the stage it resumes at, not the "checking" of a new job.
+    expect_eq "$(grep -c '^stage: checking$' <<<"$cli_out")" 1 "'stage: checking' lines of the following banger update (killed at $point)"
     case $point in
         restarting-helper | rollback-restarting-helper) ;;
         *)  # The CLI says what happened: the helper went away unasked, it did not "restart".

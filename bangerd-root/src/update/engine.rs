@@ -36,21 +36,6 @@ const SUMS_CAP: u64 = 64 << 10;
 /// Largest signature file accepted.
 const SIG_CAP: u64 = 16 << 10;
 
-/// Stages before the point of no return (a job may be canceled there).
-const PREPARE_STAGES: [&str; 6] = [
-    "checking",
-    "downloading",
-    "verifying",
-    "staging",
-    "sanity-check",
-    "waiting-for-operations",
-];
-
-/// Whether a job at `stage` can still be canceled.
-pub fn is_before_point_of_no_return(stage: &str) -> bool {
-    PREPARE_STAGES.contains(&stage)
-}
-
 /// Files the engine keeps.
 #[derive(Debug, Clone)]
 pub struct UpdatePaths {
@@ -416,15 +401,16 @@ impl Engine {
                 self.cleanup_staging(&j);
                 self.finish(&handle, &mut j, result, &message).await;
             }
-            Ok(Outcome::Apply(_)) if handle.cancel.load(Ordering::SeqCst) => {
-                // Canceled after the last check but before the swap began: honour it.
-                self.cleanup_staging(&j);
-                self.finish(&handle, &mut j, "canceled", "canceled by request")
-                    .await;
-            }
             Ok(Outcome::Apply(journal)) => {
-                let mut journal = *journal;
-                self.drive(&handle, &mut journal).await;
+                if handle.pass_point_of_no_return() {
+                    let mut journal = *journal;
+                    self.drive(&handle, &mut journal).await;
+                } else {
+                    // Canceled after the last check but before the swap began: honour it.
+                    self.cleanup_staging(&j);
+                    self.finish(&handle, &mut j, "canceled", "canceled by request")
+                        .await;
+                }
             }
             Err(Refused(msg)) => {
                 self.cleanup_staging(&j);
@@ -690,6 +676,12 @@ impl Engine {
         }
     }
 
+    /// Shows the stage of `phase` on the job.
+    async fn announce(handle: &JobHandle, phase: Phase) {
+        let (stage, progress) = phase.stage();
+        handle.stage(stage, progress).await;
+    }
+
     /// Writes the phase, then pauses there if fault injection asks for it.
     async fn checkpoint(&self, j: &mut Journal, phase: Phase) {
         j.phase = phase;
@@ -716,7 +708,7 @@ impl Engine {
             match phase {
                 Phase::Preparing => unreachable!("mapped above"),
                 Phase::Swapping => {
-                    handle.stage("swapping", 0.85).await;
+                    Self::announce(handle, Phase::Swapping).await;
                     self.checkpoint(j, Phase::Swapping).await;
                     let mut failed = None;
                     for item in j.items.clone() {
@@ -741,7 +733,7 @@ impl Engine {
                     };
                 }
                 Phase::RestartingDaemon => {
-                    handle.stage("restarting-daemon", 0.88).await;
+                    Self::announce(handle, Phase::RestartingDaemon).await;
                     self.checkpoint(j, Phase::RestartingDaemon).await;
                     phase = match self.restart_daemon().await {
                         Ok(()) => Phase::RestartingHelper,
@@ -752,7 +744,7 @@ impl Engine {
                     };
                 }
                 Phase::RestartingHelper => {
-                    handle.stage("restarting-helper", 0.9).await;
+                    Self::announce(handle, Phase::RestartingHelper).await;
                     self.checkpoint(j, Phase::RestartingHelper).await;
                     // Hand over to the new binary, which resumes from the journal at
                     // `verifying` (see `resume`): this process does not come back here.
@@ -772,7 +764,7 @@ impl Engine {
                     }
                 }
                 Phase::Verifying => {
-                    handle.stage("verifying-install", 0.95).await;
+                    Self::announce(handle, Phase::Verifying).await;
                     self.checkpoint(j, Phase::Verifying).await;
                     phase = match self.run_doctor(j).await {
                         Ok(()) => Phase::Finalizing,
@@ -783,7 +775,7 @@ impl Engine {
                     };
                 }
                 Phase::Finalizing => {
-                    handle.stage("finalizing", 0.98).await;
+                    Self::announce(handle, Phase::Finalizing).await;
                     self.checkpoint(j, Phase::Finalizing).await;
                     let errors = journal::drop_backups(&j.items);
                     self.cleanup_staging(j);
@@ -805,7 +797,7 @@ impl Engine {
                     return;
                 }
                 Phase::RollingBack => {
-                    handle.stage("rolling-back", 0.9).await;
+                    Self::announce(handle, Phase::RollingBack).await;
                     self.checkpoint(j, Phase::RollingBack).await;
                     let mut errors = journal::restore(&j.items, &j.touched);
                     if let Some(snap) = j.store_snapshot.clone().filter(|s| s.exists()) {
@@ -837,7 +829,7 @@ impl Engine {
                 Phase::RollbackRestartingHelper => {
                     self.checkpoint(j, Phase::RollbackRestartingHelper).await;
                     if BuildIdentity::current() != j.from {
-                        handle.stage("restarting-helper", 0.95).await;
+                        Self::announce(handle, Phase::RestartingHelper).await;
                         // The new helper is running: hand back to the restored old binary.
                         if self
                             .systemd
@@ -988,20 +980,27 @@ impl Engine {
                     .await;
                 *self.resumed.lock().unwrap() = Some((handle, j));
             }
-            Phase::Swapping => {
-                if j.error.is_none() {
-                    j.error = Some("the update was interrupted while swapping files".into());
+            _ => {
+                match j.phase {
+                    Phase::Swapping => {
+                        if j.error.is_none() {
+                            j.error =
+                                Some("the update was interrupted while swapping files".into());
+                        }
+                        j.phase = Phase::RollingBack;
+                    }
+                    // The restart happened (or the old helper died just before asking):
+                    // whatever runs now is the binary on disk, which is the new one.
+                    Phase::RestartingHelper => j.phase = Phase::Verifying,
+                    _ => {}
                 }
-                j.phase = Phase::RollingBack;
+                // Past the point of no return: no cancel, and the stage it will resume at (not
+                // the `checking` a new job starts with).
+                handle.pass_point_of_no_return();
+                let (stage, progress) = j.phase.stage();
+                handle.stage(stage, progress).await;
                 *self.resumed.lock().unwrap() = Some((handle, j));
             }
-            Phase::RestartingHelper => {
-                // The restart happened (or the old helper died just before asking): whatever
-                // runs now is the binary on disk, which is the new one.
-                j.phase = Phase::Verifying;
-                *self.resumed.lock().unwrap() = Some((handle, j));
-            }
-            _ => *self.resumed.lock().unwrap() = Some((handle, j)),
         }
     }
 

@@ -3,7 +3,7 @@
 //! `PropertiesChanged` on the job's object.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use zbus::{Connection, OwnedObjectPath, Variant};
@@ -44,8 +44,23 @@ pub struct JobHandle {
     pub initiator_uid: u32,
     /// Set to ask the engine to stop before the point of no return.
     pub cancel: AtomicBool,
+    /// Whether the job is past the point of no return. Taken together with `cancel` (see
+    /// [`JobHandle::request_cancel`] and [`JobHandle::pass_point_of_no_return`]), so a cancel
+    /// is either honoured or refused, never accepted and then ignored.
+    past_point_of_no_return: Mutex<bool>,
     status: Mutex<JobStatus>,
     conn: Connection,
+}
+
+/// The answer to a cancel request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelAnswer {
+    /// The job will stop before the point of no return and end `canceled`.
+    Accepted,
+    /// Too late: the job is past the point of no return (at this stage).
+    PastPointOfNoReturn(String),
+    /// The job has already finished (with this result).
+    Finished(String),
 }
 
 /// The object path of job `id`.
@@ -61,6 +76,7 @@ impl JobHandle {
             path: job_path(id),
             initiator_uid,
             cancel: AtomicBool::new(false),
+            past_point_of_no_return: Mutex::new(false),
             status: Mutex::new(JobStatus {
                 id,
                 state: "running".into(),
@@ -80,6 +96,31 @@ impl JobHandle {
     /// A copy of the status.
     pub fn status(&self) -> JobStatus {
         self.status.lock().unwrap().clone()
+    }
+
+    /// Asks the job to stop, unless it has finished or passed the point of no return.
+    pub fn request_cancel(&self) -> CancelAnswer {
+        let past = self.past_point_of_no_return.lock().unwrap();
+        let st = self.status();
+        if st.state == "finished" {
+            CancelAnswer::Finished(st.result)
+        } else if *past {
+            CancelAnswer::PastPointOfNoReturn(st.stage)
+        } else {
+            self.cancel.store(true, Ordering::SeqCst);
+            CancelAnswer::Accepted
+        }
+    }
+
+    /// Passes the point of no return, unless a cancel was accepted first (then `false`: the
+    /// job must end `canceled` with nothing changed).
+    pub fn pass_point_of_no_return(&self) -> bool {
+        let mut past = self.past_point_of_no_return.lock().unwrap();
+        if self.cancel.load(Ordering::SeqCst) {
+            return false;
+        }
+        *past = true;
+        true
     }
 
     /// Changes the status and publishes what changed.

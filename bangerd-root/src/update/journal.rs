@@ -53,6 +53,20 @@ impl Phase {
             Phase::Done => "done",
         }
     }
+
+    /// The job's `Stage` and `Progress` while the update is in this phase.
+    pub fn stage(self) -> (&'static str, f64) {
+        match self {
+            Phase::Preparing => ("checking", 0.0),
+            Phase::Swapping => ("swapping", 0.85),
+            Phase::RestartingDaemon => ("restarting-daemon", 0.88),
+            Phase::RestartingHelper => ("restarting-helper", 0.9),
+            Phase::Verifying => ("verifying-install", 0.95),
+            Phase::Finalizing => ("finalizing", 0.98),
+            Phase::RollingBack | Phase::RollbackRestartingHelper => ("rolling-back", 0.9),
+            Phase::Done => ("done", 1.0),
+        }
+    }
 }
 
 /// A file replaced by the update: `staged` is renamed over `target`, whose old content is kept
@@ -286,6 +300,20 @@ mod tests {
         assert!(drop_backups(&items).is_empty());
         assert_eq!(contents(&items), ["new a", "new b", "new c"]);
         assert!(items.iter().all(|i| !i.backup().exists()));
+    }
+
+    #[test]
+    fn a_resumed_phase_shows_its_own_stage() {
+        assert_eq!(Phase::Preparing.stage().0, "checking");
+        for (phase, stage) in [
+            (Phase::Swapping, "swapping"),
+            (Phase::Verifying, "verifying-install"),
+            (Phase::RollingBack, "rolling-back"),
+            (Phase::RollbackRestartingHelper, "rolling-back"),
+            (Phase::Finalizing, "finalizing"),
+        ] {
+            assert_eq!(phase.stage().0, stage, "{phase:?}");
+        }
     }
 
     #[test]
