@@ -20,6 +20,9 @@ PAUSED=/run/banger/update-paused
 unpause() {
     box_exec rm -f "$DROPIN" "$PAUSED" && box_exec systemctl daemon-reload
 }
+# The drop-in goes before the kill (so the restarted helper resumes instead of pausing again),
+# the marker after it (while it exists, the paused helper stays paused).
+drop_dropin() { box_exec rm -f "$DROPIN" && box_exec systemctl daemon-reload; }
 cleanup() {
     local rc=$?
     unpause || true
@@ -86,9 +89,9 @@ for point in swapping restarting-daemon restarting-helper verifying finalizing \
         expect_contains "$LAST_OUT" "point of no return" "Job.Cancel at the point of no return"
         proved "at stage swapping, Job.Cancel fails with org.banger.Error.Busy ('past the point of no return')"
     fi
-    # Without the drop-in, the restarted helper resumes instead of pausing again.
-    unpause
+    drop_dropin
     expect_rc 0 box_exec kill -KILL "$pid"
+    box_exec rm -f "$PAUSED"
 
     wait_for 180 "the update to end after the kill (Root1 idle, journal done)" update_finished || {
         show_journal bangerd-root.service 30
@@ -129,7 +132,6 @@ for point in swapping restarting-daemon restarting-helper verifying finalizing \
         *)  # The CLI says what happened: the helper went away unasked, it did not "restart".
             expect_line "$cli_out" "^bangerd-root left the bus during stage [a-z-]+ without the update asking it to" \
                 "what the following banger update said when the helper was killed at $point"
-            expect_not_contains "$cli_out" "is restarting" "the following banger update, helper killed at $point"
             ;;
     esac
     proved "killed (SIGKILL, pid $pid) at '$point': the install is entirely v$which; $job Result=$want_result; the following banger update re-attached and exited $cli_rc: '$(last_line "$cli_out")'"

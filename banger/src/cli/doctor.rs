@@ -149,7 +149,7 @@ async fn service_checks(conn: &zbus::Connection, meta: Option<&InstallMeta>) -> 
         (names::ROOT_UNIT, names::ROOT1_NAME),
         (names::DAEMON_UNIT, names::DAEMON1_NAME),
     ] {
-        out.push(match systemd.unit_state(unit).await {
+        out.push(match settled_state(&systemd, unit).await {
             Ok(s) if s.active_state == "active" => DoctorCheck::new(
                 Level::Pass,
                 unit,
@@ -214,6 +214,35 @@ async fn service_checks(conn: &zbus::Connection, meta: Option<&InstallMeta>) -> 
         ));
     }
     out
+}
+
+/// How long doctor waits for a unit that is starting, stopping or about to be restarted by
+/// systemd to settle before it judges it.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Whether a unit in this state is on its way somewhere (systemd is starting, stopping,
+/// reloading or about to restart it).
+fn is_transitional(s: &banger::systemd::UnitState) -> bool {
+    matches!(
+        s.active_state.as_str(),
+        "activating" | "deactivating" | "reloading" | "refreshing"
+    ) || s.sub_state == "auto-restart"
+}
+
+/// The state of `unit` once it has settled, waiting at most [`SETTLE_TIMEOUT`]: a service
+/// that crashed a moment ago and that systemd restarts is judged when it is back (or is not).
+async fn settled_state(
+    systemd: &Systemd,
+    unit: &str,
+) -> Result<banger::systemd::UnitState, banger::systemd::SystemdError> {
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let s = systemd.unit_state(unit).await?;
+        if !is_transitional(&s) || tokio::time::Instant::now() >= deadline {
+            return Ok(s);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// How long the store check may take: it reads one page of a local file.

@@ -682,7 +682,9 @@ impl Engine {
         handle.stage(stage, progress).await;
     }
 
-    /// Writes the phase, then pauses there if fault injection asks for it.
+    /// Writes the phase, then pauses there if fault injection asks for it: until the pause
+    /// marker is removed (the test then lets the update go on), or forever if the test kills
+    /// the helper first.
     async fn checkpoint(&self, j: &mut Journal, phase: Phase) {
         j.phase = phase;
         if let Err(e) = j.save(&self.paths.journal) {
@@ -694,7 +696,10 @@ impl Engine {
                 let _ = std::fs::create_dir_all(dir);
             }
             let _ = std::fs::write(&self.paths.pause_marker, phase.as_str());
-            std::future::pending::<()>().await;
+            while self.paths.pause_marker.exists() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tracing::warn!("update resumed at {}", phase.as_str());
         }
     }
 
