@@ -36,11 +36,21 @@ pub struct Asset {
 }
 
 /// Every system file of an install.
-pub const ASSETS: [Asset; 9] = [
+pub const ASSETS: [Asset; 11] = [
     Asset {
         name: "bangerd-root.service",
         dest: Dest::UnitDir,
         text: include_str!("../../systemd/bangerd-root.service"),
+    },
+    Asset {
+        name: "bangerd-root-recover.service",
+        dest: Dest::UnitDir,
+        text: include_str!("../../systemd/bangerd-root-recover.service"),
+    },
+    Asset {
+        name: "bangerd-root-resume.service",
+        dest: Dest::UnitDir,
+        text: include_str!("../../systemd/bangerd-root-resume.service"),
     },
     Asset {
         name: "bangerd.service",
@@ -228,6 +238,26 @@ mod tests {
                 "polkit policy lacks {id}"
             );
         }
+    }
+
+    #[test]
+    fn the_recovery_units_are_wired_to_the_helper() {
+        let unit = |n| ASSETS.iter().find(|a| a.name == n).unwrap().text;
+        assert!(
+            unit("bangerd-root.service").contains(&format!("OnFailure={}", names::RECOVER_UNIT))
+        );
+        assert!(
+            unit(names::RECOVER_UNIT)
+                .contains("ExecStart=@LIBEXEC@/bangerd-root.previous --recover")
+        );
+        assert!(
+            unit(names::RECOVER_UNIT)
+                .contains("ConditionPathExists=@LIBEXEC@/bangerd-root.previous")
+        );
+        assert!(
+            unit(names::RESUME_UNIT).contains("ExecStart=@LIBEXEC@/bangerd-root --resume-pending")
+        );
+        assert!(unit(names::RESUME_UNIT).contains("WantedBy=multi-user.target"));
     }
 
     #[test]

@@ -22,6 +22,11 @@ pub const JOB_ERROR_WITHHELD: &str = "the reason is shown only to root, to the o
 
 /// systemd unit of the root helper.
 pub const ROOT_UNIT: &str = "bangerd-root.service";
+/// The unit that rolls back an update whose new helper cannot start (`OnFailure=` of the
+/// helper's unit).
+pub const RECOVER_UNIT: &str = "bangerd-root-recover.service";
+/// The unit that, at boot, finishes an update a crash or power loss interrupted (enabled).
+pub const RESUME_UNIT: &str = "bangerd-root-resume.service";
 /// systemd unit of the owner daemon.
 pub const DAEMON_UNIT: &str = "bangerd.service";
 /// systemd slice that holds every VM unit.

@@ -55,6 +55,20 @@ pub trait Manager {
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     /// Reloads unit files (`daemon-reload`).
     fn reload(&self) -> zbus::Result<()>;
+    /// Enables unit files as their `[Install]` sections say; returns (carries-install-info,
+    /// changes as (type, file, destination)).
+    fn enable_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+        force: bool,
+    ) -> zbus::Result<(bool, Vec<(String, String, String)>)>;
+    /// Disables unit files; returns the changes as (type, file, destination).
+    fn disable_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+    ) -> zbus::Result<Vec<(String, String, String)>>;
     /// Loaded units whose names match one of `patterns`, in any of `states` (all if empty).
     fn list_units_by_patterns(
         &self,
@@ -446,6 +460,35 @@ impl Systemd {
                 what: "reload unit files".into(),
                 source,
             })
+    }
+
+    /// Enables `unit` (its `[Install]` section), as `systemctl enable` would, and reloads.
+    pub async fn enable(&self, unit: &str) -> Result<(), SystemdError> {
+        self.manager
+            .enable_unit_files(&[unit], false, true)
+            .await
+            .map_err(|source| SystemdError::Call {
+                what: format!("enable {unit}"),
+                source,
+            })?;
+        self.reload().await
+    }
+
+    /// Disables `unit`, as `systemctl disable` would, and reloads. A unit systemd does not know
+    /// is not an error.
+    pub async fn disable(&self, unit: &str) -> Result<(), SystemdError> {
+        match self.manager.disable_unit_files(&[unit], false).await {
+            Ok(_) => {}
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" => {}
+            Err(source) => {
+                return Err(SystemdError::Call {
+                    what: format!("disable {unit}"),
+                    source,
+                });
+            }
+        }
+        self.reload().await
     }
 
     /// Clears a unit's failed state (ignores units that are not failed).

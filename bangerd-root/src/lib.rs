@@ -11,6 +11,7 @@ pub mod core;
 pub mod job1;
 pub mod limits;
 pub mod root1;
+pub mod selftest;
 pub mod service;
 pub mod update;
 pub mod vm;

@@ -21,6 +21,21 @@ pub struct Args {
     /// Print the version line and exit.
     #[arg(short = 'V', long)]
     pub version: bool,
+    /// Check that this binary can start as the helper (it reads the install metadata, the
+    /// configuration and the update journal as the service does) and answer Root1's Version
+    /// over the socket on standard input, then exit. The update engine runs this on a staged
+    /// release before anything is swapped.
+    #[arg(long, conflicts_with_all = ["recover", "resume_pending"])]
+    pub self_test: bool,
+    /// Finish the update recorded in the journal without the helper service: roll it back
+    /// (or complete it, if it had passed its checks), then start bangerd-root.service. Run by
+    /// bangerd-root-recover.service when bangerd-root.service fails.
+    #[arg(long, conflicts_with = "resume_pending")]
+    pub recover: bool,
+    /// Start bangerd-root.service, which finishes the update recorded in the journal. Run at
+    /// boot by bangerd-root-resume.service while an update is unfinished.
+    #[arg(long)]
+    pub resume_pending: bool,
 }
 
 /// Runs bangerd-root; returns the process exit code.
@@ -34,8 +49,47 @@ pub fn main(args: Args) -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve())?;
+    if args.self_test {
+        rt.block_on(crate::selftest::run())?;
+    } else if args.recover {
+        rt.block_on(recover())?;
+    } else if args.resume_pending {
+        rt.block_on(resume_pending())?;
+    } else {
+        rt.block_on(serve())?;
+    }
     Ok(0)
+}
+
+/// `--recover` (see [`Engine::recover`]).
+async fn recover() -> anyhow::Result<()> {
+    let conn = zbus::connection::Builder::system()
+        .build()
+        .await
+        .context("connecting to the system bus")?;
+    let layout = Layout::new("/");
+    let systemd = Systemd::new(&conn).await.context("reaching systemd")?;
+    let authz = Arc::new(Authorizer::new(conn.clone(), layout.install_toml()));
+    let engine = Engine::for_recovery(conn, systemd, layout, UpdatePaths::system(), authz);
+    let done = engine.recover().await.map_err(anyhow::Error::msg)?;
+    tracing::info!("{done}");
+    Ok(())
+}
+
+/// `--resume-pending`: starts the helper, which resumes the journal before it takes calls.
+async fn resume_pending() -> anyhow::Result<()> {
+    let conn = zbus::connection::Builder::system()
+        .build()
+        .await
+        .context("connecting to the system bus")?;
+    let systemd = Systemd::new(&conn).await.context("reaching systemd")?;
+    tracing::info!("an update is unfinished: starting {}", names::ROOT_UNIT);
+    systemd.reset_failed(names::ROOT_UNIT).await;
+    systemd
+        .run_job(banger::systemd::JobKind::Start, names::ROOT_UNIT)
+        .await
+        .with_context(|| format!("starting {}", names::ROOT_UNIT))?;
+    Ok(())
 }
 
 async fn serve() -> anyhow::Result<()> {

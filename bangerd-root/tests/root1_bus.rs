@@ -192,6 +192,7 @@ async fn fixture(verdict: Verdict, job_result: &'static str) -> Fixture {
         state: bus.dir().join("state.toml"),
         config: bus.dir().join("config.toml"),
         pause_marker: bus.dir().join("paused"),
+        pending_marker: bus.dir().join("update-pending"),
     };
     let engine = Engine::new(
         conn.clone(),

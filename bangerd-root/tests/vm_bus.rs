@@ -497,6 +497,7 @@ async fn fixture(verdict: Verdict, accel: Accelerator) -> Fixture {
             state: bus.dir().join("state.toml"),
             config: paths.config.clone(),
             pause_marker: bus.dir().join("paused"),
+            pending_marker: bus.dir().join("update-pending"),
         },
         authz.clone(),
     );

@@ -146,6 +146,9 @@ banger_installed_paths() {
         "$p/lib/banger/bin/bangerd-root" \
         "$p/bin/banger" \
         /etc/systemd/system/bangerd-root.service \
+        /etc/systemd/system/bangerd-root-recover.service \
+        /etc/systemd/system/bangerd-root-resume.service \
+        /etc/systemd/system/multi-user.target.wants/bangerd-root-resume.service \
         /etc/systemd/system/bangerd.service \
         /etc/systemd/system/banger.slice \
         /etc/dbus-1/system.d/org.banger.Root1.conf \

@@ -4,8 +4,9 @@
 # It runs in a private mount namespace: everything it mounts (a tmpfs on /run for
 # nspawn's own state, the tmpfs holding the overlay's upper layer, the overlay of
 # the host's /) disappears with the last process of that namespace.
-# It joins the box's host cgroups, records its PID, prepares the overlay root and
-# execs systemd-nspawn (same PID), which boots systemd as the container's PID 1.
+# It joins the box's host cgroups, prepares the overlay root and runs systemd-nspawn, which
+# boots systemd as the container's PID 1, recording nspawn's PID. When the container reboots
+# (nspawn exits 133), the same overlay boots again, as a machine's disk would after a reset.
 #
 # Environment (set by box_up): BOX_NAME, BOX_STATE (state dir), BOX_CGROUPS
 # (space-separated cgroup directories), BOX_OVERLAY_SIZE (tmpfs size, e.g. 4G).
@@ -17,7 +18,6 @@ set -euo pipefail
 for cg in $BOX_CGROUPS; do
     printf '%s\n' "$$" >"$cg/cgroup.procs"
 done
-printf '%s\n' "$$" >"$BOX_STATE/nspawn.pid"
 
 # 2. The overlay: lower = host /, upper = a tmpfs (all writes inside are discarded).
 root=$BOX_STATE/root
@@ -51,4 +51,11 @@ args=(
 if [ -c /dev/kvm ]; then
     args+=(--bind=/dev/kvm)
 fi
-exec systemd-nspawn "${args[@]}" "$@"
+while :; do
+    systemd-nspawn "${args[@]}" "$@" &
+    printf '%s\n' "$!" >"$BOX_STATE/nspawn.pid"
+    rc=0
+    wait "$!" || rc=$?
+    [ "$rc" = 133 ] || exit "$rc"
+    echo "box-boot: the container rebooted; booting it again" >&2
+done

@@ -94,6 +94,34 @@ box_leader() {
 
 box_running() { box_leader >/dev/null 2>&1; }
 
+# Resets the container at once, as a power loss would (no service is stopped, nothing is
+# flushed or cleaned up: `systemctl reboot --force --force`), and waits until it has booted
+# again from the same overlay; then makes it like a host again (box_host_like, lib/banger.sh).
+box_reboot() {
+    local old leader="" state="" deadline
+    old=$(box_leader) || _box_err "container $BOX_NAME is not running" || return 1
+    nsenter -t "$old" -a -- systemctl reboot --force --force >/dev/null 2>&1 || true
+    deadline=$((SECONDS + BOX_BOOT_TIMEOUT))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        if leader=$(box_leader 2>/dev/null) && [ "$leader" != "$old" ]; then
+            state=$(timeout 5 nsenter -t "$leader" -a -- systemctl is-system-running --wait \
+                2>/dev/null) || true
+            case $state in running | degraded) break ;; esac
+        fi
+        sleep 0.1
+    done
+    case $state in
+        running | degraded) ;;
+        *)
+            _box_console_tail
+            _box_err "the container did not boot again within ${BOX_BOOT_TIMEOUT}s (state '${state:-unknown}')"
+            return 1
+            ;;
+    esac
+    _box_log "$BOX_NAME rebooted: leader pid $leader, state $state"
+    if declare -F box_host_like >/dev/null; then box_host_like; fi
+}
+
 box_deps() {
     local p missing=()
     for p in "${BOX_PACKAGES[@]}"; do

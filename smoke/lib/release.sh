@@ -57,7 +57,12 @@
 #
 # Needs lib/box.sh, lib/assert.sh, lib/banger.sh.
 
-RELEASE_VERSIONS=(0.2.0 0.3.0 0.0.9 0.2.1 0.2.5)
+RELEASE_VERSIONS=(0.2.0 0.3.0 0.0.9 0.2.1 0.2.5 0.2.2 0.2.3 0.2.4)
+# Extra build environment per version. 0.2.2's bangerd has one more store migration, so an
+# update to it migrates the store (and its rollback must restore the copy taken before).
+declare -A RELEASE_BUILD_ENV=(
+    [0.2.2]="BANGER_TEST_MIGRATION=CREATE TABLE smoke_migrated (x INTEGER);"
+)
 RELEASE_TARGET=x86_64-unknown-linux-gnu
 RELEASE_PROGRAMS=(banger bangerd bangerd-root)
 RELEASE_CACHE=${RELEASE_CACHE:-$SMOKE_REPO/smoke/.cache/versions}
@@ -106,10 +111,12 @@ release_build_versions() {
     local key v p out
     key=$(_release_tree_key) || { fail "cannot compute the source tree key of $SMOKE_REPO"; return 1; }
     for v in "${RELEASE_VERSIONS[@]}"; do
-        _release_cached "$v" "$key" && continue
-        _release_log "building banger $v: BANGER_VERSION=$v cargo build --release --locked --target-dir $RELEASE_TARGET_DIR"
+        local extra=${RELEASE_BUILD_ENV[$v]:-}
+        _release_cached "$v" "$key${extra:+ $extra}" && continue
+        _release_log "building banger $v: ${extra:+$extra }BANGER_VERSION=$v cargo build --release --locked --target-dir $RELEASE_TARGET_DIR"
         local t0=$SECONDS
-        (cd "$SMOKE_REPO" && env -u BANGER_COMMIT -u BANGER_BUILT_AT BANGER_VERSION="$v" \
+        (cd "$SMOKE_REPO" && env -u BANGER_COMMIT -u BANGER_BUILT_AT -u BANGER_TEST_MIGRATION \
+            BANGER_VERSION="$v" ${extra:+"$extra"} \
             cargo build --release --locked --quiet --target-dir "$RELEASE_TARGET_DIR" \
             --bin banger --bin bangerd --bin bangerd-root) ||
             { fail "building banger $v failed"; return 1; }
@@ -122,7 +129,7 @@ release_build_versions() {
             [[ $out == "$p v$v (commit "* ]] ||
                 { fail "the $v build of $p reports '$out'"; return 1; }
         done
-        printf '%s\n' "$key" >"$RELEASE_CACHE/$v.tmp/source-key"
+        printf '%s\n' "$key${extra:+ $extra}" >"$RELEASE_CACHE/$v.tmp/source-key"
         rm -rf "${RELEASE_CACHE:?}/$v"
         mv "$RELEASE_CACHE/$v.tmp" "$RELEASE_CACHE/$v"
         _release_log "banger $v built in $((SECONDS - t0))s: $("$RELEASE_CACHE/$v/banger" --version)"
@@ -348,6 +355,32 @@ EOF
     _release_conf broken latest=0.2.1
     _release_manifest broken
 
+    # migrating: 0.2.2 migrates the store, and its doctor fails, so the update rolls back after
+    # the new bangerd has migrated the store.
+    _release_fixture_bin migrating 0.2.2 banger "--version | version" \
+        'echo "FAIL smoke fixture: the 0.2.2 doctor fails on purpose, after the store was migrated"; exit 1' \
+        'release 0.2.2 "migrating": its bangerd migrates the store; its doctor always fails'
+    _release_add migrating 0.2.2 "$w/migrating-bin"
+    _release_conf migrating latest=0.2.2
+    _release_manifest migrating
+
+    # helper-broken: 0.2.3's bangerd-root answers --version and nothing else (it cannot start).
+    _release_fixture_bin helper-broken 0.2.3 bangerd-root "--version" \
+        'echo "bangerd-root 0.2.3 (smoke fixture): this build cannot start" >&2; exit 1' \
+        'release 0.2.3 "helper-broken": its bangerd-root exits 1 unless asked --version'
+    _release_add helper-broken 0.2.3 "$w/helper-broken-bin"
+    _release_conf helper-broken latest=0.2.3
+    _release_manifest helper-broken
+
+    # helper-unstartable: 0.2.4's bangerd-root passes --version and its self-test, but cannot run
+    # as the service: only the recovery unit can undo an update to it.
+    _release_fixture_bin helper-unstartable 0.2.4 bangerd-root "--version | --self-test" \
+        'echo "bangerd-root 0.2.4 (smoke fixture): this build cannot run as the service" >&2; exit 1' \
+        'release 0.2.4 "helper-unstartable": its bangerd-root passes the self-test but cannot run as the service'
+    _release_add helper-unstartable 0.2.4 "$w/helper-unstartable-bin"
+    _release_conf helper-unstartable latest=0.2.4
+    _release_manifest helper-unstartable
+
     mkdir -p "$w/www/slow"
     cp -a "$w/www/good/0.2.0" "$w/www/slow/0.2.0"
     _release_conf slow latest=0.2.0
@@ -356,6 +389,23 @@ EOF
 
     release_make_hostile || return 1
     sha256sum <"$w/keys/release.pub.pem" | cut -d' ' -f1 >"$w/ready"
+}
+
+# _release_fixture_bin NAME VERSION PROGRAM CASES OTHERWISE WHAT: $RELEASE_WORK/NAME-bin holds
+# VERSION's three programs, PROGRAM replaced by a sh wrapper: when its first argument matches
+# the case pattern CASES it runs the real PROGRAM (copied into the box as real/PROGRAM-VERSION by
+# release_publish), otherwise it runs the shell code OTHERWISE. WHAT says what the fixture is.
+_release_fixture_bin() {
+    local name=$1 v=$2 prog=$3 cases=$4 otherwise=$5 what=$6 d=$RELEASE_WORK/$1-bin p
+    mkdir -p "$d"
+    for p in "${RELEASE_PROGRAMS[@]}"; do cp "$RELEASE_CACHE/$v/$p" "$d/"; done
+    {
+        printf '#!/bin/sh\n# Smoke-test fixture (%s).\n' "$what"
+        printf 'case "${1-}" in\n%s) exec %s "$@" ;;\nesac\n%s\n' \
+            "$cases" "$RELEASE_BOX/real/$prog-$v" "$otherwise"
+    } >"$d/$prog"
+    chmod 0755 "$d/$prog"
+    touch -r "$RELEASE_CACHE/$v/banger" "$d/$prog"
 }
 
 _release_behaviour_file() { printf '%s\n' "$2" >"$RELEASE_WORK/www/$1/behaviour.json"; }
@@ -455,8 +505,11 @@ release_publish() {
     tar -C "$RELEASE_WORK/www" --exclude=.manifest.conf -cf - . |
         box_exec tar -C "$RELEASE_BOX/releases" --no-same-owner -xf - ||
         { fail "could not copy the release roots into the box"; return 1; }
-    box_exec sh -c 'cat >"$1" && chmod 0755 "$1"' real "$RELEASE_BOX/real/bangerd-0.2.1" \
-        <"$RELEASE_CACHE/0.2.1/bangerd" || return 1
+    local real
+    for real in bangerd-0.2.1 banger-0.2.2 bangerd-root-0.2.3 bangerd-root-0.2.4; do
+        box_exec sh -c 'cat >"$1" && chmod 0755 "$1"' real "$RELEASE_BOX/real/$real" \
+            <"$RELEASE_CACHE/${real##*-}/${real%-*}" || return 1
+    done
     box_exec sh -c 'cat >"$1"' server "$RELEASE_BOX/release-server.py" \
         <"$SMOKE_LIB/release-server.py" || return 1
     if [ "$(unit_state "$RELEASE_UNIT")" != active ]; then

@@ -33,6 +33,10 @@ expect_eq "$bad_perms" "" "ownership/permissions of the installed files"
 expect_line "$snap" "^$BANGER_STORE file [0-7]+ $OWNER:" "the store owned by $OWNER"
 expect_line "$snap" "^/var/lib/banger dir [0-7]+ $OWNER:" "/var/lib/banger owned by $OWNER"
 proved "every file of the installed layout exists, root's files are root-owned and not writable by others, the store is $OWNER's"
+expect_eq "$(box_exec systemctl is-enabled bangerd-root-resume.service)" enabled "bangerd-root-resume.service"
+expect_eq "$(box_exec systemctl show -p OnFailure --value bangerd-root.service)" bangerd-root-recover.service \
+    "bangerd-root.service OnFailure="
+proved "bangerd-root-resume.service is enabled (it finishes an interrupted update at boot) and bangerd-root.service has OnFailure=bangerd-root-recover.service"
 
 mapfile -t text_files < <(banger_installed_paths | grep -E '\.(service|slice|conf|policy|example|toml)$')
 expect_rc 1 box_exec grep -n -e @OWNER@ -e @PREFIX@ -e @LIBEXEC@ -- "${text_files[@]}"

@@ -128,6 +128,24 @@ pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
     };
     meta.write(&layout.install_toml())
         .with_context(|| format!("writing {}", layout.install_toml().display()))?;
+    // The install is whole again: backups an unfinished update left of these files are moot.
+    for target in PROGRAMS
+        .iter()
+        .map(|p| layout.program(p))
+        .chain([layout.install_toml()])
+    {
+        let mut backup = target.clone().into_os_string();
+        backup.push(".previous");
+        let backup = PathBuf::from(backup);
+        if fsutil::remove_if_exists(&backup)
+            .with_context(|| format!("removing {}", backup.display()))?
+        {
+            println!(
+                "removed {}, left by an update that did not finish",
+                backup.display()
+            );
+        }
+    }
 
     // The owner's state directory exists before either service starts: bangerd-root's
     // sandbox only makes it writable (for VM logs) if it exists when the helper starts.
@@ -145,6 +163,12 @@ pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
     reload_bus_config(&conn).await?;
     let systemd = Systemd::new(&conn).await?;
     systemd.reload().await?;
+    systemd.enable(names::RESUME_UNIT).await.with_context(|| {
+        format!(
+            "enabling {} (it finishes an interrupted update at boot)",
+            names::RESUME_UNIT
+        )
+    })?;
     for unit in [names::ROOT_UNIT, names::DAEMON_UNIT] {
         let state = systemd.unit_state(unit).await?;
         systemd.reset_failed(unit).await;
@@ -373,8 +397,11 @@ pub async fn uninstall(purge: bool, stop_vms: bool) -> CmdResult {
         }
         systemd.reset_failed(unit).await;
     }
-    let mut removed = Vec::new();
     let mut errors = Vec::new();
+    if let Err(e) = systemd.disable(names::RESUME_UNIT).await {
+        errors.push(format!("disabling {}: {e}", names::RESUME_UNIT));
+    }
+    let mut removed = Vec::new();
     let mut remove = |p: PathBuf| match fsutil::remove_if_exists(&p) {
         Ok(true) => removed.push(p),
         Ok(false) => {}

@@ -36,6 +36,10 @@ const SUMS_CAP: u64 = 64 << 10;
 /// Largest signature file accepted.
 const SIG_CAP: u64 = 16 << 10;
 
+/// The marker of an update in progress (see [`UpdatePaths::pending_marker`]); the resume unit
+/// names it in its `ConditionPathExists=`.
+pub const PENDING_MARKER: &str = "/var/lib/banger-root/update-pending";
+
 /// Files the engine keeps.
 #[derive(Debug, Clone)]
 pub struct UpdatePaths {
@@ -47,6 +51,9 @@ pub struct UpdatePaths {
     pub config: PathBuf,
     /// Written when paused for fault injection.
     pub pause_marker: PathBuf,
+    /// Exists from the first change an update makes until its end is recorded: while it does,
+    /// `bangerd-root-resume.service` starts the helper at boot, to finish the update.
+    pub pending_marker: PathBuf,
 }
 
 impl UpdatePaths {
@@ -57,6 +64,7 @@ impl UpdatePaths {
             state: PathBuf::from("/var/lib/banger-root/state.toml"),
             config: PathBuf::from(super::config::CONFIG_FILE),
             pause_marker: PathBuf::from("/run/banger/update-paused"),
+            pending_marker: PathBuf::from(PENDING_MARKER),
         }
     }
 }
@@ -149,11 +157,23 @@ pub struct Engine {
     exported: Mutex<Option<OwnedObjectPath>>,
     resumed: Mutex<Option<(Arc<JobHandle>, Journal)>>,
     manifests: Mutex<HashMap<String, Arc<Shared<ManifestBytes>>>>,
+    recovering: bool,
 }
 
 /// How long a downloaded manifest is reused for `CheckForUpdate` callers who are neither root
 /// nor the owner (root and the owner always get a fresh download).
 pub const MANIFEST_MAX_AGE: Duration = Duration::from_secs(10);
+
+/// How many times a journal write is tried before the update stops, and how long apart.
+const JOURNAL_ATTEMPTS: u32 = 5;
+const JOURNAL_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Writes the marker that makes `bangerd-root --resume-pending` (run at boot) start the helper,
+/// which then finishes the update `job` from its journal.
+fn write_pending_marker(path: &Path, job: u32) -> Result<(), String> {
+    banger::fsutil::atomic_write(path, format!("{job}\n").as_bytes(), 0o600)
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
 
 /// A manifest and its signature as downloaded, or why the download failed.
 type ManifestBytes = Result<(Arc<Vec<u8>>, Arc<Vec<u8>>), String>;
@@ -184,7 +204,82 @@ impl Engine {
             exported: Mutex::new(None),
             resumed: Mutex::new(None),
             manifests: Mutex::new(HashMap::new()),
+            recovering: false,
         })
+    }
+
+    /// An engine for `bangerd-root --recover`: it runs outside the helper's unit, owns no bus
+    /// name and never restarts the helper itself (see [`Engine::recover`]).
+    pub fn for_recovery(
+        conn: Connection,
+        systemd: Systemd,
+        layout: Layout,
+        paths: UpdatePaths,
+        authz: Arc<Authorizer>,
+    ) -> Arc<Self> {
+        let mut engine = Arc::into_inner(Self::new(conn, systemd, layout, paths, authz))
+            .expect("a new engine has one owner");
+        engine.recovering = true;
+        Arc::new(engine)
+    }
+
+    /// Finishes the update the journal records, without the helper that could not start: run
+    /// by `bangerd-root-recover.service` (the unit systemd starts when `bangerd-root.service`
+    /// fails), with the previous release's binary, `bangerd-root.previous`. An update that had
+    /// passed its checks (finalizing) is completed; any other unfinished one is rolled back, and
+    /// then `bangerd-root.service` (the restored, previous helper) is started again. Returns
+    /// what was done.
+    pub async fn recover(self: &Arc<Self>) -> Result<String, String> {
+        let mut j = match Journal::load(&self.paths.journal) {
+            Ok(Some(j)) => j,
+            Ok(None) => return Ok("no update journal: nothing to recover".into()),
+            Err(e) => return Err(e.to_string()),
+        };
+        match j.phase {
+            Phase::Done | Phase::Preparing => {
+                return Ok(format!(
+                    "the last update (job {}) is {}: nothing to recover",
+                    j.job_id,
+                    j.phase.as_str()
+                ));
+            }
+            Phase::Finalizing | Phase::RollingBack | Phase::RollbackRestartingHelper => {}
+            _ => {
+                let cause = j
+                    .error
+                    .clone()
+                    .map(|c| format!("{c}; "))
+                    .unwrap_or_default();
+                j.error = Some(format!(
+                    "{cause}the new bangerd-root could not start (see journalctl -u \
+                     bangerd-root), so the update was rolled back by bangerd-root-recover"
+                ));
+                j.phase = Phase::RollingBack;
+            }
+        }
+        tracing::warn!(
+            job = j.job_id,
+            phase = j.phase.as_str(),
+            "recovering the update"
+        );
+        let handle = JobHandle::new(
+            self.conn.clone(),
+            j.job_id,
+            j.initiator_uid,
+            &j.from.version,
+        );
+        handle.pass_point_of_no_return();
+        self.drive(&handle, &mut j).await;
+        let result = handle.status().result;
+        self.systemd.reset_failed(names::ROOT_UNIT).await;
+        self.systemd
+            .run_job(JobKind::Start, names::ROOT_UNIT)
+            .await
+            .map_err(|e| format!("the update ended {result}, but starting bangerd-root: {e}"))?;
+        Ok(format!(
+            "update job {} ended {result}; bangerd-root started again",
+            j.job_id
+        ))
     }
 
     /// The job currently running, if any.
@@ -373,13 +468,25 @@ impl Engine {
         }
     }
 
+    /// Records the end of the update and tells its followers. The marker that makes a boot
+    /// finish an interrupted update goes once the end is recorded.
     async fn finish(&self, handle: &JobHandle, j: &mut Journal, result: &str, error: &str) {
         j.phase = Phase::Done;
         j.result = Some(result.into());
         j.error = (!error.is_empty()).then(|| error.into());
-        if let Err(e) = j.save(&self.paths.journal) {
-            tracing::error!("{e}");
+        match self.record(j).await {
+            Ok(()) => {
+                if let Err(e) = banger::fsutil::remove_if_exists(&self.paths.pending_marker) {
+                    tracing::warn!("removing {}: {e}", self.paths.pending_marker.display());
+                }
+            }
+            Err(e) => tracing::error!("{e}"),
         }
+        self.announce_end(handle, result, error).await;
+    }
+
+    /// Tells the job's followers how it ended (the job's properties, `Finished`, `JobRemoved`).
+    async fn announce_end(&self, handle: &JobHandle, result: &str, error: &str) {
         handle.finish(result, error).await;
         let id = handle.status().id;
         let _ = self
@@ -682,13 +789,33 @@ impl Engine {
         handle.stage(stage, progress).await;
     }
 
-    /// Writes the phase, then pauses there if fault injection asks for it: until the pause
-    /// marker is removed (the test then lets the update go on), or forever if the test kills
-    /// the helper first.
-    async fn checkpoint(&self, j: &mut Journal, phase: Phase) {
+    /// Writes the journal, retrying a failed write a few times (a disk that is full for a
+    /// moment); the error once it keeps failing.
+    async fn record(&self, j: &Journal) -> Result<(), String> {
+        let mut attempt = 1;
+        loop {
+            match j.save(&self.paths.journal) {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt >= JOURNAL_ATTEMPTS => return Err(e.to_string()),
+                Err(e) => {
+                    tracing::warn!("{e}; trying again ({attempt} of {JOURNAL_ATTEMPTS})");
+                    attempt += 1;
+                    tokio::time::sleep(JOURNAL_RETRY_INTERVAL).await;
+                }
+            }
+        }
+    }
+
+    /// Records `phase` before its step is taken, then pauses there if fault injection asks for
+    /// it: until the pause marker is removed (the test then lets the update go on), or forever
+    /// if the test kills the helper first. When the journal cannot be written, `j.phase` stays
+    /// what the journal on disk says.
+    async fn checkpoint(&self, j: &mut Journal, phase: Phase) -> Result<(), String> {
+        let recorded = j.phase;
         j.phase = phase;
-        if let Err(e) = j.save(&self.paths.journal) {
-            tracing::error!("{e}");
+        if let Err(e) = self.record(j).await {
+            j.phase = recorded;
+            return Err(e);
         }
         if self.pause_at.as_deref() == Some(phase.as_str()) {
             tracing::warn!("update paused at {}", phase.as_str());
@@ -701,26 +828,96 @@ impl Engine {
             }
             tracing::warn!("update resumed at {}", phase.as_str());
         }
+        Ok(())
+    }
+
+    /// Announces and records `phase`. A step whose phase could not be recorded is taken only
+    /// when resuming from what the journal does record would take it too (rolling back, when
+    /// the journal already says the update is being undone); otherwise the update stops here,
+    /// and `false` is returned: the journal stays at the last phase it records, which the next
+    /// start of the helper resumes from.
+    async fn enter(&self, handle: &JobHandle, j: &mut Journal, phase: Phase) -> bool {
+        Self::announce(handle, phase).await;
+        let recorded = j.phase;
+        match self.checkpoint(j, phase).await {
+            Ok(()) => true,
+            Err(_) if phase.undoes() && recorded.resumes_as().undoes() => {
+                tracing::warn!(
+                    "could not record phase {} in the update journal; going on, as the recorded \
+                     phase {} also leads there",
+                    phase.as_str(),
+                    recorded.as_str()
+                );
+                j.phase = phase;
+                true
+            }
+            Err(e) => {
+                let msg = format!(
+                    "the update journal could not be written ({e}), so the update stopped before \
+                     {}: the journal still records {}, and the next start of bangerd-root takes it \
+                     on from there (make room on the disk, then: sudo banger system restart)",
+                    phase.as_str(),
+                    recorded.as_str()
+                );
+                tracing::error!("{msg}");
+                let cause = j
+                    .error
+                    .clone()
+                    .map(|c| format!("{c}; "))
+                    .unwrap_or_default();
+                self.announce_end(handle, "failed", &format!("{cause}{msg}"))
+                    .await;
+                false
+            }
+        }
     }
 
     /// Runs the journal to its end from wherever it stands.
     async fn drive(&self, handle: &Arc<JobHandle>, j: &mut Journal) {
         let mut phase = j.phase;
         if phase == Phase::Preparing {
+            // Nothing has changed yet: the marker that makes a boot finish an interrupted
+            // update, then the journal, are written before the first file is touched.
+            let marked = write_pending_marker(&self.paths.pending_marker, j.job_id);
+            let recorded = match marked {
+                Ok(()) => {
+                    Self::announce(handle, Phase::Swapping).await;
+                    self.checkpoint(j, Phase::Swapping).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = recorded {
+                self.cleanup_staging(j);
+                let _ = banger::fsutil::remove_if_exists(&self.paths.pending_marker);
+                self.finish(
+                    handle,
+                    j,
+                    "failed",
+                    &format!(
+                        "recording the update before its first change failed: {e}; nothing was \
+                         changed"
+                    ),
+                )
+                .await;
+                return;
+            }
             phase = Phase::Swapping;
+        } else if phase != Phase::Done && !self.enter(handle, j, phase).await {
+            return;
         }
         loop {
             match phase {
                 Phase::Preparing => unreachable!("mapped above"),
                 Phase::Swapping => {
-                    Self::announce(handle, Phase::Swapping).await;
-                    self.checkpoint(j, Phase::Swapping).await;
                     let mut failed = None;
                     for item in j.items.clone() {
                         if !j.touched.contains(&item.target) {
                             j.touched.push(item.target.clone());
-                            if let Err(e) = j.save(&self.paths.journal) {
-                                failed = Some(e.to_string());
+                            if let Err(e) = self.record(j).await {
+                                // Its backup is not recorded, so it is not made: undo the
+                                // others (resuming from the journal would do the same).
+                                j.touched.pop();
+                                failed = Some(format!("recording it in the update journal: {e}"));
                                 break;
                             }
                         }
@@ -738,8 +935,6 @@ impl Engine {
                     };
                 }
                 Phase::RestartingDaemon => {
-                    Self::announce(handle, Phase::RestartingDaemon).await;
-                    self.checkpoint(j, Phase::RestartingDaemon).await;
                     phase = match self.restart_daemon().await {
                         Ok(()) => Phase::RestartingHelper,
                         Err(e) => {
@@ -749,8 +944,6 @@ impl Engine {
                     };
                 }
                 Phase::RestartingHelper => {
-                    Self::announce(handle, Phase::RestartingHelper).await;
-                    self.checkpoint(j, Phase::RestartingHelper).await;
                     // Hand over to the new binary, which resumes from the journal at
                     // `verifying` (see `resume`): this process does not come back here.
                     match self
@@ -769,8 +962,6 @@ impl Engine {
                     }
                 }
                 Phase::Verifying => {
-                    Self::announce(handle, Phase::Verifying).await;
-                    self.checkpoint(j, Phase::Verifying).await;
                     phase = match self.run_doctor(j).await {
                         Ok(()) => Phase::Finalizing,
                         Err(e) => {
@@ -780,8 +971,6 @@ impl Engine {
                     };
                 }
                 Phase::Finalizing => {
-                    Self::announce(handle, Phase::Finalizing).await;
-                    self.checkpoint(j, Phase::Finalizing).await;
                     let errors = journal::drop_backups(&j.items);
                     self.cleanup_staging(j);
                     if let Some(t) = &j.target
@@ -802,17 +991,8 @@ impl Engine {
                     return;
                 }
                 Phase::RollingBack => {
-                    Self::announce(handle, Phase::RollingBack).await;
-                    self.checkpoint(j, Phase::RollingBack).await;
                     let mut errors = journal::restore(&j.items, &j.touched);
-                    if let Some(snap) = j.store_snapshot.clone().filter(|s| s.exists()) {
-                        // Back to the store the old bangerd understands (changes the new one
-                        // made since the swap are given up with it).
-                        if let Err(e) = std::fs::rename(&snap, self.layout.store()) {
-                            errors
-                                .push(format!("restoring the store from {}: {e}", snap.display()));
-                        }
-                    }
+                    errors.extend(self.restore_store(j).await);
                     self.cleanup_staging(j);
                     if !errors.is_empty() {
                         let cause = j.error.clone().unwrap_or_default();
@@ -832,8 +1012,7 @@ impl Engine {
                     phase = Phase::RollbackRestartingHelper;
                 }
                 Phase::RollbackRestartingHelper => {
-                    self.checkpoint(j, Phase::RollbackRestartingHelper).await;
-                    if BuildIdentity::current() != j.from {
+                    if BuildIdentity::current() != j.from && !self.recovering {
                         Self::announce(handle, Phase::RestartingHelper).await;
                         // The new helper is running: hand back to the restored old binary.
                         if self
@@ -856,6 +1035,37 @@ impl Engine {
                     return;
                 }
             }
+            if !matches!(phase, Phase::Done) && !self.enter(handle, j, phase).await {
+                return;
+            }
+        }
+    }
+
+    /// Puts back the copy of the store taken before a new bangerd migrated it, if there is one
+    /// (the changes the new bangerd made since the swap are given up with it). bangerd is stopped
+    /// first, so that no daemon writes to the store being replaced, or leaves a journal of it
+    /// behind. Idempotent: once restored, the copy is gone. Returns what went wrong.
+    async fn restore_store(&self, j: &Journal) -> Vec<String> {
+        let Some(snap) = j.store_snapshot.clone().filter(|s| s.exists()) else {
+            return Vec::new();
+        };
+        if let Err(e) = self
+            .systemd
+            .run_job(JobKind::Stop, names::DAEMON_UNIT)
+            .await
+        {
+            return vec![format!(
+                "stopping bangerd before restoring the store failed ({e}), so the store was not \
+                 restored from {}",
+                snap.display()
+            )];
+        }
+        match journal::restore_store(&snap, &self.layout.store()) {
+            Ok(()) => {
+                tracing::info!(snapshot = %snap.display(), "bangerd stopped; store restored");
+                Vec::new()
+            }
+            Err(e) => vec![e],
         }
     }
 
@@ -959,6 +1169,8 @@ impl Engine {
         );
         match j.phase {
             Phase::Done | Phase::Preparing => {
+                // A marker left by a crash between the end's record and its own removal.
+                let _ = banger::fsutil::remove_if_exists(&self.paths.pending_marker);
                 if j.phase == Phase::Preparing {
                     self.cleanup_staging(&j);
                     j.phase = Phase::Done;
@@ -1099,6 +1311,16 @@ async fn sanity_check(
             _ => identity = Some(id),
         }
     }
+    let identity = identity.expect("three programs checked");
+    // A helper that cannot start would leave an install nothing can roll back: the old helper
+    // hands over and exits. So it must show it starts before anything is swapped.
+    crate::selftest::check_staged_helper(&dir.join("bangerd-root"), &identity.version)
+        .await
+        .map_err(|e| {
+            Refused(format!(
+                "{e}; refusing to install a helper that cannot start"
+            ))
+        })?;
     let mut migrates = false;
     let out = run_with_timeout(
         &dir.join("bangerd"),
@@ -1122,7 +1344,7 @@ async fn sanity_check(
             )));
         }
     }
-    Ok((identity.expect("three programs checked"), migrates))
+    Ok((identity, migrates))
 }
 
 /// `banger doctor`'s FAIL lines, with each check's name.

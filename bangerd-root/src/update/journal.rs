@@ -54,6 +54,22 @@ impl Phase {
         }
     }
 
+    /// Whether this phase undoes the update.
+    pub fn undoes(self) -> bool {
+        matches!(self, Phase::RollingBack | Phase::RollbackRestartingHelper)
+    }
+
+    /// The phase a helper that starts with this one in the journal goes on with (see
+    /// `Engine::resume`): an interrupted swap is undone; a helper that finds
+    /// `restarting-helper` is the new one, and verifies the install.
+    pub fn resumes_as(self) -> Phase {
+        match self {
+            Phase::Swapping => Phase::RollingBack,
+            Phase::RestartingHelper => Phase::Verifying,
+            p => p,
+        }
+    }
+
     /// The job's `Stage` and `Progress` while the update is in this phase.
     pub fn stage(self) -> (&'static str, f64) {
         match self {
@@ -172,13 +188,42 @@ fn sync_parent(p: &Path) -> Result<(), String> {
     banger::fsutil::sync_dir(dir).map_err(|e| io("syncing", dir, e))
 }
 
-/// Removes backups left by an earlier, finished update (never those of an unfinished one).
+/// Removes backups left by an earlier update, but only those that are another link to, or a
+/// byte-identical copy of, what is installed now. A backup that differs is kept and the update
+/// refused: after a rollback that could not finish, it may be the only copy left of the previous
+/// install.
 pub fn clear_stale_backups(items: &[SwapItem]) -> Result<(), String> {
     for item in items {
-        banger::fsutil::remove_if_exists(&item.backup())
-            .map_err(|e| io("removing stale backup", &item.backup(), e))?;
+        let backup = item.backup();
+        if !backup.exists() {
+            continue;
+        }
+        if !same_content(&backup, &item.target).map_err(|e| io("comparing", &backup, e))? {
+            return Err(format!(
+                "{} is left from an update that did not finish cleanly and differs from {}: it \
+                 may be the only copy of the previous install, so it was kept; compare the two, \
+                 keep what you need and remove it, or reinstall with: sudo banger system install",
+                backup.display(),
+                item.target.display()
+            ));
+        }
+        banger::fsutil::remove_if_exists(&backup)
+            .map_err(|e| io("removing stale backup", &backup, e))?;
     }
     Ok(())
+}
+
+/// Whether `a` and `b` are the same file or have the same bytes.
+fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let (ma, mb) = (std::fs::metadata(a)?, std::fs::metadata(b)?);
+    if (ma.dev(), ma.ino()) == (mb.dev(), mb.ino()) {
+        return Ok(true);
+    }
+    if ma.len() != mb.len() {
+        return Ok(false);
+    }
+    Ok(std::fs::read(a)? == std::fs::read(b)?)
 }
 
 /// Swaps one item: keeps the old file as a hard-linked backup, then renames the staged file
@@ -222,6 +267,23 @@ pub fn restore(items: &[SwapItem], touched: &[PathBuf]) -> Vec<String> {
         }
     }
     errors
+}
+
+/// Puts `snapshot` back as the store at `store`. The caller has stopped bangerd. What SQLite
+/// keeps next to the store (a rollback journal, a write-ahead log and its index) belongs to the
+/// store being replaced: left there, a hot journal would be played back into the restored copy.
+/// So they go first; then the rename, and the directory is synced. Idempotent only in the sense
+/// that a missing snapshot means it was restored already (the caller checks).
+pub fn restore_store(snapshot: &Path, store: &Path) -> Result<(), String> {
+    for suffix in ["-journal", "-wal", "-shm"] {
+        let mut side = store.as_os_str().to_owned();
+        side.push(suffix);
+        let side = PathBuf::from(side);
+        banger::fsutil::remove_if_exists(&side)
+            .map_err(|e| io("removing the replaced store's", &side, e))?;
+    }
+    std::fs::rename(snapshot, store).map_err(|e| io("restoring the store from", snapshot, e))?;
+    sync_parent(store)
 }
 
 /// Removes the backups after a successful update. Idempotent.
@@ -300,6 +362,50 @@ mod tests {
         assert!(drop_backups(&items).is_empty());
         assert_eq!(contents(&items), ["new a", "new b", "new c"]);
         assert!(items.iter().all(|i| !i.backup().exists()));
+    }
+
+    #[test]
+    fn a_stale_backup_is_removed_only_when_it_is_no_last_copy() {
+        let (_d, items) = setup();
+        // A second link to the target, and a byte-identical copy: both go.
+        std::fs::hard_link(&items[0].target, items[0].backup()).unwrap();
+        std::fs::write(items[1].backup(), "old b").unwrap();
+        clear_stale_backups(&items).unwrap();
+        assert!(!items[0].backup().exists() && !items[1].backup().exists());
+        // A different file may be the only copy of the previous install: kept, and refused.
+        std::fs::write(items[2].backup(), "previous c").unwrap();
+        let e = clear_stale_backups(&items).unwrap_err();
+        assert!(
+            e.contains("may be the only copy of the previous install"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(items[2].backup()).unwrap(),
+            "previous c"
+        );
+    }
+
+    #[test]
+    fn the_store_comes_back_without_the_replaced_stores_journal() {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("banger.db");
+        let snap = d.path().join("banger.db.pre-update");
+        std::fs::write(&store, "migrated").unwrap();
+        std::fs::write(&snap, "before").unwrap();
+        for side in ["banger.db-journal", "banger.db-wal", "banger.db-shm"] {
+            std::fs::write(d.path().join(side), "of the migrated store").unwrap();
+        }
+        restore_store(&snap, &store).unwrap();
+        assert_eq!(std::fs::read_to_string(&store).unwrap(), "before");
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, ["banger.db"]);
+        assert!(
+            restore_store(&snap, &store).is_err(),
+            "the copy is gone now"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-/// Every migration, in order.
+/// Every migration of the schema, in order (see [`migrations`] for the ones a binary applies).
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -41,9 +41,31 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// SQL for one more migration, compiled in when `BANGER_TEST_MIGRATION` is set at build time.
+/// The smoke suite builds a release with it, so that an update whose new bangerd migrates the
+/// store (and then rolls back) can be tested for real. Never set for builds anyone installs.
+const TEST_MIGRATION: Option<&str> = option_env!("BANGER_TEST_MIGRATION");
+
+/// The migrations this binary applies: [`MIGRATIONS`], and the test migration if it was
+/// compiled in.
+pub fn migrations() -> &'static [Migration] {
+    static ALL: std::sync::LazyLock<Vec<Migration>> = std::sync::LazyLock::new(|| {
+        let mut all = MIGRATIONS.to_vec();
+        if let Some(sql) = TEST_MIGRATION.filter(|s| !s.is_empty()) {
+            all.push(Migration {
+                version: MIGRATIONS.len() as u32 + 1,
+                name: "test_migration",
+                sql,
+            });
+        }
+        all
+    });
+    &ALL
+}
+
 /// The schema version this binary writes.
 pub fn latest_version() -> u32 {
-    MIGRATIONS.last().map(|m| m.version).unwrap_or(0)
+    migrations().last().map(|m| m.version).unwrap_or(0)
 }
 
 /// How a store relates to this binary's schema.
@@ -166,7 +188,7 @@ fn status_for(version: u32) -> SchemaStatus {
     } else {
         SchemaStatus::Pending {
             version,
-            pending: MIGRATIONS
+            pending: migrations()
                 .iter()
                 .filter(|m| m.version > version)
                 .map(|m| format!("v{} {}", m.version, m.name))
@@ -312,7 +334,7 @@ impl Store {
         if version > latest_version() {
             return Err(StoreError::TooNew(status_for(version).describe(path)));
         }
-        for m in MIGRATIONS.iter().filter(|m| m.version > version) {
+        for m in migrations().iter().filter(|m| m.version > version) {
             tx.execute_batch(m.sql)
                 .and_then(|()| tx.pragma_update(None, "user_version", m.version))
                 .map_err(|source| StoreError::Migration {
