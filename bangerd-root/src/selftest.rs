@@ -130,19 +130,18 @@ pub async fn check_staged_helper(program: &Path, version: &str) -> Result<(), St
         format!("; it said: {}", tail(&stderr, 600))
     };
     match (answered, status) {
-        (Ok(v), Some(st)) if st.success() && v == version => Ok(()),
-        (Ok(v), Some(st)) if st.success() => Err(format!(
+        (_, Some(st)) if !st.success() => Err(format!(
+            "the staged bangerd-root cannot start: its self-test exited with {st}{said}"
+        )),
+        (Ok(v), Some(_)) if v == version => Ok(()),
+        (Ok(v), Some(_)) => Err(format!(
             "the staged bangerd-root answers Version {v:?}, not {version:?}"
         )),
-        (Ok(_), Some(st)) => Err(format!("the staged bangerd-root exited with {st}{said}")),
         (Ok(_), None) => Err(format!(
-            "the staged bangerd-root did not exit within {} s",
+            "the staged bangerd-root did not exit within {} s of its self-test",
             PATIENCE.as_secs()
         )),
-        (Err(e), Some(st)) => Err(format!(
-            "the staged bangerd-root cannot start: {e} (it exited with {st}){said}"
-        )),
-        (Err(e), None) => Err(format!("the staged bangerd-root cannot start: {e}{said}")),
+        (Err(e), _) => Err(format!("the staged bangerd-root cannot start: {e}{said}")),
     }
 }
 

@@ -219,6 +219,11 @@ box_down() {
             kill -KILL "$ns" 2>/dev/null || true
         fi
     fi
+    # box-boot.sh ends by itself once nspawn has: give it a moment.
+    for ((i = 0; i < 20; i++)); do
+        [ -z "$(_box_cgroup_pids)" ] && break
+        sleep 0.1
+    done
     # Whatever is still in our cgroups was started by us (box_up put nspawn there).
     for ((i = 0; i < 50; i++)); do
         pids=$(_box_cgroup_pids)

@@ -29,7 +29,7 @@ snapshot_install before
 # --- (a) refused by the self-test --------------------------------------------------------------
 pid=$(main_pid bangerd-root.service)
 run_capture box_exec "$BANGER" update
-expect_update_end 1 "^update failed: the staged bangerd-root cannot start: .*refusing to install a helper that cannot start; nothing was changed$" \
+expect_update_end 1 "^update failed: the staged bangerd-root cannot start: its self-test exited with exit status: 1; it said: .*refusing to install a helper that cannot start; nothing was changed$" \
     "banger update to 0.2.3 (a helper that cannot start)"
 expect_contains "$LAST_OUT" "this build cannot start" "what the staged helper said"
 refused=$(last_line "$LAST_OUT")
@@ -62,5 +62,6 @@ release_config good
 release_resign good
 run_capture box_exec "$BANGER" update --to 0.3.0
 expect_update_end 0 "^updated v$base → v0\.3\.0$" "the next update"
+next=$(last_line "$LAST_OUT")
 expect_install_is 0.3.0 "after the next update"
-proved "the next update works: $(last_line "$LAST_OUT")"
+proved "the next update works: $next"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2016 # code run inside the box is single-quoted on purpose
 # The update never takes a step it could not record, and never deletes the only copy.
-# (a) While an update downloads, its journal becomes unwritable (the file is replaced by a
-#     directory): the first change is never made; the job ends failed, saying the journal could
-#     not be written and that nothing was changed, and the install is byte-identical.
+# (a) While an update downloads, its journal becomes unwritable but stays readable (a read-only
+#     bind mount of it over itself: the rename that replaces it fails): the first change is
+#     never made; the job ends failed, saying the journal could not be written and that nothing
+#     was changed, and the install is byte-identical.
 # (b) A `.previous` backup left by an update that did not finish, which differs from the
 #     installed file (it may be the last copy of the previous install), makes the next update
 #     refuse, naming it, and the backup is kept; `banger system install` (the repair) removes it,
@@ -17,7 +18,8 @@ JOURNAL=$BANGER_ROOT_STATE/update-journal.json
 STALE=$BANGER_PREFIX/lib/banger/bin/banger.previous
 cleanup() {
     local rc=$?
-    box_exec rm -rf "$JOURNAL" "$STALE" || true
+    box_exec umount "$JOURNAL" 2>/dev/null || true
+    box_exec rm -rf "$STALE" || true
     release_reinstall_base >/dev/null || true
     release_unconfig || true
     return "$rc"
@@ -31,9 +33,9 @@ snapshot_install before
 bg_start unwritable box_exec "$BANGER" update
 downloading() { [ "$(root1_prop UpdateState)" = 's "downloading"' ]; }
 wait_for 60 "the update to be downloading" downloading
-expect_rc 0 box_exec sh -c 'rm -f "$1" && mkdir "$1" && touch "$1/x"' journal "$JOURNAL"
+expect_rc 0 box_exec mount --bind -o ro "$JOURNAL" "$JOURNAL"
 bg_wait unwritable 180
-expect_update_end 1 "^update failed: recording the update before its first change failed: .*update-journal\.json.*; nothing was changed$" \
+expect_update_end 1 "^update failed: recording the update before its first change failed: update journal .*update-journal\.json: .*; nothing was changed$" \
     "banger update whose journal became unwritable"
 failed=$(last_line "$LAST_OUT")
 snapshot_install after
@@ -41,7 +43,7 @@ expect_same_snapshot before after "after the update whose journal could not be w
 expect_eq "$(update_leftovers)" "" "staging or backups after it"
 expect_eq "$(box_exec test -e "$BANGER_ROOT_STATE/update-pending" && echo present)" "" "the pending-update marker"
 proved "a journal that cannot be written stops the update before its first change: '$failed'; the install is byte-identical"
-box_exec rm -rf "$JOURNAL"
+expect_rc 0 box_exec umount "$JOURNAL"
 
 # --- (b) a backup that may be the only copy ------------------------------------------------------
 release_config good

@@ -893,10 +893,7 @@ impl Engine {
                     handle,
                     j,
                     "failed",
-                    &format!(
-                        "recording the update before its first change failed: {e}; nothing was \
-                         changed"
-                    ),
+                    &format!("recording the update before its first change failed: {e}"),
                 )
                 .await;
                 return;
