@@ -61,6 +61,36 @@ pub fn lookup(name_or_uid: &str) -> Result<Account, UserError> {
     })
 }
 
+/// The numeric id of group `name` (through NSS, via `getent`), or `None` when there is no such
+/// group.
+pub fn group_id(name: &str) -> Result<Option<u32>, UserError> {
+    let out = Command::new("getent")
+        .args(["group", "--", name])
+        .output()
+        .map_err(|e| UserError::Lookup {
+            name: name.into(),
+            why: format!("running getent: {e}"),
+        })?;
+    if out.status.code() == Some(2) {
+        return Ok(None);
+    }
+    if !out.status.success() {
+        return Err(UserError::Lookup {
+            name: name.into(),
+            why: format!("getent exited with {}", out.status),
+        });
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    line.split(':')
+        .nth(2)
+        .and_then(|g| g.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| UserError::Lookup {
+            name: name.into(),
+            why: format!("malformed group entry {:?}", line.trim()),
+        })
+}
+
 /// Parses one `passwd(5)` line.
 pub fn parse_passwd_line(line: &str) -> Result<Account, String> {
     let f: Vec<&str> = line.trim_end().split(':').collect();
@@ -151,6 +181,12 @@ mod tests {
         ] {
             assert!(!is_portable_login_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn groups_by_name() {
+        assert_eq!(group_id("root").unwrap(), Some(0));
+        assert_eq!(group_id("no-such-group-banger-test").unwrap(), None);
     }
 
     #[test]

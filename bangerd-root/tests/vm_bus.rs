@@ -27,6 +27,7 @@ use bangerd_root::authz::Authorizer;
 use bangerd_root::core::RootCore;
 use bangerd_root::root1::Root1;
 use bangerd_root::update::engine::{Engine, UpdatePaths};
+use bangerd_root::vm::kvm::KvmAccess;
 use bangerd_root::vm::testns::{require_private_netns, run_in_private_netns as in_private_netns};
 use bangerd_root::vm::{Programs, VmHost, VmPaths};
 use zbus::object_server::SignalEmitter;
@@ -435,6 +436,15 @@ fn programs() -> Programs {
 }
 
 async fn fixture(verdict: Verdict, accel: Accelerator) -> Fixture {
+    // With KVM, a usable device stands in for /dev/kvm (this host may have no kvm group).
+    let kvm = KvmAccess {
+        device: "/dev/null".into(),
+        group: Some(0),
+    };
+    fixture_with(verdict, accel, kvm).await
+}
+
+async fn fixture_with(verdict: Verdict, accel: Accelerator, kvm: KvmAccess) -> Fixture {
     let me = banger::users::lookup(&banger::users::current_uid().to_string()).unwrap();
     let bus = PrivateBus::start(&me.name).unwrap();
     let asked = Arc::new(Mutex::new(Vec::new()));
@@ -503,7 +513,8 @@ async fn fixture(verdict: Verdict, accel: Accelerator) -> Fixture {
     );
     let mut vms = VmHost::new(core.systemd.clone(), paths.clone())
         .with_programs(programs())
-        .with_accelerator(accel);
+        .with_accelerator(accel)
+        .with_kvm(kvm);
     vms.settle = std::time::Duration::from_millis(50);
     let root1 = Root1::new(core, authz, engine).with_vm_host(Arc::new(vms));
     conn.object_server()
@@ -650,6 +661,51 @@ async fn the_owner_is_trusted_and_malformed_requests_are_invalid_arguments() {
 }
 
 #[tokio::test]
+async fn kvm_without_a_kvm_group_or_device_access_says_which_and_starts_nothing() {
+    if !as_root() {
+        return;
+    }
+    let kvm = Accelerator::Kvm {
+        cpu_flag: "vmx".into(),
+    };
+    let cases = [
+        (
+            KvmAccess {
+                device: "/dev/null".into(),
+                group: None,
+            },
+            "there is no kvm group",
+        ),
+        (
+            KvmAccess {
+                device: "/nonexistent/kvm".into(),
+                group: Some(0),
+            },
+            "/nonexistent/kvm: No such file",
+        ),
+    ];
+    for (access, want) in cases {
+        let f = fixture_with(Verdict::Deny, kvm.clone(), access).await;
+        f.install_owner(banger::users::current_uid());
+        f.make_state(banger::users::current_uid());
+        f.write_config("[vm]\nbackend = \"qemu\"\n");
+        let e = f
+            .start(ID, image("deb"), MethodFlags::empty())
+            .await
+            .unwrap_err();
+        assert_eq!(error_name(&e), "org.banger.Error.Vm", "{e}");
+        assert!(e.to_string().contains(want), "{want}: {e}");
+        assert!(e.to_string().contains("nothing was started"), "{e}");
+        assert_eq!(f.started(), 0, "no unit was started");
+        let (_c, p) = f.proxy().await;
+        let checks = p.vmm_doctor().await.unwrap();
+        let c = checks.iter().find(|c| c.check == "kvm access").unwrap();
+        assert_eq!(c.level, "FAIL", "{c}");
+        assert!(c.detail.contains(want), "{c}");
+    }
+}
+
+#[tokio::test]
 async fn a_missing_image_or_vm_is_not_found_and_nothing_starts() {
     if !as_root() {
         return;
@@ -735,6 +791,7 @@ async fn doctor_reports_backend_accelerator_firecracker_network_and_config() {
             "vm config",
             "vm backend",
             "accelerator",
+            "kvm access",
             "firecracker",
             "vm network",
             "tun device"

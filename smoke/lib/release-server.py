@@ -1,6 +1,9 @@
 """The smoke suite's release server: serves a directory over HTTP, and misbehaves on request.
 
 usage: python3 release-server.py --dir DIR [--port 8787] [--bind 127.0.0.1] [--log FILE]
+                                 [--tls-cert PEM --tls-key PEM]
+
+With --tls-cert and --tls-key it serves HTTPS with that certificate.
 
 GET/HEAD /ROOT/PATH serves DIR/ROOT/PATH. Each server root DIR/ROOT may hold a
 behaviour.json mapping a PATH (relative to the root) to a misbehaviour; it is re-read on
@@ -12,6 +15,7 @@ every request, so a scenario can change it while the server runs:
   "oversize:N"     no Content-Length: the file, then filler bytes up to N in all, then close
   "slow:N"         the whole file at about N bytes per second
   "status:CODE"    an empty response with that HTTP status (e.g. 404, 500)
+  "redirect:URL"   302 Found to URL (absolute, or a path on this server)
 
 Every request is logged as one JSON object per line (time, path, status, behaviour,
 bytes sent, whether the whole body was sent) to --log, for scenarios to assert on what
@@ -73,6 +77,9 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "status":
             self.empty(int(arg), entry)
             return
+        if kind == "redirect":
+            self.empty(302, entry, location=arg)
+            return
         entry["status"] = 200
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
@@ -132,9 +139,11 @@ class Handler(BaseHTTPRequestHandler):
                     time.sleep(ahead)
         return sent
 
-    def empty(self, status, entry):
+    def empty(self, status, entry, location=None):
         entry["status"] = status
         self.send_response(status)
+        if location:
+            self.send_header("Location", location)
         self.send_header("Content-Length", "0")
         self.send_header("Connection", "close")
         self.end_headers()
@@ -176,9 +185,18 @@ def main():
     p.add_argument("--port", type=int, default=8787)
     p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--log", default="")
+    p.add_argument("--tls-cert", default="")
+    p.add_argument("--tls-key", default="")
     a = p.parse_args()
     server = Server((a.bind, a.port), a.dir, a.log)
-    print(f"serving {a.dir} on http://{a.bind}:{a.port}/", flush=True)
+    scheme = "http"
+    if a.tls_cert:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    print(f"serving {a.dir} on {scheme}://{a.bind}:{a.port}/", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -40,6 +40,8 @@ struct FileUpdate {
     connect_timeout_secs: Option<u64>,
     read_timeout_secs: Option<u64>,
     total_timeout_secs: Option<u64>,
+    #[serde(default)]
+    redirect_hosts: Vec<String>,
 }
 
 /// The effective update configuration.
@@ -59,6 +61,8 @@ pub struct UpdateConfig {
     pub read_timeout: Duration,
     /// Longest whole download.
     pub total_timeout: Duration,
+    /// Hosts a release server may redirect to besides its own (same scheme only).
+    pub redirect_hosts: Vec<String>,
 }
 
 /// Why the configuration was refused.
@@ -151,6 +155,7 @@ impl UpdateConfig {
             connect_timeout: secs(u.connect_timeout_secs, 10),
             read_timeout: secs(u.read_timeout_secs, 15),
             total_timeout: secs(u.total_timeout_secs, 600),
+            redirect_hosts: u.redirect_hosts,
         })
     }
 

@@ -1,6 +1,11 @@
 //! Bounded downloads: every byte streams through SHA-256 once, with a byte cap, a stall
 //! timeout per read and a total timeout, so a hostile server can neither feed endless data nor
 //! hold the update forever.
+//!
+//! TLS trusts the host's own certificate store (the one `update-ca-certificates` maintains, so
+//! a site's own CA installed there counts), never a bundle compiled into the binary. Redirects
+//! are followed only to the same scheme and the same host, or to a host the root-owned
+//! configuration names (`[update] redirect_hosts`).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -51,6 +56,16 @@ pub enum DownloadError {
     /// Canceled by the caller.
     #[error("canceled")]
     Canceled,
+    /// A redirect banger does not follow.
+    #[error("downloading {url}: the server redirected to {location}, {why}; not followed")]
+    Redirect {
+        /// The URL asked for.
+        url: String,
+        /// Where the server pointed.
+        location: String,
+        /// Why that is refused.
+        why: String,
+    },
     /// Writing the local file failed.
     #[error("writing {path}: {why}")]
     Write {
@@ -65,6 +80,48 @@ pub enum DownloadError {
 pub struct Fetcher {
     agent: ureq::Agent,
     total: Duration,
+    redirect_hosts: Vec<String>,
+    /// Why the host's certificates could not be loaded, if so: `https` downloads then fail
+    /// with it.
+    roots_error: Option<String>,
+}
+
+/// Redirects followed for one download, at most.
+const MAX_REDIRECTS: u32 = 5;
+
+/// Where hosts keep their certificate authorities (the first that exists is used): Debian and
+/// Ubuntu, Fedora and RHEL, openSUSE, Alpine and Arch.
+const SYSTEM_CA_BUNDLES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The host's certificate authorities, read as root may trust them: from the first bundle of
+/// [`SYSTEM_CA_BUNDLES`] that exists (links resolved), only through directories and into a file
+/// that nobody but root can change.
+pub fn system_roots() -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let Some(found) = SYSTEM_CA_BUNDLES.iter().map(Path::new).find(|p| p.exists()) else {
+        return Err(format!(
+            "no certificate authorities on this host (looked for {}): install ca-certificates",
+            SYSTEM_CA_BUNDLES.join(", ")
+        ));
+    };
+    let real = std::fs::canonicalize(found).map_err(|e| format!("{}: {e}", found.display()))?;
+    let pem = banger::fsutil::read_root_owned(&real, 16 << 20)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} vanished", real.display()))?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", real.display()));
+    }
+    Ok(certs)
 }
 
 /// The result of a streamed download.
@@ -77,20 +134,78 @@ pub struct Fetched {
 }
 
 impl Fetcher {
-    /// A fetcher using `cfg`'s timeouts.
+    /// A fetcher using `cfg`'s timeouts and redirect hosts, trusting the host's certificate
+    /// authorities.
     pub fn new(cfg: &UpdateConfig) -> Self {
+        let (roots, roots_error) = match system_roots() {
+            Ok(certs) => (certs, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+            .build();
         let config = ureq::Agent::config_builder()
             .timeout_connect(Some(cfg.connect_timeout))
             .timeout_per_read(Some(cfg.read_timeout))
             .timeout_global(Some(cfg.total_timeout))
             .http_status_as_error(false)
-            .max_redirects(3)
+            // Redirects are followed by hand, each one checked (see `Fetcher::get`).
+            .max_redirects(0)
+            .tls_config(tls)
             .user_agent(format!("banger/{}", banger::build_info::VERSION))
             .build();
         Fetcher {
             agent: config.into(),
             total: cfg.total_timeout,
+            redirect_hosts: cfg.redirect_hosts.clone(),
+            roots_error,
         }
+    }
+
+    /// GETs `url`, following redirects that [`redirect_allowed`] allows.
+    fn get(&self, url: &str) -> Result<ureq::http::Response<ureq::Body>, DownloadError> {
+        let mut current = url.to_string();
+        for _ in 0..=MAX_REDIRECTS {
+            if current.starts_with("https://")
+                && let Some(e) = &self.roots_error
+            {
+                return Err(DownloadError::Transport {
+                    url: current,
+                    why: format!("cannot check the server's certificate: {e}"),
+                });
+            }
+            let resp = self
+                .agent
+                .get(&current)
+                .call()
+                .map_err(|e| DownloadError::Transport {
+                    url: current.clone(),
+                    why: describe(&e),
+                })?;
+            if !resp.status().is_redirection() {
+                return Ok(resp);
+            }
+            let location = resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let next =
+                redirect_allowed(&current, &location, &self.redirect_hosts).map_err(|why| {
+                    DownloadError::Redirect {
+                        url: current.clone(),
+                        location: location.clone(),
+                        why,
+                    }
+                })?;
+            tracing::info!(from = %current, to = %next, "following a redirect");
+            current = next;
+        }
+        Err(DownloadError::Transport {
+            url: url.into(),
+            why: format!("more than {MAX_REDIRECTS} redirects"),
+        })
     }
 
     /// Downloads a small document into memory, refusing more than `cap` bytes.
@@ -152,11 +267,7 @@ impl Fetcher {
             why,
         };
         let started = Instant::now();
-        let mut resp = self
-            .agent
-            .get(url)
-            .call()
-            .map_err(|e| transport(describe(&e)))?;
+        let mut resp = self.get(url)?;
         let status = resp.status().as_u16();
         if status != 200 {
             return Err(DownloadError::Status {
@@ -234,6 +345,49 @@ impl Fetcher {
     }
 }
 
+/// The scheme and the host (with its port, if any) of an absolute `http(s)` URL.
+fn origin(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    (!host.is_empty() && !host.contains('@')).then_some((scheme, host))
+}
+
+/// Where a redirect from `from` to `location` leads, if banger follows it: only to the same
+/// scheme (never from `https` to `http`, nor the other way), and to the same host and port
+/// unless the host is one of `allowed_hosts`. A `location` that is a path stays on `from`'s
+/// host.
+pub fn redirect_allowed(
+    from: &str,
+    location: &str,
+    allowed_hosts: &[String],
+) -> Result<String, String> {
+    let (scheme, host) = origin(from).ok_or_else(|| format!("{from} is not an absolute URL"))?;
+    if location.is_empty() {
+        return Err("without saying where (no Location header)".into());
+    }
+    if location.starts_with('/') && !location.starts_with("//") {
+        return Ok(format!("{scheme}://{host}{location}"));
+    }
+    let Some((to_scheme, to_host)) = origin(location) else {
+        return Err("which is not an absolute http(s) URL or path".into());
+    };
+    if to_scheme != scheme {
+        return Err(format!("from {scheme} to {to_scheme}"));
+    }
+    let bare = |h: &str| h.rsplit_once(':').map_or(h, |(n, _)| n).to_string();
+    if to_host != host
+        && !allowed_hosts
+            .iter()
+            .any(|a| a == to_host || *a == bare(to_host))
+    {
+        return Err(format!(
+            "another host ({to_host}); list it in [update] redirect_hosts in \
+             /etc/banger/config.toml to allow it"
+        ));
+    }
+    Ok(location.to_string())
+}
+
 fn describe(e: &ureq::Error) -> String {
     match e {
         ureq::Error::Timeout(t) => format!("timed out ({t})"),
@@ -255,5 +409,52 @@ fn describe_io(e: &std::io::Error) -> String {
                 s
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_stay_on_the_scheme_and_the_host() {
+        let from = "https://releases.example.org/stable/manifest.json";
+        let ok = |loc: &str| redirect_allowed(from, loc, &[]).unwrap();
+        assert_eq!(
+            ok("/v2/manifest.json"),
+            "https://releases.example.org/v2/manifest.json"
+        );
+        assert_eq!(
+            ok("https://releases.example.org/x"),
+            "https://releases.example.org/x"
+        );
+        for (loc, why) in [
+            ("http://releases.example.org/x", "from https to http"),
+            (
+                "https://evil.example.net/x",
+                "another host (evil.example.net)",
+            ),
+            ("https://releases.example.org:8443/x", "another host"),
+            ("//evil.example.net/x", "not an absolute"),
+            ("ftp://releases.example.org/x", "from https to ftp"),
+            ("", "no Location"),
+            ("manifest.json", "not an absolute"),
+        ] {
+            let e = redirect_allowed(from, loc, &[]).unwrap_err();
+            assert!(e.contains(why), "{loc}: {e}");
+        }
+        let mirrors = ["mirror.example.net".to_string()];
+        assert_eq!(
+            redirect_allowed(from, "https://mirror.example.net:8443/x", &mirrors).unwrap(),
+            "https://mirror.example.net:8443/x"
+        );
+        assert!(redirect_allowed(from, "http://mirror.example.net/x", &mirrors).is_err());
+    }
+
+    #[test]
+    fn the_hosts_certificate_authorities_are_found() {
+        // Every machine these tests run on has Debian's ca-certificates.
+        let roots = system_roots().unwrap();
+        assert!(roots.len() > 10, "{} certificates", roots.len());
     }
 }

@@ -145,6 +145,21 @@ impl VmHost {
         let sel = vmm::select(cfg.backend, firecracker.clone(), qemu, &accel);
         out.push(backend_check(&sel, &accel));
         out.push(accelerator_check(&accel));
+        out.push(match &accel {
+            Accelerator::Tcg { .. } => DoctorCheck::new(
+                Level::Pass,
+                "kvm access",
+                "not needed: VMs run under TCG software emulation",
+            ),
+            Accelerator::Kvm { .. } => match self.kvm_access() {
+                Ok(why) => DoctorCheck::new(Level::Pass, "kvm access", why),
+                Err(why) => DoctorCheck::new(
+                    Level::Fail,
+                    "kvm access",
+                    format!("{why}; VMs cannot start"),
+                ),
+            },
+        });
 
         if let Some(fc) = firecracker {
             let check =

@@ -276,7 +276,7 @@ pub fn build_unit(
         environment: Vec::new(),
         service_type: Some("exec".into()),
         supplementary_groups: match spec.accel {
-            Accelerator::Kvm { .. } => vec!["kvm".into()],
+            Accelerator::Kvm { .. } => vec![super::kvm::KVM_GROUP.into()],
             Accelerator::Tcg { .. } => Vec::new(),
         },
         stdout_fd: logs.serial.as_ref().map(shared_fd).transpose()?,
@@ -321,6 +321,7 @@ pub struct VmHost {
     paths: VmPaths,
     programs: Programs,
     accelerator: Option<Accelerator>,
+    kvm: Option<super::kvm::KvmAccess>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// How long a VMM may take to open its API socket, and each API request.
     pub api_timeout: Duration,
@@ -336,6 +337,7 @@ impl VmHost {
             paths,
             programs: Programs::Host,
             accelerator: None,
+            kvm: None,
             locks: Mutex::new(HashMap::new()),
             api_timeout: Duration::from_secs(5),
             settle: Duration::from_millis(300),
@@ -352,6 +354,21 @@ impl VmHost {
     pub fn with_accelerator(mut self, accel: Accelerator) -> Self {
         self.accelerator = Some(accel);
         self
+    }
+
+    /// Uses `kvm` (a device and a group id) instead of this host's `/dev/kvm` and `kvm` group
+    /// (tests).
+    pub fn with_kvm(mut self, kvm: super::kvm::KvmAccess) -> Self {
+        self.kvm = Some(kvm);
+        self
+    }
+
+    /// Whether a VMM could open `/dev/kvm`, as [`super::kvm::KvmAccess::check`] says.
+    pub(crate) fn kvm_access(&self) -> Result<String, String> {
+        self.kvm
+            .clone()
+            .unwrap_or_else(super::kvm::KvmAccess::detect)
+            .check()
     }
 
     /// The accelerator VMs get: the override, else what this host offers.
@@ -415,6 +432,10 @@ impl VmHost {
 
         let (firecracker, qemu) = self.programs.vmms();
         let accel = self.accelerator();
+        if matches!(accel, Accelerator::Kvm { .. }) {
+            self.kvm_access()
+                .map_err(|e| VmError::Host(format!("{e}; nothing was started")))?;
+        }
         let selection = vmm::select(cfg.backend, firecracker, qemu, &accel);
         let (Some(kind), Some(program)) = (selection.kind, selection.program.clone()) else {
             return Err(VmError::Host(format!(

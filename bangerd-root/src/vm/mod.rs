@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod doctor;
+pub mod kvm;
 pub mod launch;
 pub mod net;
 pub mod options;
