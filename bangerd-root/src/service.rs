@@ -61,12 +61,16 @@ pub fn main(args: Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `--recover` (see [`Engine::recover`]).
-async fn recover() -> anyhow::Result<()> {
-    let conn = zbus::connection::Builder::system()
+async fn system_bus() -> anyhow::Result<zbus::Connection> {
+    zbus::connection::Builder::system()
         .build()
         .await
-        .context("connecting to the system bus")?;
+        .context("connecting to the system bus")
+}
+
+/// `--recover` (see [`Engine::recover`]).
+async fn recover() -> anyhow::Result<()> {
+    let conn = system_bus().await?;
     let layout = Layout::new("/");
     let systemd = Systemd::new(&conn).await.context("reaching systemd")?;
     let authz = Arc::new(Authorizer::new(conn.clone(), layout.install_toml()));
@@ -78,10 +82,7 @@ async fn recover() -> anyhow::Result<()> {
 
 /// `--resume-pending`: starts the helper, which resumes the journal before it takes calls.
 async fn resume_pending() -> anyhow::Result<()> {
-    let conn = zbus::connection::Builder::system()
-        .build()
-        .await
-        .context("connecting to the system bus")?;
+    let conn = system_bus().await?;
     let systemd = Systemd::new(&conn).await.context("reaching systemd")?;
     tracing::info!("an update is unfinished: starting {}", names::ROOT_UNIT);
     systemd.reset_failed(names::ROOT_UNIT).await;
@@ -94,10 +95,7 @@ async fn resume_pending() -> anyhow::Result<()> {
 
 async fn serve() -> anyhow::Result<()> {
     // One connection for serving and for our own calls to systemd and polkit.
-    let conn = zbus::connection::Builder::system()
-        .build()
-        .await
-        .context("connecting to the system bus")?;
+    let conn = system_bus().await?;
     let layout = Layout::new("/");
     let systemd = Systemd::new(&conn).await.context("reaching systemd")?;
     let core = Arc::new(RootCore {

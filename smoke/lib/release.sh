@@ -731,6 +731,40 @@ release_reinstall_base() {
     wait_unit_state 15 bangerd-root.service active
 }
 
+# ---------------------------------------------------------------------------------------------
+# Fault injection: BANGER_UPDATE_PAUSE_AT in a drop-in of the helper's unit
+
+PAUSE_DROPIN=/run/systemd/system/bangerd-root.service.d/smoke-pause.conf
+PAUSE_DROPIN_PERSISTENT=/etc/systemd/system/bangerd-root.service.d/smoke-pause.conf
+PAUSED=/run/banger/update-paused
+
+# update_pause_at POINT [persistent]: restart the helper so that updates pause at journal state
+# POINT (the drop-in in /run, or in /etc with "persistent", to outlive a reboot).
+update_pause_at() {
+    local point=${1:?update_pause_at POINT [persistent]} dropin=$PAUSE_DROPIN
+    [ "${2:-}" = persistent ] && dropin=$PAUSE_DROPIN_PERSISTENT
+    box_exec sh -euc 'mkdir -p "$(dirname "$1")"
+        printf "[Service]\nEnvironment=BANGER_UPDATE_PAUSE_AT=%s\n" "$2" >"$1"
+        systemctl daemon-reload
+        systemctl restart bangerd-root.service' pause "$dropin" "$point" || return 1
+    wait_unit_state 15 bangerd-root.service active
+}
+# update_paused_at POINT: the helper reports that it is paused at POINT.
+update_paused_at() {
+    local got
+    got=$(box_exec cat "$PAUSED" 2>/dev/null) || true
+    echo "update-paused: ${got:-(none)}"
+    [ "$got" = "$1" ]
+}
+# The next helper resumes instead of pausing again (the paused one stays paused).
+update_drop_pause() {
+    box_exec sh -c 'rm -f "$1" "$2" && systemctl daemon-reload' drop \
+        "$PAUSE_DROPIN" "$PAUSE_DROPIN_PERSISTENT"
+}
+# The paused helper goes on.
+update_resume_paused() { box_exec rm -f "$PAUSED"; }
+update_unpause() { update_drop_pause && update_resume_paused; }
+
 # The job path a `banger update` printed (text or --json), or nothing.
 update_job_of() { grep -oE '/org/banger/Root1/job/[0-9]+' <<<"$1" | head -n 1 || true; }
 

@@ -14,18 +14,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 # shellcheck source=../lib/release.sh
 source "$SMOKE_LIB/release.sh"
 
-DROPIN_DIR=/run/systemd/system/bangerd-root.service.d
-DROPIN=$DROPIN_DIR/smoke-pause.conf
-PAUSED=/run/banger/update-paused
-unpause() {
-    box_exec rm -f "$DROPIN" "$PAUSED" && box_exec systemctl daemon-reload
-}
-# The drop-in goes before the kill (so the restarted helper resumes instead of pausing again),
-# the marker after it (while it exists, the paused helper stays paused).
-drop_dropin() { box_exec rm -f "$DROPIN" && box_exec systemctl daemon-reload; }
 cleanup() {
     local rc=$?
-    unpause || true
+    update_unpause || true
     release_reinstall_base >/dev/null || true
     release_unconfig || true
     return "$rc"
@@ -38,12 +29,6 @@ base=$(release_base_version)
 old_identity=$(expected_identity "$base")
 new_identity=$(expected_identity 0.2.0)
 
-paused_at() {
-    local got
-    got=$(box_exec cat "$PAUSED" 2>/dev/null) || true
-    echo "update-paused: ${got:-(none)}"
-    [ "$got" = "$1" ]
-}
 update_finished() {
     is_update_idle || return 1
     local j
@@ -61,20 +46,16 @@ for point in swapping restarting-daemon restarting-helper verifying finalizing \
         *) root=good ;;
     esac
     echo "--- round $round: kill -9 at '$point' ($root release)"
-    unpause
+    update_unpause
     release_reinstall_base
     release_config "$root"
     release_resign "$root"
-    expect_rc 0 box_exec sh -euc 'mkdir -p "$1"; printf "[Service]\nEnvironment=BANGER_UPDATE_PAUSE_AT=%s\n" "$3" >"$2"' \
-        dropin "$DROPIN_DIR" "$DROPIN" "$point"
-    expect_rc 0 box_exec systemctl daemon-reload
-    expect_rc 0 box_exec systemctl restart bangerd-root.service
-    wait_unit_state 15 bangerd-root.service active
+    update_pause_at "$point"
     expect_contains "$(box_exec systemctl show -p Environment --value bangerd-root.service)" \
         "BANGER_UPDATE_PAUSE_AT=$point" "the helper's environment"
 
     bg_start "crash-$round" box_exec "$BANGER" update
-    wait_for 120 "the helper to pause at $point" paused_at "$point" ||
+    wait_for 120 "the helper to pause at $point" update_paused_at "$point" ||
         { _evidence "banger update so far:" "$(cat "$BG_DIR/crash-$round.out")"; exit 1; }
     pid=$(main_pid bangerd-root.service)
     expect_ne "$pid" 0 "bangerd-root MainPID while paused"
@@ -89,9 +70,11 @@ for point in swapping restarting-daemon restarting-helper verifying finalizing \
         expect_contains "$LAST_OUT" "point of no return" "Job.Cancel at the point of no return"
         proved "at stage swapping, Job.Cancel fails with org.banger.Error.Busy ('past the point of no return')"
     fi
-    drop_dropin
+    # The drop-in goes before the kill (the restarted helper resumes instead of pausing again),
+    # the pause marker after it (while it exists, the paused helper stays paused).
+    update_drop_pause
     expect_rc 0 box_exec kill -KILL "$pid"
-    box_exec rm -f "$PAUSED"
+    update_resume_paused
 
     wait_for 180 "the update to end after the kill (Root1 idle, journal done)" update_finished || {
         show_journal bangerd-root.service 30

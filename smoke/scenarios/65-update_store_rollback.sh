@@ -15,13 +15,9 @@ source "$SMOKE_LIB/release.sh"
 # shellcheck source=../lib/vm.sh
 source "$SMOKE_LIB/vm.sh"
 
-DROPIN_DIR=/run/systemd/system/bangerd-root.service.d
-DROPIN=$DROPIN_DIR/smoke-pause.conf
-PAUSED=/run/banger/update-paused
 cleanup() {
     local rc=$?
-    box_exec rm -f "$DROPIN" "$PAUSED" || true
-    box_exec systemctl daemon-reload || true
+    update_unpause || true
     vm_remove_all
     release_reinstall_base >/dev/null || true
     release_unconfig || true
@@ -45,13 +41,9 @@ old_version=$(store_user_version)
 before=$(store_query "SELECT 'image', name FROM images UNION ALL SELECT 'vm', name FROM vms ORDER BY 1, 2")
 expect_contains "$before" "vm|kept" "the store's records before the update"
 
-expect_rc 0 box_exec sh -euc 'mkdir -p "$1"; printf "[Service]\nEnvironment=BANGER_UPDATE_PAUSE_AT=rolling-back\n" >"$2"' \
-    dropin "$DROPIN_DIR" "$DROPIN"
-expect_rc 0 box_exec systemctl daemon-reload
-expect_rc 0 box_exec systemctl restart bangerd-root.service
-paused_at_rollback() { [ "$(box_exec cat "$PAUSED" 2>/dev/null)" = rolling-back ]; }
+update_pause_at rolling-back
 bg_start migrate box_exec "$BANGER" update
-wait_for 180 "the update to begin rolling back" paused_at_rollback ||
+wait_for 180 "the update to begin rolling back" update_paused_at rolling-back ||
     { _evidence "banger update so far:" "$(cat "$BG_DIR/migrate.out")"; exit 1; }
 migrated=$(store_user_version)
 expect_eq "$migrated" $((old_version + 1)) "the store's schema once 0.2.2's bangerd ran"
@@ -73,9 +65,9 @@ proved "a crashed writer left a hot journal of the migrated store (${BANGER_STOR
 
 # Kill the helper at the start of the rollback; the restarted one resumes it.
 pid=$(main_pid bangerd-root.service)
-expect_rc 0 box_exec sh -c 'rm -f "$1"; systemctl daemon-reload' rm "$DROPIN"
+update_drop_pause
 expect_rc 0 box_exec kill -KILL "$pid"
-box_exec rm -f "$PAUSED"
+update_resume_paused
 bg_wait migrate 180
 expect_update_end 4 "\(rolled back to previous install\)$" "banger update to the migrating 0.2.2"
 ended=$(last_line "$LAST_OUT")

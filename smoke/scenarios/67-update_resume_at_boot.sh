@@ -13,13 +13,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 # shellcheck source=../lib/release.sh
 source "$SMOKE_LIB/release.sh"
 
-DROPIN_DIR=/etc/systemd/system/bangerd-root.service.d
-DROPIN=$DROPIN_DIR/smoke-pause.conf
-PAUSED=/run/banger/update-paused
 cleanup() {
     local rc=$?
-    box_exec rm -f "$DROPIN" "$PAUSED" || true
-    box_exec systemctl daemon-reload || true
+    update_unpause || true
     release_reinstall_base >/dev/null || true
     release_unconfig || true
     return "$rc"
@@ -36,15 +32,12 @@ for case in "swapping $(release_base_version) rolled-back" "restarting-daemon 0.
     read -r point want want_result <<<"$case"
     echo "--- reset at '$point'"
     update_scenario_start good
-    # A persistent drop-in (/etc): the paused helper must not pause again after the reboot.
-    expect_rc 0 box_exec sh -euc 'mkdir -p "$1"; printf "[Service]\nEnvironment=BANGER_UPDATE_PAUSE_AT=%s\n" "$3" >"$2"' \
-        dropin "$DROPIN_DIR" "$DROPIN" "$point"
-    expect_rc 0 box_exec systemctl daemon-reload
-    expect_rc 0 box_exec systemctl restart bangerd-root.service
-    paused() { [ "$(box_exec cat "$PAUSED" 2>/dev/null)" = "$point" ]; }
+    # In /etc, so that it could outlive the reboot: removed before it, unseen by systemd (the
+    # power goes off before anyone reloads), so the helper after the boot does not pause.
+    update_pause_at "$point" persistent
     bg_start boot box_exec "$BANGER" update
-    wait_for 120 "the helper to pause at $point" paused
-    expect_rc 0 box_exec rm "$DROPIN"       # the power goes off before anyone reloads systemd
+    wait_for 120 "the helper to pause at $point" update_paused_at "$point"
+    expect_rc 0 box_exec rm "$PAUSE_DROPIN_PERSISTENT"
     expect_rc 0 box_reboot
     bg_wait boot 30 || true                 # that banger update died with the box
     # Nothing has called Root1 since the boot: the resume unit alone must finish the update.

@@ -9,13 +9,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 # shellcheck source=../lib/release.sh
 source "$SMOKE_LIB/release.sh"
 
-DROPIN_DIR=/run/systemd/system/bangerd-root.service.d
-DROPIN=$DROPIN_DIR/smoke-pause.conf
-PAUSED=/run/banger/update-paused
 cleanup() {
     local rc=$?
-    box_exec rm -f "$DROPIN" "$PAUSED" || true
-    box_exec systemctl daemon-reload || true
+    update_unpause || true
     release_reinstall_base >/dev/null || true
     release_unconfig || true
     return "$rc"
@@ -35,16 +31,13 @@ expect_ne "$(main_pid bangerd.service)" "$pid" "bangerd MainPID after the kill"
 proved "banger doctor run right after SIGKILL of bangerd waits for systemd's restart and passes: $(grep -E '^PASS bangerd\.service' <<<"$LAST_OUT")"
 
 # --- an update whose bangerd dies while the new install is checked -----------------------------
-expect_rc 0 box_exec sh -euc 'mkdir -p "$1"; printf "[Service]\nEnvironment=BANGER_UPDATE_PAUSE_AT=verifying\n" >"$2"' \
-    dropin "$DROPIN_DIR" "$DROPIN"
-expect_rc 0 box_exec systemctl daemon-reload
-expect_rc 0 box_exec systemctl restart bangerd-root.service
-paused_at_verifying() { [ "$(box_exec cat "$PAUSED" 2>/dev/null)" = verifying ]; }
+update_pause_at verifying
 bg_start settle box_exec "$BANGER" update
-wait_for 120 "the new helper to pause at verifying" paused_at_verifying ||
+wait_for 120 "the new helper to pause at verifying" update_paused_at verifying ||
     { _evidence "banger update so far:" "$(cat "$BG_DIR/settle.out")"; exit 1; }
-expect_rc 0 box_exec sh -c 'rm -f "$1"; systemctl daemon-reload' rm "$DROPIN"
+update_drop_pause
 pid=$(main_pid bangerd.service)
+# The doctor runs the moment the pause ends, while systemd has bangerd in auto-restart.
 expect_rc 0 box_exec sh -c 'kill -KILL "$1" && rm -f "$2"' kill "$pid" "$PAUSED"
 bg_wait settle 120
 expect_update_end 0 "^updated v$base → v0\.2\.0$" "banger update whose bangerd died during verifying-install"
