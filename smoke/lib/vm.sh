@@ -76,6 +76,13 @@ vm_remove_all() {
     done
 }
 
+# Every VM and the guest image gone: what a scenario that imports the image itself starts from,
+# and what one that only borrowed it leaves behind.
+vm_remove_all_and_image() {
+    vm_remove_all
+    as_owner "$BOX_BIN/banger" image rm "$GUEST_IMAGE" >/dev/null 2>&1 || true
+}
+
 vm_probe_start() {
     local name=${1:?vm_probe_start NAME} address key
     address=$(vm_field "$name" address) && key=$(vm_field "$name" host_key) || return 1

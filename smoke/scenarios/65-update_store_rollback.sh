@@ -18,7 +18,7 @@ source "$SMOKE_LIB/vm.sh"
 cleanup() {
     local rc=$?
     update_unpause || true
-    vm_remove_all
+    vm_remove_all_and_image
     release_reinstall_base >/dev/null || true
     release_unconfig || true
     return "$rc"

@@ -16,6 +16,7 @@ cleanup() {
     return "$rc"
 }
 trap cleanup EXIT
+vm_remove_all_and_image   # this scenario imports the image itself
 
 # --- doctor: which back end and accelerator, and why ---------------------------------------
 expect_rc 0 as_owner "$BOX_BIN/banger" doctor
