@@ -12,8 +12,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use banger::error::BusError;
-use banger::install::InstallMeta;
+use banger_api::error::BusError;
+use banger_host::install::InstallMeta;
 use zbus::message::{Flags, Header};
 use zbus::{Connection, fdo};
 use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};

@@ -1,9 +1,9 @@
 //! The root helper's core: systemd operations on banger's own units. No D-Bus adapter logic.
 
-use banger::install::{InstallMeta, Layout};
-use banger::names;
-use banger::systemd::{JobKind, Systemd, SystemdError};
-use banger::wire::ServiceStatus;
+use banger_api::names;
+use banger_api::wire::ServiceStatus;
+use banger_host::install::{InstallMeta, Layout};
+use banger_host::systemd::{JobKind, Systemd, SystemdError};
 
 /// The helper's state.
 pub struct RootCore {
@@ -15,7 +15,7 @@ pub struct RootCore {
 
 impl RootCore {
     /// The install metadata, read now.
-    pub fn install_meta(&self) -> Result<InstallMeta, banger::install::MetaError> {
+    pub fn install_meta(&self) -> Result<InstallMeta, banger_host::install::MetaError> {
         InstallMeta::read_trusted(&self.layout.install_toml())
     }
 

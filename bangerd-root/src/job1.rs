@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use banger::error::BusError;
-use banger::names::{self, action};
+use banger_api::error::BusError;
+use banger_api::names::{self, action};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 

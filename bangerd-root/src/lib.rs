@@ -15,3 +15,4 @@ pub mod selftest;
 pub mod service;
 pub mod update;
 pub mod vm;
+pub mod vmm;

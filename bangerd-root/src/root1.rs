@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use banger::build_info;
-use banger::error::BusError;
-use banger::names::{self, action};
-use banger::runtime::InFlight;
-use banger::systemd::JobKind;
-use banger::wire::{DoctorCheck, ServiceStatus};
+use banger_api::error::BusError;
+use banger_api::names::{self, action};
+use banger_api::wire::{DoctorCheck, ServiceStatus};
+use banger_host::build_info;
+use banger_host::runtime::InFlight;
+use banger_host::systemd::JobKind;
 use zbus::fdo;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;

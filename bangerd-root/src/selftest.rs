@@ -12,9 +12,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
-use banger::build_info;
-use banger::install::{InstallMeta, Layout};
-use banger::names;
+use banger_api::names;
+use banger_host::build_info;
+use banger_host::install::{InstallMeta, Layout};
 use futures_util::StreamExt;
 
 use crate::update::config::UpdateConfig;

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use banger::build_info::BuildIdentity;
-use banger::install::Layout;
-use banger::names;
-use banger::systemd::Systemd;
+use banger_api::names;
+use banger_host::build_info::BuildIdentity;
+use banger_host::install::Layout;
+use banger_host::systemd::Systemd;
 use clap::Parser;
 
 use crate::authz::Authorizer;
@@ -44,7 +44,7 @@ pub fn main(args: Args) -> anyhow::Result<i32> {
         println!("{}", BuildIdentity::current().version_line("bangerd-root"));
         return Ok(0);
     }
-    banger::runtime::init_service_logging();
+    banger_host::runtime::init_service_logging();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -87,7 +87,7 @@ async fn resume_pending() -> anyhow::Result<()> {
     tracing::info!("an update is unfinished: starting {}", names::ROOT_UNIT);
     systemd.reset_failed(names::ROOT_UNIT).await;
     systemd
-        .run_job(banger::systemd::JobKind::Start, names::ROOT_UNIT)
+        .run_job(banger_host::systemd::JobKind::Start, names::ROOT_UNIT)
         .await
         .with_context(|| format!("starting {}", names::ROOT_UNIT))?;
     Ok(())
@@ -121,11 +121,14 @@ async fn serve() -> anyhow::Result<()> {
         .context("serving /org/banger/Root1")?;
     // Pick up an update the previous helper left unfinished, before taking calls.
     engine.resume().await;
-    banger::runtime::own_name(&conn, names::ROOT1_NAME).await?;
+    banger_host::runtime::own_name(&conn, names::ROOT1_NAME).await?;
     engine.continue_resumed();
-    tracing::info!(version = banger::build_info::VERSION, "bangerd-root ready");
-    banger::runtime::shutdown_signal().await;
+    tracing::info!(
+        version = banger_host::build_info::VERSION,
+        "bangerd-root ready"
+    );
+    banger_host::runtime::shutdown_signal().await;
     tracing::info!("bangerd-root stopping");
-    banger::runtime::release_name_and_drain(&conn, names::ROOT1_NAME, &calls).await;
+    banger_host::runtime::release_name_and_drain(&conn, names::ROOT1_NAME, &calls).await;
     Ok(())
 }

@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use banger::install::Layout;
-use banger::names;
-use banger::proxies::JobProxy;
-use banger::proxies::Root1Proxy;
-use banger::systemd::Systemd;
-use banger::testbus::{PrivateBus, assert_served_contract};
+use banger_api::names;
+use banger_api::proxies::JobProxy;
+use banger_api::proxies::Root1Proxy;
+use banger_host::install::Layout;
+use banger_host::systemd::Systemd;
+use banger_host::testbus::{PrivateBus, assert_served_contract};
 use bangerd_root::authz::Authorizer;
 use bangerd_root::core::RootCore;
 use bangerd_root::job1::Job1;
@@ -151,7 +151,7 @@ struct Fixture {
 }
 
 async fn fixture(verdict: Verdict, job_result: &'static str) -> Fixture {
-    let me = banger::users::lookup(&banger::users::current_uid().to_string()).unwrap();
+    let me = banger_host::users::lookup(&banger_host::users::current_uid().to_string()).unwrap();
     let bus = PrivateBus::start(&me.name).unwrap();
     let asked = Arc::new(Mutex::new(Vec::new()));
     let jobs = Arc::new(Mutex::new(Vec::new()));
@@ -370,7 +370,10 @@ async fn properties_without_install_metadata_name_the_file() {
         .build()
         .await
         .unwrap();
-    assert_eq!(root1.version().await.unwrap(), banger::build_info::VERSION);
+    assert_eq!(
+        root1.version().await.unwrap(),
+        banger_host::build_info::VERSION
+    );
     assert_eq!(root1.api_version().await.unwrap(), 1);
     let e = root1.installed_version().await.unwrap_err();
     assert!(e.to_string().contains("install.toml"), "{e}");
@@ -381,7 +384,7 @@ async fn transient_units_are_started_through_the_manager_and_awaited() {
     let f = fixture(Verdict::Deny, "done").await;
     let client = f.bus.connect().await.unwrap();
     let systemd = Systemd::new(&client).await.unwrap();
-    let svc = banger::systemd::TransientService {
+    let svc = banger_host::systemd::TransientService {
         name: "banger-vm-7.service".into(),
         description: "test VM".into(),
         argv: vec!["/bin/sleep".into(), "1000".into()],
@@ -398,7 +401,7 @@ async fn transient_units_are_started_through_the_manager_and_awaited() {
             "banger-vm-7.service".to_string()
         )
     );
-    let bad = banger::systemd::TransientService {
+    let bad = banger_host::systemd::TransientService {
         argv: vec!["sleep".into()],
         ..svc
     };

@@ -16,13 +16,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use banger::build_info::BuildIdentity;
-use banger::install::{InstallMeta, Layout, Owner};
-use banger::names;
-use banger::proxies::Root1Proxy;
-use banger::systemd::Systemd;
-use banger::testbus::PrivateBus;
-use banger::virt::Accelerator;
+use banger_api::names;
+use banger_api::proxies::Root1Proxy;
+use banger_host::build_info::BuildIdentity;
+use banger_host::install::{InstallMeta, Layout, Owner};
+use banger_host::systemd::Systemd;
+use banger_host::testbus::PrivateBus;
+use banger_host::virt::Accelerator;
 use bangerd_root::authz::Authorizer;
 use bangerd_root::core::RootCore;
 use bangerd_root::root1::Root1;
@@ -429,7 +429,7 @@ impl Fixture {
 
 fn programs() -> Programs {
     Programs::Fixed {
-        ip: banger::virt::find_program("ip"),
+        ip: banger_host::virt::find_program("ip"),
         qemu: Some("/usr/bin/qemu-system-x86_64".into()),
         firecracker: Some("/usr/local/bin/firecracker".into()),
     }
@@ -445,7 +445,7 @@ async fn fixture(verdict: Verdict, accel: Accelerator) -> Fixture {
 }
 
 async fn fixture_with(verdict: Verdict, accel: Accelerator, kvm: KvmAccess) -> Fixture {
-    let me = banger::users::lookup(&banger::users::current_uid().to_string()).unwrap();
+    let me = banger_host::users::lookup(&banger_host::users::current_uid().to_string()).unwrap();
     let bus = PrivateBus::start(&me.name).unwrap();
     let asked = Arc::new(Mutex::new(Vec::new()));
     let state: Shared = Arc::new(Mutex::new(SystemdState {
@@ -548,7 +548,7 @@ fn image(name: &str) -> HashMap<&'static str, Variant<'static>> {
 }
 
 fn as_root() -> bool {
-    if banger::users::current_uid() == 0 {
+    if banger_host::users::current_uid() == 0 {
         true
     } else {
         eprintln!("skipped: needs root");
@@ -608,7 +608,7 @@ async fn without_the_interactive_flag_a_challenge_needs_interactive_authorizatio
 async fn the_owner_is_trusted_and_malformed_requests_are_invalid_arguments() {
     let f = fixture(Verdict::Deny, tcg()).await;
     // The caller (this test) is the install owner: polkit is never asked.
-    f.install_owner(banger::users::current_uid());
+    f.install_owner(banger_host::users::current_uid());
     let flags = MethodFlags::empty();
     let cases: Vec<(&str, HashMap<&str, Variant<'_>>, &str)> = vec![
         ("../etc/x", image("deb"), "not a VM id"),
@@ -686,8 +686,8 @@ async fn kvm_without_a_kvm_group_or_device_access_says_which_and_starts_nothing(
     ];
     for (access, want) in cases {
         let f = fixture_with(Verdict::Deny, kvm.clone(), access).await;
-        f.install_owner(banger::users::current_uid());
-        f.make_state(banger::users::current_uid());
+        f.install_owner(banger_host::users::current_uid());
+        f.make_state(banger_host::users::current_uid());
         f.write_config("[vm]\nbackend = \"qemu\"\n");
         let e = f
             .start(ID, image("deb"), MethodFlags::empty())
@@ -711,8 +711,8 @@ async fn a_missing_image_or_vm_is_not_found_and_nothing_starts() {
         return;
     }
     let f = fixture(Verdict::Deny, tcg()).await;
-    f.install_owner(banger::users::current_uid());
-    f.make_state(banger::users::current_uid());
+    f.install_owner(banger_host::users::current_uid());
+    f.make_state(banger_host::users::current_uid());
     let e = f
         .start(ID, image("nosuch"), MethodFlags::empty())
         .await
@@ -782,7 +782,7 @@ async fn doctor_reports_backend_accelerator_firecracker_network_and_config() {
         f.write_config("[vm]\nbackend = \"qemu\"\n[network]\nbridge = \"bgtest9\"\n");
     }
     let checks = p.vmm_doctor().await.unwrap();
-    let by_name: HashMap<&str, &banger::wire::DoctorCheck> =
+    let by_name: HashMap<&str, &banger_api::wire::DoctorCheck> =
         checks.iter().map(|c| (c.check.as_str(), c)).collect();
     let names: Vec<&str> = checks.iter().map(|c| c.check.as_str()).collect();
     assert_eq!(
@@ -841,7 +841,7 @@ async fn doctor_reports_backend_accelerator_firecracker_network_and_config() {
 // ---- tests in a private network namespace --------------------------------------------------
 
 fn ip_json(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(banger::virt::find_program("ip").unwrap())
+    let out = Command::new(banger_host::virt::find_program("ip").unwrap())
         .args(["-j", "-d"])
         .args(args)
         .output()
@@ -875,7 +875,7 @@ fn keys(props: &HashMap<String, OwnedVariant>) -> Vec<&str> {
 
 /// The names of the sandbox properties every VM unit gets.
 fn sandbox_names() -> Vec<&'static str> {
-    let spec = banger::vmm::VmmSpec {
+    let spec = bangerd_root::vmm::VmmSpec {
         id: ID.into(),
         kernel: "/k".into(),
         initrd: None,
@@ -1020,7 +1020,7 @@ async fn qemu_inner() {
 
     // A stale tap of the same name is replaced.
     f.set_behaviour(Behaviour::Run);
-    let ip = banger::virt::find_program("ip").unwrap();
+    let ip = banger_host::virt::find_program("ip").unwrap();
     let st = Command::new(&ip)
         .args([
             "tuntap",

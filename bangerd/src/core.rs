@@ -2,8 +2,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use banger::install::{INSTALL_TOML, InstallMeta};
-use banger::wire::{DoctorCheck, Level};
+use banger_api::wire::{DoctorCheck, Level};
+use banger_host::install::{INSTALL_TOML, InstallMeta};
 
 use crate::ops::Operations;
 use crate::store::{self, Store, StoreError};
@@ -72,7 +72,7 @@ impl Daemon {
                 )
             },
         ));
-        let me = banger::users::current_uid();
+        let me = banger_host::users::current_uid();
         out.push(match InstallMeta::read(std::path::Path::new(INSTALL_TOML)) {
             Ok(meta) if meta.owner.uid == me => DoctorCheck::new(
                 Level::Pass,

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use banger::build_info;
-use banger::error::BusError;
-use banger::runtime::InFlight;
-use banger::wire::{DoctorCheck, ImageInfo, OperationInfo, SshTarget, VmInfo};
+use banger_api::error::BusError;
+use banger_api::wire::{DoctorCheck, ImageInfo, OperationInfo, SshTarget, VmInfo};
+use banger_host::build_info;
+use banger_host::runtime::InFlight;
 use futures_util::StreamExt;
 use zbus::message::Header;
 use zbus::{Connection, fdo};
@@ -70,7 +70,7 @@ async fn check_caller(conn: &Connection, hdr: &Header<'_>) -> Result<(), BusErro
         .get_connection_unix_user(sender.clone().into())
         .await
         .map_err(zbus::Error::from)?;
-    let me = banger::users::current_uid();
+    let me = banger_host::users::current_uid();
     if uid == me || uid == 0 {
         Ok(())
     } else {

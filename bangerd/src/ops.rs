@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use banger::time::unix_now;
-use banger::wire::OperationInfo;
+use banger_api::time::unix_now;
+use banger_api::wire::OperationInfo;
 
 use crate::store::{Store, StoreError};
 

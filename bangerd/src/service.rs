@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use banger::build_info::BuildIdentity;
-use banger::install::{Layout, STATE_DIR, STORE_FILE};
-use banger::names;
+use banger_api::names;
+use banger_host::build_info::BuildIdentity;
+use banger_host::install::{Layout, STATE_DIR, STORE_FILE};
 use clap::Parser;
 
 use crate::core::Daemon;
@@ -82,7 +82,7 @@ pub fn main(args: Args) -> anyhow::Result<i32> {
             }
         });
     }
-    banger::runtime::init_service_logging();
+    banger_host::runtime::init_service_logging();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -125,11 +125,11 @@ async fn serve(store_path: PathBuf) -> anyhow::Result<()> {
     vms.reconcile().await;
     ready.store(true, Ordering::SeqCst);
     // Request the name only once the object is served and ready.
-    banger::runtime::own_name(&conn, names::DAEMON1_NAME).await?;
-    tracing::info!(version = banger::build_info::VERSION, "bangerd ready");
-    banger::runtime::shutdown_signal().await;
+    banger_host::runtime::own_name(&conn, names::DAEMON1_NAME).await?;
+    tracing::info!(version = banger_host::build_info::VERSION, "bangerd ready");
+    banger_host::runtime::shutdown_signal().await;
     ready.store(false, Ordering::SeqCst);
-    banger::runtime::release_name_and_drain(&conn, names::DAEMON1_NAME, &calls).await;
+    banger_host::runtime::release_name_and_drain(&conn, names::DAEMON1_NAME, &calls).await;
     tracing::info!("bangerd stopping");
     Ok(())
 }

@@ -19,10 +19,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use banger::proxies::Root1Proxy;
-use banger::systemd::Systemd;
-use banger::time::unix_now;
-use banger::wire::{DoctorCheck, ImageInfo, Level, SshTarget, VmInfo};
+use banger_api::proxies::Root1Proxy;
+use banger_api::time::unix_now;
+use banger_api::wire::{DoctorCheck, ImageInfo, Level, SshTarget, VmInfo};
+use banger_host::systemd::Systemd;
 use sha2::{Digest, Sha256};
 
 use crate::guest::GuestConfig;
@@ -440,7 +440,7 @@ impl Vms {
             }
             std::fs::rename(&tmp, &final_dir)
                 .map_err(|e| format!("moving the image into {}: {e}", final_dir.display()))?;
-            let _ = banger::fsutil::sync_dir(&images);
+            let _ = banger_host::fsutil::sync_dir(&images);
             Ok(c)
         });
         let copied = match result {
@@ -558,7 +558,7 @@ impl Vms {
                 .create(&dir)
                 .map_err(|e| VmError::Io(format!("creating {}: {e}", dir.display())))?;
             let _ = std::fs::remove_file(&key);
-            let keygen = banger::virt::find_program("ssh-keygen").ok_or_else(|| {
+            let keygen = banger_host::virt::find_program("ssh-keygen").ok_or_else(|| {
                 VmError::Io(
                     "ssh-keygen is not installed (Debian package openssh-client); it makes the \
                      key banger logs into VMs with"
@@ -771,7 +771,7 @@ impl Vms {
     async fn unit_backend(&self, id: &str) -> Option<String> {
         let d = unit_description(&self.conn, &unit_name(id)).await?;
         let inner = d.rsplit_once('(')?.1.strip_suffix(')')?;
-        banger::vmm::BackendKind::parse(inner).map(|k| k.as_str().to_string())
+        banger_api::wire::BackendKind::parse(inner).map(|k| k.as_str().to_string())
     }
 
     /// Stops a VM (its unit ends and its tap goes); already stopped is fine.

@@ -5,15 +5,15 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use banger::names;
-use banger::proxies::Daemon1Proxy;
-use banger::testbus::{PrivateBus, assert_served_contract};
+use banger_api::names;
+use banger_api::proxies::Daemon1Proxy;
+use banger_host::testbus::{PrivateBus, assert_served_contract};
 use bangerd::core::Daemon;
 use bangerd::daemon1::Daemon1;
 use bangerd::vms::Vms;
 
 fn me() -> String {
-    banger::users::lookup(&banger::users::current_uid().to_string())
+    banger_host::users::lookup(&banger_host::users::current_uid().to_string())
         .unwrap()
         .name
 }
@@ -70,7 +70,7 @@ async fn owner_lists_operations_and_runs_doctor() {
     let client = bus.connect().await.unwrap();
     let d = Daemon1Proxy::new(&client).await.unwrap();
     assert!(d.ready().await.unwrap());
-    assert_eq!(d.version().await.unwrap(), banger::build_info::VERSION);
+    assert_eq!(d.version().await.unwrap(), banger_host::build_info::VERSION);
     assert!(d.list_operations().await.unwrap().is_empty());
 
     let op = core.operations().begin("vm.create").unwrap();
@@ -95,7 +95,7 @@ async fn owner_lists_operations_and_runs_doctor() {
 #[tokio::test]
 async fn other_user_is_denied_by_bus_policy() {
     assert_eq!(
-        banger::users::current_uid(),
+        banger_host::users::current_uid(),
         0,
         "this test switches to user nobody and must run as root"
     );

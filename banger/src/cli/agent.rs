@@ -17,10 +17,10 @@ impl Agent {
     /// Starts an agent when it can be useful: stdin is a terminal, we are not root, and
     /// `pkttyagent` is installed. Returns `None` otherwise.
     pub fn start_if_interactive() -> anyhow::Result<Option<Agent>> {
-        if banger::users::current_uid() == 0 || !stdin_is_tty() {
+        if banger_host::users::current_uid() == 0 || !stdin_is_tty() {
             return Ok(None);
         }
-        let Some(program) = banger::virt::find_program("pkttyagent") else {
+        let Some(program) = banger_host::virt::find_program("pkttyagent") else {
             return Ok(None);
         };
         let (mut reader, writer) = std::io::pipe().context("creating the agent's notify pipe")?;

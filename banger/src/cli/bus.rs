@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use banger::proxies::Root1Proxy;
+use banger_api::proxies::Root1Proxy;
 use zbus::Connection;
 use zbus::proxy::MethodFlags;
 

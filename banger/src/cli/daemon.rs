@@ -1,7 +1,7 @@
 //! `banger daemon status|start|stop|restart`, through the root helper.
 
 use anyhow::Context;
-use banger::proxies::{Daemon1Proxy, Root1Proxy};
+use banger_api::proxies::{Daemon1Proxy, Root1Proxy};
 
 use super::{CmdResult, EXIT_FAILED, EXIT_OK, bus};
 

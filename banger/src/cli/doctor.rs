@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use banger::assets::ASSETS;
-use banger::install::{InstallMeta, Layout, PROGRAMS};
-use banger::names;
-use banger::proxies::Daemon1Proxy;
-use banger::systemd::Systemd;
-use banger::virt::{self, Accelerator};
-use banger::wire::{DoctorCheck, Level};
+use banger_api::names;
+use banger_api::proxies::Daemon1Proxy;
+use banger_api::wire::{DoctorCheck, Level};
+use banger_host::assets::ASSETS;
+use banger_host::install::{InstallMeta, Layout, PROGRAMS};
+use banger_host::systemd::Systemd;
+use banger_host::virt::{self, Accelerator};
 use zbus::proxy::MethodFlags;
 
 use super::system::program_identity;
@@ -40,7 +40,7 @@ pub async fn run() -> CmdResult {
     let layout = meta
         .as_ref()
         .map(InstallMeta::layout)
-        .unwrap_or_else(|| Layout::new(banger::install::DEFAULT_PREFIX));
+        .unwrap_or_else(|| Layout::new(banger_host::install::DEFAULT_PREFIX));
 
     for program in PROGRAMS {
         let path = layout.program(program);
@@ -182,7 +182,7 @@ async fn service_checks(conn: &zbus::Connection, meta: Option<&InstallMeta>) -> 
             )
         });
     }
-    let me = banger::users::current_uid();
+    let me = banger_host::users::current_uid();
     let may_call_daemon = me == 0 || meta.is_some_and(|m| m.owner.uid == me);
     if may_call_daemon {
         // NO_AUTO_START: doctor looks, it must not start a stopped daemon (or wait for an
@@ -222,7 +222,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Whether a unit in this state is on its way somewhere (systemd is starting, stopping,
 /// reloading or about to restart it).
-fn is_transitional(s: &banger::systemd::UnitState) -> bool {
+fn is_transitional(s: &banger_host::systemd::UnitState) -> bool {
     matches!(
         s.active_state.as_str(),
         "activating" | "deactivating" | "reloading" | "refreshing"
@@ -234,7 +234,7 @@ fn is_transitional(s: &banger::systemd::UnitState) -> bool {
 async fn settled_state(
     systemd: &Systemd,
     unit: &str,
-) -> Result<banger::systemd::UnitState, banger::systemd::SystemdError> {
+) -> Result<banger_host::systemd::UnitState, banger_host::systemd::SystemdError> {
     let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
     loop {
         let s = systemd.unit_state(unit).await?;
@@ -252,7 +252,7 @@ const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// to the owner, who can put anything at its path (a link to any file, a FIFO), so the check
 /// always runs as the owner, also when doctor runs as root, and is killed if it hangs.
 async fn store_checks(layout: &Layout, meta: Option<&InstallMeta>) -> Vec<DoctorCheck> {
-    let me = banger::users::current_uid();
+    let me = banger_host::users::current_uid();
     let owner = match meta {
         Some(m) if me == 0 || m.owner.uid == me => &m.owner,
         Some(_) => return Vec::new(),
@@ -311,7 +311,7 @@ async fn store_checks(layout: &Layout, meta: Option<&InstallMeta>) -> Vec<Doctor
 /// The root helper's view of the VM host: back end and why, accelerator, Firecracker version,
 /// bridge, tun device. When the helper cannot be asked, what this process can see itself.
 async fn vm_host_checks(conn: &zbus::Connection) -> Vec<DoctorCheck> {
-    let asked = match banger::proxies::Root1Proxy::new(conn).await {
+    let asked = match banger_api::proxies::Root1Proxy::new(conn).await {
         Ok(r) => r.vmm_doctor().await,
         Err(e) => Err(e),
     };

@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
-use banger::wire::ImageInfo;
+use banger_api::wire::ImageInfo;
 use clap::Subcommand;
 
 use super::vm::{daemon, failed, mib_label, render_table, short_sha256, utc_minute};

@@ -1,7 +1,7 @@
 //! `banger inhibit [--why TEXT] -- CMD…`: hold off updates while a command runs.
 
 use anyhow::Context;
-use banger::proxies::Daemon1Proxy;
+use banger_api::proxies::Daemon1Proxy;
 
 use super::{CmdResult, EXIT_FAILED, bus};
 

@@ -12,7 +12,7 @@ mod vm;
 
 use std::path::PathBuf;
 
-use banger::build_info::BuildIdentity;
+use banger_host::build_info::BuildIdentity;
 use clap::{Parser, Subcommand};
 
 /// Exit code: success.
@@ -128,7 +128,7 @@ enum SystemCommand {
         #[arg(long, value_name = "USER")]
         owner: Option<String>,
         /// Installation prefix.
-        #[arg(long, value_name = "DIR", default_value = banger::install::DEFAULT_PREFIX)]
+        #[arg(long, value_name = "DIR", default_value = banger_host::install::DEFAULT_PREFIX)]
         prefix: PathBuf,
     },
     /// Show the installed release and the state of the services.

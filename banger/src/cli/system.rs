@@ -3,12 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use banger::assets::ASSETS;
-use banger::build_info::BuildIdentity;
-use banger::install::{InstallMeta, Layout, Owner, PROGRAMS};
-use banger::names;
-use banger::systemd::{JobKind, Systemd};
-use banger::{fsutil, time, users};
+use banger_api::names;
+use banger_api::time;
+use banger_host::assets::ASSETS;
+use banger_host::build_info::BuildIdentity;
+use banger_host::install::{InstallMeta, Layout, Owner, PROGRAMS};
+use banger_host::systemd::{JobKind, Systemd};
+use banger_host::{fsutil, users};
 
 use super::{CmdResult, EXIT_FAILED, EXIT_OK, bus};
 
@@ -39,9 +40,9 @@ fn resolve_owner(owner: Option<String>) -> anyhow::Result<Owner> {
             "name the owner: banger system install --owner USER (the user who will run VMs); nothing was changed"
         ),
     };
-    banger::assets::check_owner(&name)?;
+    banger_host::assets::check_owner(&name)?;
     let a = users::lookup(&name).with_context(|| format!("resolving owner {name:?}"))?;
-    banger::assets::check_owner(&a.name)?;
+    banger_host::assets::check_owner(&a.name)?;
     if a.uid == 0 {
         bail!("the owner must be an unprivileged user, not root; nothing was changed");
     }
@@ -71,7 +72,7 @@ pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
         )
         .into());
     }
-    banger::assets::check_prefix(&prefix)?;
+    banger_host::assets::check_prefix(&prefix)?;
     let owner = resolve_owner(owner)?;
     let me = std::env::current_exe().context("locating this banger binary")?;
     let src_dir = me.parent().context("locating this banger's directory")?;
@@ -101,7 +102,7 @@ pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
     let rendered = ASSETS
         .iter()
         .map(|a| Ok((a.path(&layout), a.render(&layout, &owner.user)?)))
-        .collect::<Result<Vec<_>, banger::assets::TemplateError>>()?;
+        .collect::<Result<Vec<_>, banger_host::assets::TemplateError>>()?;
     for dir in [layout.bin_dir(), layout.share_dir(), layout.etc_dir()] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -214,7 +215,7 @@ fn installed_layout() -> (Layout, Option<InstallMeta>, Option<String>) {
     match InstallMeta::read(&path) {
         Ok(m) => (m.layout(), Some(m), None),
         Err(e) => (
-            Layout::new(banger::install::DEFAULT_PREFIX),
+            Layout::new(banger_host::install::DEFAULT_PREFIX),
             None,
             Some(e.to_string()),
         ),
@@ -305,7 +306,7 @@ async fn stop_vm_units(
     if units.is_empty() {
         return Ok(());
     }
-    let root = banger::proxies::Root1Proxy::new(conn).await?;
+    let root = banger_api::proxies::Root1Proxy::new(conn).await?;
     for (unit, _) in &units {
         let Some(id) = unit
             .strip_prefix("banger-vm-")

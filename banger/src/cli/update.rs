@@ -13,8 +13,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use banger::names::ROOT1_NAME;
-use banger::proxies::{JobProxy, Root1Proxy};
+use banger_api::names::ROOT1_NAME;
+use banger_api::proxies::{JobProxy, Root1Proxy};
 use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use banger::proxies::Daemon1Proxy;
-use banger::virt::find_program;
-use banger::wire::{SshTarget, VmInfo};
+use banger_api::proxies::Daemon1Proxy;
+use banger_api::wire::{SshTarget, VmInfo};
+use banger_host::virt::find_program;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use clap::{Args, Subcommand};
@@ -267,7 +267,7 @@ pub fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// Unix seconds as UTC to the minute: `2026-11-22 05:12`.
 pub fn utc_minute(unix: i64) -> String {
-    let t = banger::time::rfc3339(u64::try_from(unix).unwrap_or(0));
+    let t = banger_api::time::rfc3339(u64::try_from(unix).unwrap_or(0));
     format!("{} {}", &t[..10], &t[11..16])
 }
 
@@ -602,7 +602,7 @@ pub fn check_ssh_target(vm: &str, target: &SshTarget) -> Result<(), BadSshTarget
             target.address
         )));
     }
-    if !target.user.is_empty() && !banger::users::is_portable_login_name(&target.user) {
+    if !target.user.is_empty() && !banger_host::users::is_portable_login_name(&target.user) {
         return Err(bad(format!(
             "the user {:?}, which is not a login name (letters, digits, '_', '.', '-', not \
              starting with '-' or '.')",

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use banger::fsutil::{TrustError, read_root_owned};
-use banger::release::TrustedKeys;
-use banger::release::signature::EMBEDDED_KEY;
+use banger_host::fsutil::{TrustError, read_root_owned};
+use banger_release::TrustedKeys;
+use banger_release::signature::EMBEDDED_KEY;
 use serde::Deserialize;
 
 /// The manifest URL compiled in; a placeholder until a release server exists.
@@ -218,7 +218,7 @@ mod tests {
         let p = dir.path().join("config.toml");
         std::fs::write(&p, "[update]\nmanifest_url = 3\n").unwrap();
         let e = UpdateConfig::load(&p).unwrap_err();
-        if banger::users::current_uid() == 0 {
+        if banger_host::users::current_uid() == 0 {
             assert!(e.to_string().contains("invalid type"), "{e}");
             std::fs::write(&p, "[update]\nmirror = \"x\"\n").unwrap();
             assert!(

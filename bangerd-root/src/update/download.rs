@@ -109,7 +109,7 @@ pub fn system_roots() -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
         ));
     };
     let real = std::fs::canonicalize(found).map_err(|e| format!("{}: {e}", found.display()))?;
-    let pem = banger::fsutil::read_root_owned(&real, 16 << 20)
+    let pem = banger_host::fsutil::read_root_owned(&real, 16 << 20)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{} vanished", real.display()))?;
     let certs: Vec<_> = ureq::tls::parse_pem(&pem)
@@ -152,7 +152,7 @@ impl Fetcher {
             // Redirects are followed by hand, each one checked (see `Fetcher::get`).
             .max_redirects(0)
             .tls_config(tls)
-            .user_agent(format!("banger/{}", banger::build_info::VERSION))
+            .user_agent(format!("banger/{}", banger_host::build_info::VERSION))
             .build();
         Fetcher {
             agent: config.into(),

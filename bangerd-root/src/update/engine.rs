@@ -8,15 +8,15 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use banger::build_info::BuildIdentity;
-use banger::error::BusError;
-use banger::install::{InstallMeta, Layout, Owner, PROGRAMS};
-use banger::names::{self, action};
-use banger::proxies::Daemon1Proxy;
-use banger::release::sums::to_hex;
-use banger::release::{Manifest, Sha256Sums, Version, tarball_name, verify_signature};
-use banger::systemd::{JobKind, Systemd};
-use banger::time::unix_now;
+use banger_api::error::BusError;
+use banger_api::names::{self, action};
+use banger_api::proxies::Daemon1Proxy;
+use banger_api::time::unix_now;
+use banger_host::build_info::BuildIdentity;
+use banger_host::install::{InstallMeta, Layout, Owner, PROGRAMS};
+use banger_host::systemd::{JobKind, Systemd};
+use banger_release::sums::to_hex;
+use banger_release::{Manifest, Sha256Sums, Version, tarball_name, verify_signature};
 use zbus::{Connection, OwnedObjectPath, OwnedVariant};
 
 use super::config::UpdateConfig;
@@ -171,7 +171,7 @@ const JOURNAL_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Writes the marker that makes `bangerd-root --resume-pending` (run at boot) start the helper,
 /// which then finishes the update `job` from its journal.
 fn write_pending_marker(path: &Path, job: u32) -> Result<(), String> {
-    banger::fsutil::atomic_write(path, format!("{job}\n").as_bytes(), 0o600)
+    banger_host::fsutil::atomic_write(path, format!("{job}\n").as_bytes(), 0o600)
         .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
@@ -476,7 +476,7 @@ impl Engine {
         j.error = (!error.is_empty()).then(|| error.into());
         match self.record(j).await {
             Ok(()) => {
-                if let Err(e) = banger::fsutil::remove_if_exists(&self.paths.pending_marker) {
+                if let Err(e) = banger_host::fsutil::remove_if_exists(&self.paths.pending_marker) {
                     tracing::warn!("removing {}: {e}", self.paths.pending_marker.display());
                 }
             }
@@ -558,7 +558,7 @@ impl Engine {
             return Err(Refused(format!(
                 "the release manifest was issued at {}, before one this host already verified ({}): refusing a replayed older manifest",
                 vm.manifest.issued_at,
-                banger::time::rfc3339(state.newest_manifest_issued_at)
+                banger_api::time::rfc3339(state.newest_manifest_issued_at)
             )));
         }
         state.newest_manifest_issued_at = vm.issued_at;
@@ -726,7 +726,7 @@ impl Engine {
 
         // The new install metadata, from the new binary's own identity.
         let new_meta = InstallMeta {
-            installed_at: banger::time::rfc3339(unix_now()),
+            installed_at: banger_api::time::rfc3339(unix_now()),
             release: identity.clone(),
             ..meta.clone()
         };
@@ -753,7 +753,7 @@ impl Engine {
 
     async fn operations_in_flight(&self) -> Result<Vec<String>, Refused> {
         let d = Daemon1Proxy::new(&self.conn).await?;
-        let r: zbus::Result<Option<Vec<banger::wire::OperationInfo>>> = d
+        let r: zbus::Result<Option<Vec<banger_api::wire::OperationInfo>>> = d
             .inner()
             .call_with_flags(
                 "ListOperations",
@@ -888,7 +888,7 @@ impl Engine {
             };
             if let Err(e) = recorded {
                 self.cleanup_staging(j);
-                let _ = banger::fsutil::remove_if_exists(&self.paths.pending_marker);
+                let _ = banger_host::fsutil::remove_if_exists(&self.paths.pending_marker);
                 self.finish(
                     handle,
                     j,
@@ -1167,7 +1167,7 @@ impl Engine {
         match j.phase {
             Phase::Done | Phase::Preparing => {
                 // A marker left by a crash between the end's record and its own removal.
-                let _ = banger::fsutil::remove_if_exists(&self.paths.pending_marker);
+                let _ = banger_host::fsutil::remove_if_exists(&self.paths.pending_marker);
                 if j.phase == Phase::Preparing {
                     self.cleanup_staging(&j);
                     j.phase = Phase::Done;
@@ -1265,7 +1265,7 @@ async fn fetch_manifest_bytes(cfg: UpdateConfig) -> ManifestBytes {
 
 async fn fetch_manifest(
     cfg: &UpdateConfig,
-) -> Result<banger::release::manifest::VerifiedManifest, Refused> {
+) -> Result<banger_release::manifest::VerifiedManifest, Refused> {
     cfg.keys.require_some()?;
     let (bytes, sig) = fetch_manifest_bytes(cfg.clone()).await.map_err(Refused)?;
     Ok(Manifest::verify(

@@ -65,7 +65,7 @@ pub enum CancelAnswer {
 
 /// The object path of job `id`.
 pub fn job_path(id: u32) -> OwnedObjectPath {
-    OwnedObjectPath::try_from(format!("{}/job/{id}", banger::names::ROOT1_PATH))
+    OwnedObjectPath::try_from(format!("{}/job/{id}", banger_api::names::ROOT1_PATH))
         .expect("job paths are valid")
 }
 
@@ -202,7 +202,7 @@ impl JobHandle {
         let public_error = if error.is_empty() {
             ""
         } else {
-            banger::names::JOB_ERROR_WITHHELD
+            banger_api::names::JOB_ERROR_WITHHELD
         };
         let _ = self
             .conn

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use banger::build_info::BuildIdentity;
+use banger_host::build_info::BuildIdentity;
 use serde::{Deserialize, Serialize};
 
 /// Journal format version.
@@ -172,7 +172,7 @@ impl Journal {
     /// Writes the journal atomically and durably.
     pub fn save(&self, path: &Path) -> Result<(), JournalError> {
         let bytes = serde_json::to_vec_pretty(self).expect("journal serializes");
-        banger::fsutil::atomic_write(path, &bytes, 0o600).map_err(|e| JournalError::Io {
+        banger_host::fsutil::atomic_write(path, &bytes, 0o600).map_err(|e| JournalError::Io {
             path: path.into(),
             why: e.to_string(),
         })
@@ -185,7 +185,7 @@ fn io(what: &str, p: &Path, e: std::io::Error) -> String {
 
 fn sync_parent(p: &Path) -> Result<(), String> {
     let dir = p.parent().unwrap_or(Path::new("/"));
-    banger::fsutil::sync_dir(dir).map_err(|e| io("syncing", dir, e))
+    banger_host::fsutil::sync_dir(dir).map_err(|e| io("syncing", dir, e))
 }
 
 /// Removes backups left by an earlier update, but only those that are another link to, or a
@@ -207,7 +207,7 @@ pub fn clear_stale_backups(items: &[SwapItem]) -> Result<(), String> {
                 item.target.display()
             ));
         }
-        banger::fsutil::remove_if_exists(&backup)
+        banger_host::fsutil::remove_if_exists(&backup)
             .map_err(|e| io("removing stale backup", &backup, e))?;
     }
     Ok(())
@@ -258,7 +258,7 @@ pub fn restore(items: &[SwapItem], touched: &[PathBuf]) -> Vec<String> {
                 errors.push(io("restoring", &item.target, e));
                 continue;
             }
-            if let Err(e) = banger::fsutil::remove_if_exists(&backup) {
+            if let Err(e) = banger_host::fsutil::remove_if_exists(&backup) {
                 errors.push(io("removing", &backup, e));
             }
             if let Err(e) = sync_parent(&item.target) {
@@ -279,7 +279,7 @@ pub fn restore_store(snapshot: &Path, store: &Path) -> Result<(), String> {
         let mut side = store.as_os_str().to_owned();
         side.push(suffix);
         let side = PathBuf::from(side);
-        banger::fsutil::remove_if_exists(&side)
+        banger_host::fsutil::remove_if_exists(&side)
             .map_err(|e| io("removing the replaced store's", &side, e))?;
     }
     std::fs::rename(snapshot, store).map_err(|e| io("restoring the store from", snapshot, e))?;
@@ -290,7 +290,7 @@ pub fn restore_store(snapshot: &Path, store: &Path) -> Result<(), String> {
 pub fn drop_backups(items: &[SwapItem]) -> Vec<String> {
     let mut errors = Vec::new();
     for item in items {
-        if let Err(e) = banger::fsutil::remove_if_exists(&item.backup()) {
+        if let Err(e) = banger_host::fsutil::remove_if_exists(&item.backup()) {
             errors.push(io("removing", &item.backup(), e));
         }
     }

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use banger::install::PROGRAMS;
+use banger_host::install::PROGRAMS;
 use tar::EntryType;
 
 /// Largest single binary accepted (decompression-bomb guard).
@@ -102,7 +102,8 @@ pub fn extract(tarball: &Path, dir: &Path) -> Result<(), StageError> {
     if !missing.is_empty() {
         return Err(StageError(format!("missing entry {}", missing.join(", "))));
     }
-    banger::fsutil::sync_dir(dir).map_err(|e| StageError(format!("syncing {}: {e}", dir.display())))
+    banger_host::fsutil::sync_dir(dir)
+        .map_err(|e| StageError(format!("syncing {}: {e}", dir.display())))
 }
 
 #[cfg(test)]

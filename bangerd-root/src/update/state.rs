@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use banger::release::Version;
+use banger_release::Version;
 use serde::{Deserialize, Serialize};
 
 /// The helper's persistent update state.
@@ -47,7 +47,7 @@ impl HelperState {
             "# bangerd-root update state: anti-rollback high-water mark. Do not edit.\n{}",
             toml::to_string(self).expect("state serializes")
         );
-        banger::fsutil::atomic_write(path, text.as_bytes(), 0o600)
+        banger_host::fsutil::atomic_write(path, text.as_bytes(), 0o600)
             .map_err(|e| format!("writing {}: {e}", path.display()))
     }
 

@@ -9,13 +9,13 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use banger::vmm::BackendChoice;
+use crate::vmm::BackendChoice;
 use serde::Deserialize;
 
 use crate::update::config::{ConfigError, read_config_file};
 
 /// The bridge used when the configuration names none.
-pub use banger::names::DEFAULT_BRIDGE;
+pub use banger_api::names::DEFAULT_BRIDGE;
 /// The range used when the configuration names none.
 pub const DEFAULT_SUBNET: &str = "172.30.0.0/24";
 /// Prefix of every tap device; a bridge may not use it.
@@ -198,7 +198,7 @@ impl VmConfig {
 
 #[cfg(test)]
 mod tests {
-    use banger::vmm::BackendKind;
+    use crate::vmm::BackendKind;
 
     use super::*;
 
@@ -268,7 +268,7 @@ mod tests {
 
     #[test]
     fn the_file_is_read_and_bad_values_are_named() {
-        if banger::users::current_uid() != 0 {
+        if banger_host::users::current_uid() != 0 {
             eprintln!("skipped: the file must be root-owned");
             return;
         }

@@ -2,9 +2,9 @@
 //! release (if installed) is one banger drives, whether the VM network is in order, and whether
 //! the `[vm]`/`[network]` configuration is valid. Read-only: it never creates the bridge.
 
-use banger::virt::Accelerator;
-use banger::vmm::{self, BackendKind, Selection};
-use banger::wire::{DoctorCheck, Level};
+use crate::vmm::{self, BackendKind, Selection};
+use banger_api::wire::{DoctorCheck, Level};
+use banger_host::virt::Accelerator;
 
 use super::config::{NetworkConfig, VmConfig};
 use super::launch::VmHost;

@@ -26,7 +26,7 @@ impl KvmAccess {
     pub fn detect() -> Self {
         KvmAccess {
             device: PathBuf::from(KVM_DEVICE),
-            group: banger::users::group_id(KVM_GROUP).ok().flatten(),
+            group: banger_host::users::group_id(KVM_GROUP).ok().flatten(),
         }
     }
 
@@ -101,7 +101,7 @@ mod tests {
         .check()
         .unwrap_err();
         assert!(e.contains("not a character device"), "{e}");
-        if banger::users::current_uid() == 0 {
+        if banger_host::users::current_uid() == 0 {
             // A device like a host's /dev/kvm before udev gave it to the group.
             let t = tempfile::tempdir().unwrap();
             let kvm = t.path().join("kvm");

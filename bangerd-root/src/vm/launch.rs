@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use banger::install::{InstallMeta, Layout, MetaError, Owner};
-use banger::names;
-use banger::systemd::{JobKind, Systemd, SystemdError, TransientService};
-use banger::virt::Accelerator;
-use banger::vmm::{self, Backend, VmmSpec};
+use crate::vmm::{self, Backend, VmmSpec};
+use banger_api::names;
+use banger_host::install::{InstallMeta, Layout, MetaError, Owner};
+use banger_host::systemd::{JobKind, Systemd, SystemdError, TransientService};
+use banger_host::virt::Accelerator;
 
 use super::config::{NetworkConfig, VmConfig};
 use super::net::{Ip, NetError};
@@ -126,8 +126,8 @@ impl Programs {
     pub(crate) fn vmms(&self) -> (Option<PathBuf>, Option<PathBuf>) {
         match self {
             Programs::Host => (
-                banger::virt::find_program(vmm::firecracker::PROGRAM),
-                banger::virt::find_program(vmm::qemu::PROGRAM),
+                banger_host::virt::find_program(vmm::firecracker::PROGRAM),
+                banger_host::virt::find_program(vmm::qemu::PROGRAM),
             ),
             Programs::Fixed {
                 qemu, firecracker, ..
@@ -737,7 +737,7 @@ mod tests {
 
     #[test]
     fn files_are_checked_without_following_links() {
-        if banger::users::current_uid() != 0 {
+        if banger_host::users::current_uid() != 0 {
             eprintln!("skipped: needs root (chown)");
             return;
         }

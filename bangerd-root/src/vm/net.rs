@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use banger::names;
+use banger_api::names;
 use serde_json::Value;
 
 use super::config::NetworkConfig;
@@ -118,7 +118,7 @@ impl Ip {
 
     /// Finds `ip` on this host.
     pub fn find() -> Result<Self, NetError> {
-        banger::virt::find_program(IP_PROGRAM)
+        banger_host::virt::find_program(IP_PROGRAM)
             .map(Ip::new)
             .ok_or(NetError::MissingIp)
     }

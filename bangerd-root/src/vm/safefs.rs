@@ -271,7 +271,7 @@ mod tests {
     use super::*;
 
     fn as_root() -> bool {
-        if banger::users::current_uid() == 0 {
+        if banger_host::users::current_uid() == 0 {
             true
         } else {
             eprintln!("skipped: needs root (chown)");

@@ -12,9 +12,9 @@
 //! This module must never loosen the sandbox for one back end without saying why here, and
 //! never deny writable-executable memory under TCG (QEMU's code generator needs it).
 
-use banger::systemd::UnitProperty;
-use banger::virt::Accelerator;
-use banger::vmm::VmmSpec;
+use crate::vmm::VmmSpec;
+use banger_host::systemd::UnitProperty;
+use banger_host::virt::Accelerator;
 
 /// Highest file descriptor count a VMM may open (disks, tap, logs, eventfds, API socket).
 pub const VMM_MAX_FILES: u64 = 1024;

@@ -9,7 +9,7 @@ const MARKER: &str = "BANGER_TEST_PRIVATE_NETNS";
 /// Re-runs this test binary as `unshare --net -- <binary> <inner> --exact --ignored` and
 /// requires the inner test to pass. Skipped (with a note) when not root.
 pub fn run_in_private_netns(inner: &str) {
-    if banger::users::current_uid() != 0 {
+    if banger_host::users::current_uid() != 0 {
         eprintln!("skipped: needs root for unshare --net");
         return;
     }

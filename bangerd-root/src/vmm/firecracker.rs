@@ -337,8 +337,8 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::virt::Accelerator;
     use crate::vmm::tests::spec;
+    use banger_host::virt::Accelerator;
 
     /// The parts of Firecracker's published API spec that banger's requests use, as data.
     ///

@@ -40,57 +40,57 @@ pub const ASSETS: [Asset; 11] = [
     Asset {
         name: "bangerd-root.service",
         dest: Dest::UnitDir,
-        text: include_str!("../../systemd/bangerd-root.service"),
+        text: include_str!("../../../systemd/bangerd-root.service"),
     },
     Asset {
         name: "bangerd-root-recover.service",
         dest: Dest::UnitDir,
-        text: include_str!("../../systemd/bangerd-root-recover.service"),
+        text: include_str!("../../../systemd/bangerd-root-recover.service"),
     },
     Asset {
         name: "bangerd-root-resume.service",
         dest: Dest::UnitDir,
-        text: include_str!("../../systemd/bangerd-root-resume.service"),
+        text: include_str!("../../../systemd/bangerd-root-resume.service"),
     },
     Asset {
         name: "bangerd.service",
         dest: Dest::UnitDir,
-        text: include_str!("../../systemd/bangerd.service"),
+        text: include_str!("../../../systemd/bangerd.service"),
     },
     Asset {
         name: "banger.slice",
         dest: Dest::UnitDir,
-        text: include_str!("../../systemd/banger.slice"),
+        text: include_str!("../../../systemd/banger.slice"),
     },
     Asset {
         name: "org.banger.Root1.conf",
         dest: Dest::BusPolicyDir,
-        text: include_str!("../../dbus/org.banger.Root1.conf"),
+        text: include_str!("../../../dbus/org.banger.Root1.conf"),
     },
     Asset {
         name: "org.banger.Daemon1.conf",
         dest: Dest::BusPolicyDir,
-        text: include_str!("../../dbus/org.banger.Daemon1.conf"),
+        text: include_str!("../../../dbus/org.banger.Daemon1.conf"),
     },
     Asset {
         name: "org.banger.Root1.service",
         dest: Dest::BusActivationDir,
-        text: include_str!("../../dbus/org.banger.Root1.service"),
+        text: include_str!("../../../dbus/org.banger.Root1.service"),
     },
     Asset {
         name: "org.banger.Daemon1.service",
         dest: Dest::BusActivationDir,
-        text: include_str!("../../dbus/org.banger.Daemon1.service"),
+        text: include_str!("../../../dbus/org.banger.Daemon1.service"),
     },
     Asset {
         name: "org.banger.policy",
         dest: Dest::PolkitActionsDir,
-        text: include_str!("../../polkit/org.banger.policy"),
+        text: include_str!("../../../polkit/org.banger.policy"),
     },
     Asset {
         name: "49-banger-owner.rules.example",
         dest: Dest::ShareDir,
-        text: include_str!("../../polkit/49-banger-owner.rules.example"),
+        text: include_str!("../../../polkit/49-banger-owner.rules.example"),
     },
 ];
 
@@ -173,7 +173,7 @@ pub fn check_prefix(prefix: &std::path::Path) -> Result<&str, TemplateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names;
+    use banger_api::names;
 
     #[test]
     fn every_placeholder_is_substituted() {

@@ -201,8 +201,7 @@ pub async fn assert_served_contract(
     let contract = interface_contract(&xml, interface, path)
         .unwrap_or_else(|| panic!("{path} does not serve {interface}"));
     let checked_in = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("dbus")
+        .join("../../dbus")
         .join(format!("{interface}.xml"));
     assert_contract(&contract, &checked_in);
 }

@@ -14,7 +14,11 @@ fn main() {
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
-    for git in ["../.git/HEAD", "../.git/refs/heads", "../.git/packed-refs"] {
+    for git in [
+        "../../.git/HEAD",
+        "../../.git/refs/heads",
+        "../../.git/packed-refs",
+    ] {
         if std::path::Path::new(git).exists() {
             println!("cargo:rerun-if-changed={git}");
         }

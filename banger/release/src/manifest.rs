@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::signature::{TrustedKeys, verify_signature};
 use super::version::Version;
 use super::{PRODUCT, ReleaseError, TARGET, tarball_name};
-use crate::time::{parse_rfc3339, rfc3339};
+use banger_api::time::{parse_rfc3339, rfc3339};
 
 /// The manifest schema this binary reads and writes.
 pub const SCHEMA: u32 = 1;

@@ -15,41 +15,8 @@ pub mod qemu;
 
 use std::path::{Path, PathBuf};
 
-use crate::virt::Accelerator;
-
-/// The kinds of back end banger knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
-    /// QEMU's `microvm` machine.
-    Qemu,
-    /// Firecracker.
-    Firecracker,
-}
-
-impl BackendKind {
-    /// The name used in configuration, on the bus and in the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendKind::Qemu => "qemu",
-            BackendKind::Firecracker => "firecracker",
-        }
-    }
-
-    /// Parses `qemu` / `firecracker`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "qemu" => Some(BackendKind::Qemu),
-            "firecracker" => Some(BackendKind::Firecracker),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use banger_api::wire::BackendKind;
+use banger_host::virt::Accelerator;
 
 /// Everything a back end needs to boot one VM. Paths are absolute; the VMM process (running as
 /// the install's owner) opens them itself.

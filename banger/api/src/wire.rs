@@ -160,3 +160,37 @@ pub struct SshTarget {
     /// The pinned host key (`type base64`), "" until first contact.
     pub host_key: String,
 }
+
+/// The kinds of back end banger knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// QEMU's `microvm` machine.
+    Qemu,
+    /// Firecracker.
+    Firecracker,
+}
+
+impl BackendKind {
+    /// The name used in configuration, on the bus and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Qemu => "qemu",
+            BackendKind::Firecracker => "firecracker",
+        }
+    }
+
+    /// Parses `qemu` / `firecracker`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "qemu" => Some(BackendKind::Qemu),
+            "firecracker" => Some(BackendKind::Firecracker),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,7 +1,7 @@
 //! banger-release: the maintainers' release tool (see docs/releasing.md).
 //!
 //! `make` turns the three binaries of one build into a signed release directory in the format
-//! `banger update` reads (`banger::release`): a reproducible tarball, `SHA256SUMS` and its
+//! `banger update` reads (`banger_release`): a reproducible tarball, `SHA256SUMS` and its
 //! signature, and a freshly signed `manifest.json` that keeps the other releases it already
 //! listed. `verify` checks a release directory with the same verifier the update engine uses,
 //! before it is published.
@@ -16,15 +16,15 @@ use std::path::{Component, Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, anyhow, bail};
-use banger::build_info::BuildIdentity;
-use banger::fsutil::atomic_write;
-use banger::release::manifest::SCHEMA;
-use banger::release::sums::to_hex;
-use banger::release::{
+use banger_api::time::{parse_rfc3339, rfc3339, unix_now};
+use banger_host::build_info::BuildIdentity;
+use banger_host::fsutil::atomic_write;
+use banger_release::manifest::SCHEMA;
+use banger_release::sums::to_hex;
+use banger_release::{
     Manifest, PRODUCT, ReleaseEntry, Sha256Sums, TARGET, TrustedKeys, Version, tarball_name,
     verify_signature,
 };
-use banger::time::{parse_rfc3339, rfc3339, unix_now};
 use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 use p256::ecdsa::signature::Signer;
@@ -38,7 +38,7 @@ const PROGRAMS: [&str; 3] = ["banger", "bangerd", "bangerd-root"];
 #[derive(Parser)]
 #[command(
     name = "banger-release",
-    version = banger::build_info::VERSION,
+    version = banger_host::build_info::VERSION,
     about = "Make and check signed banger release directories (maintainers only)"
 )]
 struct Cli {
@@ -1104,7 +1104,7 @@ mod tests {
                 data.as_bytes(),
                 theirs.as_bytes(),
             )
-            .expect("an openssl signature verifies with banger::release");
+            .expect("an openssl signature verifies with banger_release");
             // And our public key export is what openssl derives.
             assert_eq!(
                 public_key_pem(&load_signing_key(&key).unwrap()),

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{ApiRequest, Backend, BackendKind, VmmSpec};
-use crate::virt::Accelerator;
+use banger_host::virt::Accelerator;
 
 /// The program looked for on the host.
 pub const PROGRAM: &str = "qemu-system-x86_64";

@@ -419,10 +419,10 @@ mod tests {
     use tokio::net::UnixListener;
 
     use super::*;
-    use crate::virt::Accelerator;
     use crate::vmm::Backend;
     use crate::vmm::firecracker::Firecracker;
     use crate::vmm::tests::spec;
+    use banger_host::virt::Accelerator;
 
     /// How the fake Firecracker answers.
     #[derive(Clone, Copy)]

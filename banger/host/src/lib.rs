@@ -1,0 +1,17 @@
+//! Host utilities every banger program shares: the install layout and its metadata, the files
+//! an install writes (units, bus policy, polkit actions), the systemd Manager client, users and
+//! groups, root-owned file reading and atomic writes, the services' bus runtime, the host's
+//! virtualization, and the build identity.
+//!
+//! Like `banger-api`, it decides no policy; unlike it, it touches this host.
+
+pub mod assets;
+pub mod build_info;
+pub mod fsutil;
+pub mod install;
+pub mod runtime;
+pub mod systemd;
+#[cfg(feature = "test-support")]
+pub mod testbus;
+pub mod users;
+pub mod virt;
