@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use banger_api::error::ErrorKind;
 use banger_api::names;
 use banger_api::proxies::JobProxy;
 use banger_api::proxies::Root1Proxy;
@@ -216,14 +217,6 @@ async fn fixture(verdict: Verdict, job_result: &'static str) -> Fixture {
     }
 }
 
-fn error_name(e: &zbus::Error) -> String {
-    match e {
-        zbus::Error::MethodError(n, _, _) => n.to_string(),
-        zbus::Error::FDO(f) => zbus::DBusError::name(f.as_ref()).to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
 async fn call(f: &Fixture, method: &str, flags: MethodFlags) -> (zbus::Result<Option<()>>, String) {
     let client = f.bus.connect().await.unwrap();
     let me = client.unique_name().unwrap().to_string();
@@ -249,8 +242,8 @@ async fn without_interactive_flag_a_challenge_is_interactive_authorization_requi
     let (r, me) = call(&f, "RestartDaemon", MethodFlags::empty()).await;
     let e = r.expect_err("must be refused");
     assert_eq!(
-        error_name(&e),
-        "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
+        ErrorKind::of(&e),
+        Some(ErrorKind::InteractiveAuthorizationRequired)
     );
     let asked = f.asked.lock().unwrap().clone();
     assert_eq!(asked.len(), 1);
@@ -312,7 +305,7 @@ async fn a_cancel_that_waited_for_polkit_past_the_point_of_no_return_is_refused(
     handle.stage("swapping", 0.85).await;
     assert!(handle.pass_point_of_no_return());
     let e = cancel.await.unwrap().expect_err("too late to cancel");
-    assert_eq!(error_name(&e), "org.banger.Error.Busy");
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::Busy));
     assert!(
         e.to_string()
             .contains("past the point of no return (stage swapping)"),
@@ -343,7 +336,7 @@ async fn denied_is_not_authorized_and_nothing_runs() {
     let f = fixture(Verdict::Deny, "done").await;
     let (r, _) = call(&f, "StopDaemon", MethodFlags::ALLOW_INTERACTIVE_AUTH).await;
     let e = r.expect_err("must be refused");
-    assert_eq!(error_name(&e), "org.banger.Error.NotAuthorized");
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::NotAuthorized));
     assert!(e.to_string().contains("nothing was done"), "{e}");
     assert!(f.jobs.lock().unwrap().is_empty());
 }
@@ -353,7 +346,7 @@ async fn failed_systemd_job_is_reported_with_its_result() {
     let f = fixture(Verdict::Challenge, "failed").await;
     let (r, _) = call(&f, "RestartDaemon", MethodFlags::ALLOW_INTERACTIVE_AUTH).await;
     let e = r.expect_err("a failed job must fail the call");
-    assert_eq!(error_name(&e), "org.banger.Error.Systemd");
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::Systemd));
     assert!(e.to_string().contains("'failed'"), "{e}");
     assert!(
         e.to_string().contains("journalctl -u bangerd.service"),
@@ -440,7 +433,7 @@ async fn update_options_choose_the_polkit_action_before_any_work() {
     ];
     for (i, (opts, want)) in cases.into_iter().enumerate() {
         let e = update_call(&f, opts).await.unwrap_err();
-        assert_eq!(error_name(&e), "org.banger.Error.NotAuthorized");
+        assert_eq!(ErrorKind::of(&e), Some(ErrorKind::NotAuthorized));
         assert_eq!(f.asked.lock().unwrap()[i].action, want);
     }
     assert!(
@@ -467,7 +460,7 @@ async fn malformed_update_options_are_invalid_arguments() {
         ),
     ] {
         let e = update_call(&f, opts).await.unwrap_err();
-        assert_eq!(error_name(&e), "org.banger.Error.InvalidArgument");
+        assert_eq!(ErrorKind::of(&e), Some(ErrorKind::InvalidArgument));
         assert!(e.to_string().contains(want), "{e}");
     }
     assert!(
@@ -480,7 +473,7 @@ async fn malformed_update_options_are_invalid_arguments() {
 async fn update_without_install_metadata_is_refused_naming_the_file() {
     let f = fixture(Verdict::Challenge, "done").await;
     let e = update_call(&f, HashMap::new()).await.unwrap_err();
-    assert_eq!(error_name(&e), "org.banger.Error.InstallMetadata");
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::InstallMetadata));
     assert!(e.to_string().contains("install.toml"), "{e}");
 }
 

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use banger_api::error::ErrorKind;
 use banger_api::names;
 use banger_api::proxies::Root1Proxy;
 use banger_host::build_info::BuildIdentity;
@@ -535,14 +536,6 @@ fn tcg() -> Accelerator {
     Accelerator::Tcg { why: "test".into() }
 }
 
-fn error_name(e: &zbus::Error) -> String {
-    match e {
-        zbus::Error::MethodError(n, _, _) => n.to_string(),
-        zbus::Error::FDO(f) => zbus::DBusError::name(f.as_ref()).to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
 fn image(name: &str) -> HashMap<&'static str, Variant<'static>> {
     HashMap::from([("image", Variant::from(name.to_string()))])
 }
@@ -566,18 +559,18 @@ async fn start_and_stop_are_authorized_before_any_work() {
         .start(ID, image("deb"), MethodFlags::ALLOW_INTERACTIVE_AUTH)
         .await
         .unwrap_err();
-    assert_eq!(error_name(&e), "org.banger.Error.NotAuthorized");
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::NotAuthorized));
     let e = f
         .stop(ID, MethodFlags::ALLOW_INTERACTIVE_AUTH)
         .await
         .unwrap_err();
-    assert_eq!(error_name(&e), "org.banger.Error.NotAuthorized");
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::NotAuthorized));
     // Even a malformed request is refused for authorization first.
     let e = f
         .start("../etc", HashMap::new(), MethodFlags::empty())
         .await
         .unwrap_err();
-    assert_eq!(error_name(&e), "org.banger.Error.NotAuthorized");
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::NotAuthorized));
     assert_eq!(
         f.asked.lock().unwrap().as_slice(),
         [names::action::VM_MANAGE; 3]
@@ -598,8 +591,8 @@ async fn without_the_interactive_flag_a_challenge_needs_interactive_authorizatio
         .await
         .unwrap_err();
     assert_eq!(
-        error_name(&e),
-        "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
+        ErrorKind::of(&e),
+        Some(ErrorKind::InteractiveAuthorizationRequired)
     );
     assert_eq!(f.started(), 0);
 }
@@ -647,11 +640,11 @@ async fn the_owner_is_trusted_and_malformed_requests_are_invalid_arguments() {
     ];
     for (id, opts, want) in cases {
         let e = f.start(id, opts, flags).await.unwrap_err();
-        assert_eq!(error_name(&e), "org.banger.Error.InvalidArgument", "{e}");
+        assert_eq!(ErrorKind::of(&e), Some(ErrorKind::InvalidArgument), "{e}");
         assert!(e.to_string().contains(want), "{want}: {e}");
     }
     let e = f.stop("nope", flags).await.unwrap_err();
-    assert_eq!(error_name(&e), "org.banger.Error.InvalidArgument");
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::InvalidArgument));
     assert!(
         f.asked.lock().unwrap().is_empty(),
         "the owner needs no polkit"
@@ -693,7 +686,7 @@ async fn kvm_without_a_kvm_group_or_device_access_says_which_and_starts_nothing(
             .start(ID, image("deb"), MethodFlags::empty())
             .await
             .unwrap_err();
-        assert_eq!(error_name(&e), "org.banger.Error.Vm", "{e}");
+        assert_eq!(ErrorKind::of(&e), Some(ErrorKind::Vm), "{e}");
         assert!(e.to_string().contains(want), "{want}: {e}");
         assert!(e.to_string().contains("nothing was started"), "{e}");
         assert_eq!(f.started(), 0, "no unit was started");
@@ -717,13 +710,13 @@ async fn a_missing_image_or_vm_is_not_found_and_nothing_starts() {
         .start(ID, image("nosuch"), MethodFlags::empty())
         .await
         .unwrap_err();
-    assert_eq!(error_name(&e), "org.banger.Error.NotFound", "{e}");
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::NotFound), "{e}");
     assert!(e.to_string().contains("image \"nosuch\""), "{e}");
     let e = f
         .start(MISSING_ID, image("deb"), MethodFlags::empty())
         .await
         .unwrap_err();
-    assert_eq!(error_name(&e), "org.banger.Error.NotFound", "{e}");
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::NotFound), "{e}");
     assert!(e.to_string().contains("vms/ffffffffffff"), "{e}");
     assert_eq!(f.started(), 0);
 }
@@ -735,7 +728,7 @@ async fn start_without_install_metadata_names_the_file() {
         .start(ID, image("deb"), MethodFlags::ALLOW_INTERACTIVE_AUTH)
         .await
         .unwrap_err();
-    assert_eq!(error_name(&e), "org.banger.Error.InstallMetadata", "{e}");
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::InstallMetadata), "{e}");
     assert!(e.to_string().contains("install.toml"), "{e}");
 }
 
@@ -761,7 +754,7 @@ async fn vm_network_comes_from_the_configuration() {
     );
     f.write_config("[network]\nsubnet = \"10.77.0.0/8\"\n");
     let e = p.get_vm_network().await.unwrap_err();
-    assert_eq!(error_name(&e), "org.banger.Error.Vm");
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::Vm));
     assert!(
         e.to_string().contains("network.subnet = \"10.77.0.0/8\""),
         "{e}"
@@ -986,7 +979,7 @@ async fn qemu_inner() {
 
     // Already running: refused, nothing touched.
     let e = f.start(ID, opts(), flags).await.unwrap_err();
-    assert_eq!(error_name(&e), "org.banger.Error.Vm");
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::Vm));
     assert!(e.to_string().contains("already running"), "{e}");
     assert_eq!(f.started(), 1);
     assert!(tap(ID).is_some());
@@ -1003,7 +996,7 @@ async fn qemu_inner() {
     // The VMM exits at once: reported with its message, and nothing is left.
     f.set_behaviour(Behaviour::ExitAtOnce);
     let e = f.start(ID, opts(), flags).await.unwrap_err();
-    assert_eq!(error_name(&e), "org.banger.Error.Vm");
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::Vm));
     let m = e.to_string();
     assert!(m.contains("the VMM exited at once"), "{m}");
     assert!(m.contains("could not load kernel '/x/kernel'"), "{m}");

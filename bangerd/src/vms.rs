@@ -19,6 +19,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use banger_api::error::ErrorKind;
 use banger_api::proxies::Root1Proxy;
 use banger_api::time::unix_now;
 use banger_api::wire::{DoctorCheck, ImageInfo, Level, SshTarget, VmInfo};
@@ -1039,14 +1040,9 @@ fn private_tmp_hint(p: &Path, e: &std::io::Error) -> &'static str {
 /// stays a bad request, anything else is a VM error.
 fn root_error(e: &zbus::Error) -> VmError {
     let msg = zbus_message(e);
-    match e {
-        zbus::Error::MethodError(name, _, _) => match name.as_str() {
-            "org.banger.Error.NotAuthorized" | "org.freedesktop.DBus.Error.AccessDenied" => {
-                VmError::NotAuthorized(msg)
-            }
-            "org.banger.Error.InvalidArgument" => VmError::Invalid(msg),
-            _ => VmError::Root(msg),
-        },
+    match ErrorKind::of(e) {
+        Some(ErrorKind::NotAuthorized | ErrorKind::AccessDenied) => VmError::NotAuthorized(msg),
+        Some(ErrorKind::InvalidArgument) => VmError::Invalid(msg),
         _ => VmError::Root(msg),
     }
 }
@@ -1064,12 +1060,12 @@ mod tests {
 
     #[test]
     fn helper_errors_keep_their_kind() {
-        let err = |name: &str| {
+        let err = |kind: ErrorKind| {
             let msg = zbus::message::Message::method_call("/", "Probe")
                 .build(&())
                 .unwrap();
             zbus::Error::MethodError(
-                zbus::names::OwnedErrorName::try_from(name).unwrap(),
+                zbus::names::OwnedErrorName::try_from(kind.name()).unwrap(),
                 Some("what the helper said".into()),
                 msg,
             )
@@ -1082,21 +1078,18 @@ mod tests {
         };
         let said = "what the helper said".to_string();
         assert_eq!(
-            kind(root_error(&err("org.banger.Error.NotAuthorized"))),
+            kind(root_error(&err(ErrorKind::NotAuthorized))),
             ("not authorized", said.clone())
         );
         assert_eq!(
-            kind(root_error(&err("org.freedesktop.DBus.Error.AccessDenied"))).0,
+            kind(root_error(&err(ErrorKind::AccessDenied))).0,
             "not authorized"
         );
         assert_eq!(
-            kind(root_error(&err("org.banger.Error.InvalidArgument"))).0,
+            kind(root_error(&err(ErrorKind::InvalidArgument))).0,
             "invalid"
         );
-        assert_eq!(
-            kind(root_error(&err("org.banger.Error.Systemd"))),
-            ("root", said)
-        );
+        assert_eq!(kind(root_error(&err(ErrorKind::Systemd))), ("root", said));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use banger_api::error::ErrorKind;
 use banger_api::names;
 use banger_api::proxies::Daemon1Proxy;
 use banger_host::testbus::{PrivateBus, assert_served_contract};
@@ -242,7 +243,7 @@ async fn images_are_hashed_listed_and_hostile_imports_change_nothing() {
     let missing = src.join("nope");
     let relative = "vmlinux";
     let cases: Vec<(&str, &str, &str, &str, &str)> = vec![
-        ("deb", k, "", "", "org.banger.Error.AlreadyExists"),
+        ("deb", k, "", "", ErrorKind::AlreadyExists.name()),
         ("x", junk.to_str().unwrap(), "", "", "not a Linux kernel"),
         ("x", missing.to_str().unwrap(), "", "", "No such file"),
         ("x", k, missing.to_str().unwrap(), "", "initrd"),
@@ -271,7 +272,7 @@ async fn images_are_hashed_listed_and_hostile_imports_change_nothing() {
 
     // VM requests refused before anything is made.
     let vm_cases: Vec<(&str, &str, u32, u32, &str)> = vec![
-        ("web", "nope", 1, 256, "org.banger.Error.NotFound"),
+        ("web", "nope", 1, 256, ErrorKind::NotFound.name()),
         ("web", "deb", 0, 256, "CPUs is impossible"),
         ("web", "deb", 1, 16 << 20, "MiB of memory is impossible"),
         ("web", "deb", 1, 1, "MiB of memory is impossible"),
@@ -286,10 +287,10 @@ async fn images_are_hashed_listed_and_hostile_imports_change_nothing() {
     }
     assert!(d.list_vms().await.unwrap().is_empty());
     let e = d.get_vm("web").await.unwrap_err();
-    assert_eq!(error_name(&e), "org.banger.Error.NotFound");
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::NotFound));
 
     let e = d.delete_image("nope").await.unwrap_err();
-    assert_eq!(error_name(&e), "org.banger.Error.NotFound");
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::NotFound));
     d.delete_image("deb").await.unwrap();
     assert!(d.list_images().await.unwrap().is_empty());
     assert!(!state.join("images/deb").exists());

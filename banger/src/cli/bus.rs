@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use banger_api::error::ErrorKind;
 use banger_api::proxies::Root1Proxy;
 use zbus::Connection;
 use zbus::proxy::MethodFlags;
@@ -30,14 +31,13 @@ fn verbose() -> bool {
     VERBOSE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// The error the bus itself sends when its policy refuses a message.
-pub const ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
-
 /// A D-Bus error reply, reduced to its name and its message for people.
 #[derive(Debug)]
 pub struct CallError {
-    /// The D-Bus error name.
+    /// The D-Bus error name (empty when the call failed without an error reply).
     pub name: String,
+    /// What kind of error the name says, when banger knows it.
+    pub kind: Option<ErrorKind>,
     /// The message.
     pub message: String,
     /// The sender's own text, when `message` says it more plainly (shown with `--verbose`).
@@ -60,8 +60,8 @@ impl std::fmt::Display for CallError {
 
 /// The plain message for a refusal by the bus's own policy: dbus-daemon's text ("Rejected send
 /// message, 2 matched rules; type=…") lists its rules, which helps nobody but a debugger.
-fn plain_bus_refusal(name: &str, message: String) -> (String, Option<String>) {
-    if name == ACCESS_DENIED && message.starts_with("Rejected send message") {
+fn plain_bus_refusal(kind: Option<ErrorKind>, message: String) -> (String, Option<String>) {
+    if kind == Some(ErrorKind::AccessDenied) && message.starts_with("Rejected send message") {
         (
             "the system bus refused the call: its security policy does not let this user send it"
                 .to_string(),
@@ -88,24 +88,28 @@ impl From<&zbus::Error> for CallError {
             ),
             other => (String::new(), other.to_string()),
         };
-        let (message, raw) = plain_bus_refusal(&name, message);
-        CallError { name, message, raw }
+        let kind = ErrorKind::from_name(&name);
+        let (message, raw) = plain_bus_refusal(kind, message);
+        CallError {
+            name,
+            kind,
+            message,
+            raw,
+        }
     }
 }
 
 /// Whether an error chain is an authorization refusal.
 pub fn is_authorization_error(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        let name = if let Some(c) = c.downcast_ref::<CallError>() {
-            c.name.clone()
+        let kind = if let Some(c) = c.downcast_ref::<CallError>() {
+            c.kind
         } else if let Some(z) = c.downcast_ref::<zbus::Error>() {
-            CallError::from(z).name
+            ErrorKind::of(z)
         } else {
-            return false;
+            None
         };
-        name == "org.banger.Error.NotAuthorized"
-            || name == "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
-            || name == ACCESS_DENIED
+        kind.is_some_and(ErrorKind::is_refusal)
     })
 }
 
@@ -149,7 +153,7 @@ where
         Ok(None) => Err(anyhow::anyhow!("{what}: bangerd-root sent no reply")),
         Err(e) => {
             let e = CallError::from(&e);
-            if e.name == "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired" {
+            if e.kind == Some(ErrorKind::InteractiveAuthorizationRequired) {
                 eprintln!(
                     "banger: hint: this needs authentication. Run it from a terminal so banger can \
                      ask for a password, run it as root, or enable the example polkit rule in \
@@ -158,6 +162,23 @@ where
             }
             Err(anyhow::Error::new(e).context(format!("{what} was refused or failed")))
         }
+    }
+}
+
+impl CallError {
+    /// An error without a reply (no answer, a broken connection), with its message.
+    pub fn without_reply(message: impl Into<String>) -> Self {
+        CallError {
+            name: String::new(),
+            kind: None,
+            message: message.into(),
+            raw: None,
+        }
+    }
+
+    /// Whether the reply was an error of this kind.
+    pub fn is(&self, kind: ErrorKind) -> bool {
+        self.kind == Some(kind)
     }
 }
 

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use banger_api::error::ErrorKind;
 use banger_api::names::ROOT1_NAME;
 use banger_api::proxies::{JobProxy, Root1Proxy};
 use futures_util::{FutureExt, StreamExt};
@@ -182,7 +183,7 @@ fn update_options(args: &UpdateArgs) -> HashMap<&'static str, Variant<'static>> 
 
 /// Turns "another update is running" into a message that says what to do; other errors pass.
 async fn explain_busy(conn: &Connection, e: anyhow::Error) -> anyhow::Error {
-    let Some(busy) = bus::call_error(&e).filter(|c| c.name == "org.banger.Error.Busy") else {
+    let Some(busy) = bus::call_error(&e).filter(|c| c.is(ErrorKind::Busy)) else {
         return e;
     };
     let running = match Root1Proxy::new(conn).await {
@@ -747,13 +748,9 @@ async fn read_job(
                 });
             }
             Ok(Err(e)) => CallError::from(&e),
-            Err(_) => CallError {
-                name: String::new(),
-                message: "no answer from bangerd-root".to_string(),
-                raw: None,
-            },
+            Err(_) => CallError::without_reply("no answer from bangerd-root"),
         };
-        if is_no_such_object(&error.name) {
+        if error.kind.is_some_and(ErrorKind::is_no_such_object) {
             gone += 1;
             if gone >= GONE_CONFIRMATIONS {
                 return Ok(Read::Gone);
@@ -770,15 +767,6 @@ async fn read_job(
         }
         tokio::time::sleep(RETRY_INTERVAL).await;
     }
-}
-
-fn is_no_such_object(error_name: &str) -> bool {
-    matches!(
-        error_name,
-        "org.freedesktop.DBus.Error.UnknownObject"
-            | "org.freedesktop.DBus.Error.UnknownInterface"
-            | "org.freedesktop.DBus.Error.UnknownMethod"
-    )
 }
 
 /// Following one job to its end.
@@ -907,7 +895,7 @@ impl Follow {
                         Some(Ok(())) => CancelStep::Accepted,
                         Some(Err(e)) => {
                             let e = CallError::from(&e);
-                            if e.name == "org.banger.Error.Busy" {
+                            if e.is(ErrorKind::Busy) {
                                 CancelStep::PastPointOfNoReturn
                             } else {
                                 CancelStep::Failed(e.message)

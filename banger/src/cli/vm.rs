@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use banger_api::error::ErrorKind as Reply;
 use banger_api::proxies::Daemon1Proxy;
 use banger_api::wire::{SshTarget, VmInfo};
 use banger_host::virt::find_program;
@@ -22,11 +23,9 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use clap::{Args, Subcommand};
 use sha2::{Digest, Sha256};
 
-use super::bus::ACCESS_DENIED;
 use super::{CmdResult, EXIT_OK, bus};
 
 /// The error the bus sends when no service provides a name (banger is not installed).
-const SERVICE_UNKNOWN: &str = "org.freedesktop.DBus.Error.ServiceUnknown";
 /// One MiB in bytes.
 pub const MIB: u64 = 1 << 20;
 /// The most memory a VM may be given on the command line: 1 TiB, in MiB.
@@ -212,21 +211,21 @@ pub fn failed(what: impl std::fmt::Display) -> impl FnOnce(zbus::Error) -> anyho
     let what = what.to_string();
     move |e| {
         let e = bus::CallError::from(&e);
-        if let Some(hint) = hint_for(&e.name) {
+        if let Some(hint) = e.kind.and_then(hint_for) {
             eprintln!("banger: hint: {hint}");
         }
         anyhow::Error::new(e).context(what)
     }
 }
 
-/// What to tell people after a D-Bus error of this name, if anything.
-fn hint_for(error_name: &str) -> Option<&'static str> {
-    match error_name {
-        ACCESS_DENIED => Some(
+/// What to tell people after a D-Bus error of this kind, if anything.
+fn hint_for(kind: Reply) -> Option<&'static str> {
+    match kind {
+        Reply::AccessDenied => Some(
             "VMs belong to the user who installed banger (see `banger system status`); only that \
              user and root can manage them.",
         ),
-        SERVICE_UNKNOWN => {
+        Reply::ServiceUnknown => {
             Some("banger's services are not installed; see `banger system install`.")
         }
         _ => None,
@@ -1265,7 +1264,7 @@ mod tests {
     #[test]
     fn access_denied_exits_3_with_a_hint() {
         let e = zbus::Error::MethodError(
-            zbus::names::OwnedErrorName::try_from(ACCESS_DENIED).unwrap(),
+            zbus::names::OwnedErrorName::try_from(Reply::AccessDenied.name()).unwrap(),
             Some("Rejected send message".into()),
             zbus::message::Message::method_call("/", "Ping")
                 .build(&())
@@ -1276,7 +1275,8 @@ mod tests {
             format!("{e:#}"),
             format!(
                 "listing VMs: the system bus refused the call: its security policy does not let \
-                 this user send it ({ACCESS_DENIED})"
+                 this user send it ({})",
+                Reply::AccessDenied.name()
             ),
             "the bus's own text is for --verbose"
         );
@@ -1292,11 +1292,11 @@ mod tests {
             super::super::EXIT_NOT_AUTHORIZED
         );
         assert!(
-            hint_for(ACCESS_DENIED)
+            hint_for(Reply::AccessDenied)
                 .unwrap()
                 .contains("only that user and root")
         );
-        assert_eq!(hint_for("org.banger.Error.NotFound"), None);
+        assert_eq!(hint_for(Reply::NotFound), None);
     }
 
     fn target() -> SshTarget {
