@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use banger_api::error::BusError;
+use banger_api::job::{JobResult, JobState};
 use banger_api::names::{self, action};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
 use crate::authz::{Authorizer, Trust};
 use crate::limits::Caller;
-use crate::update::job::{CancelAnswer, JobHandle};
+use crate::update::job::{CancelAnswer, JobHandle, result_word};
 
 /// The object served at `/org/banger/Root1/job/<id>`.
 pub struct Job1 {
@@ -26,7 +27,7 @@ impl Job1 {
     /// Whether the job has finished already (no authorization needed to be told so).
     fn answer_now(&self) -> CancelAnswer {
         let st = self.handle.status();
-        if st.state == "finished" {
+        if st.state == JobState::Finished {
             CancelAnswer::Finished(st.result)
         } else {
             CancelAnswer::Accepted
@@ -34,8 +35,11 @@ impl Job1 {
     }
 }
 
-fn finished(result: &str) -> BusError {
-    BusError::Busy(format!("the job has already finished ({result})"))
+fn finished(result: Option<JobResult>) -> BusError {
+    BusError::Busy(format!(
+        "the job has already finished ({})",
+        result_word(result)
+    ))
 }
 
 #[zbus::interface(name = "org.banger.Root1.Job")]
@@ -55,7 +59,7 @@ impl Job1 {
     /// `running` or `finished`.
     #[zbus(property)]
     fn state(&self) -> String {
-        self.handle.status().state
+        self.handle.status().state.as_str().into()
     }
 
     /// Current stage: checking, downloading, verifying, staging, sanity-check,
@@ -63,7 +67,7 @@ impl Job1 {
     /// verifying-install, finalizing, rolling-back, done.
     #[zbus(property)]
     fn stage(&self) -> String {
-        self.handle.status().stage
+        self.handle.status().stage.as_str().into()
     }
 
     /// Progress from 0 to 1.
@@ -100,7 +104,7 @@ impl Job1 {
     /// "" while running; then updated, up-to-date, dry-run, rolled-back, failed or canceled.
     #[zbus(property)]
     fn result(&self) -> String {
-        self.handle.status().result
+        result_word(self.handle.status().result).into()
     }
 
     /// "" or why the job failed or rolled back. Only root, the install owner and the job's
@@ -133,7 +137,7 @@ impl Job1 {
     /// Safe to repeat.
     async fn cancel(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), BusError> {
         if let CancelAnswer::Finished(result) = self.answer_now() {
-            return Err(finished(&result));
+            return Err(finished(result));
         }
         let uid = self.authz.caller_uid(&hdr).await?;
         if uid != self.handle.initiator_uid {
@@ -145,7 +149,7 @@ impl Job1 {
         }
         match self.handle.request_cancel() {
             CancelAnswer::Accepted => Ok(()),
-            CancelAnswer::Finished(result) => Err(finished(&result)),
+            CancelAnswer::Finished(result) => Err(finished(result)),
             CancelAnswer::PastPointOfNoReturn(stage) => Err(BusError::Busy(format!(
                 "the update is past the point of no return (stage {stage}): it will finish or \
                  roll back on its own"

@@ -302,7 +302,7 @@ async fn a_cancel_that_waited_for_polkit_past_the_point_of_no_return_is_refused(
     while f.asked.lock().unwrap().is_empty() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    handle.stage("swapping", 0.85).await;
+    handle.stage(banger_api::job::Stage::Swapping, 0.85).await;
     assert!(handle.pass_point_of_no_return());
     let e = cancel.await.unwrap().expect_err("too late to cancel");
     assert_eq!(ErrorKind::of(&e), Some(ErrorKind::Busy));

@@ -7,6 +7,7 @@
 //! describes what crosses the bus.
 
 pub mod error;
+pub mod job;
 pub mod names;
 pub mod proxies;
 pub mod time;

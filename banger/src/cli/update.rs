@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use banger_api::error::ErrorKind;
+use banger_api::job::{JobResult, Stage};
 use banger_api::names::ROOT1_NAME;
 use banger_api::proxies::{JobProxy, Root1Proxy};
 use futures_util::{FutureExt, StreamExt};
@@ -31,24 +32,6 @@ use super::{CmdResult, EXIT_CANCELED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EX
 const JOB_INTERFACE: &str = "org.banger.Root1.Job";
 /// Every job object lives under this path.
 const JOB_PATH_NAMESPACE: &str = "/org/banger/Root1/job";
-/// Stages a job passes, in order (`rolling-back` only after a failure past the swap).
-const STAGES: [&str; 13] = [
-    "checking",
-    "downloading",
-    "verifying",
-    "staging",
-    "sanity-check",
-    "waiting-for-operations",
-    "swapping",
-    "restarting-daemon",
-    "restarting-helper",
-    "verifying-install",
-    "finalizing",
-    "done",
-    "rolling-back",
-];
-/// The first stage a job can no longer be canceled in.
-const POINT_OF_NO_RETURN: &str = "swapping";
 /// How long to wait for the helper to come back after it went away.
 const HELPER_RETURN_PATIENCE: Duration = Duration::from_secs(120);
 /// Pause between two attempts to read the job while the helper comes back.
@@ -236,8 +219,8 @@ pub fn outcome(result: &str, error: &str, from: &str, target: &str) -> Outcome {
     } else {
         error
     };
-    let (line, code) = match result {
-        "updated" => (
+    let (line, code) = match JobResult::parse(result) {
+        Some(JobResult::Updated) => (
             format!(
                 "updated {} → {}",
                 version_label(from),
@@ -245,14 +228,14 @@ pub fn outcome(result: &str, error: &str, from: &str, target: &str) -> Outcome {
             ),
             EXIT_OK,
         ),
-        "up-to-date" => (
+        Some(JobResult::UpToDate) => (
             format!(
                 "up to date ({})",
                 version_label(if from.is_empty() { target } else { from })
             ),
             EXIT_OK,
         ),
-        "dry-run" => (
+        Some(JobResult::DryRun) => (
             format!(
                 "dry run: {} downloaded, verified and staged; nothing was changed",
                 version_label(target)
@@ -260,24 +243,24 @@ pub fn outcome(result: &str, error: &str, from: &str, target: &str) -> Outcome {
             EXIT_OK,
         ),
         // A failed rollback says so itself: never claim nothing changed then.
-        "failed" if error.contains("ROLLBACK INCOMPLETE") => {
+        Some(JobResult::Failed) if error.contains("ROLLBACK INCOMPLETE") => {
             (format!("update failed: {error}"), EXIT_FAILED)
         }
-        "failed" => (
+        Some(JobResult::Failed) => (
             format!("update failed: {error}; nothing was changed"),
             EXIT_FAILED,
         ),
-        "rolled-back" => (
+        Some(JobResult::RolledBack) => (
             format!("update failed: {error} (rolled back to previous install)"),
             EXIT_ROLLED_BACK,
         ),
-        "canceled" => (
+        Some(JobResult::Canceled) => (
             "update canceled; nothing was changed".to_string(),
             EXIT_CANCELED,
         ),
-        other => (
+        None => (
             format!(
-                "the update ended with a result banger does not know ({other:?}): {error}; \
+                "the update ended with a result banger does not know ({result:?}): {error}; \
                  check the install with: banger system status"
             ),
             EXIT_FAILED,
@@ -289,7 +272,7 @@ pub fn outcome(result: &str, error: &str, from: &str, target: &str) -> Outcome {
 /// Whether the helper leaves the bus on purpose at `stage`: it restarts itself onto the new
 /// binaries, or, after a rollback, back onto the old ones.
 pub fn helper_restart_is_planned(stage: &str) -> bool {
-    stage == "restarting-helper"
+    Stage::parse(stage) == Some(Stage::RestartingHelper)
 }
 
 /// The last line and exit code when the job object is gone after the helper restarted; what it
@@ -310,17 +293,15 @@ pub fn lost_outcome(last_stage: &str) -> Outcome {
     }
 }
 
-/// Where a stage is in [`STAGES`].
+/// Where a stage is in the order a job passes them; `None` for a word this banger does not
+/// know (a newer helper's), which is shown but never compared.
 fn stage_index(stage: &str) -> Option<usize> {
-    STAGES.iter().position(|s| *s == stage)
+    Stage::parse(stage).map(Stage::position)
 }
 
 /// Whether a stage is at or after the swap of the binaries. Unknown stages count as before.
 fn past_point_of_no_return(stage: &str) -> bool {
-    match (stage_index(stage), stage_index(POINT_OF_NO_RETURN)) {
-        (Some(stage), Some(swap)) => stage >= swap,
-        _ => false,
-    }
+    Stage::parse(stage).is_some_and(Stage::past_point_of_no_return)
 }
 
 /// `v0.2.0` for `0.2.0`.

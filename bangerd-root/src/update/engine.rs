@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use banger_api::error::BusError;
+use banger_api::job::{JobResult, JobState, Stage};
 use banger_api::names::{self, action};
 use banger_api::proxies::Daemon1Proxy;
 use banger_api::time::unix_now;
@@ -21,7 +22,7 @@ use zbus::{Connection, OwnedObjectPath, OwnedVariant};
 
 use super::config::UpdateConfig;
 use super::download::{DownloadError, Fetcher};
-use super::job::JobHandle;
+use super::job::{JobHandle, result_word};
 use super::journal::{self, FORMAT, Journal, Phase, SwapItem};
 use super::stage;
 use super::state::HelperState;
@@ -129,10 +130,7 @@ impl UpdateOptions {
 
 /// How a job ended before the point of no return.
 enum Outcome {
-    Finished {
-        result: &'static str,
-        message: String,
-    },
+    Finished { result: JobResult, message: String },
     Apply(Box<Journal>),
 }
 
@@ -270,7 +268,7 @@ impl Engine {
         );
         handle.pass_point_of_no_return();
         self.drive(&handle, &mut j).await;
-        let result = handle.status().result;
+        let result = result_word(handle.status().result);
         self.systemd.reset_failed(names::ROOT_UNIT).await;
         self.systemd
             .run_job(JobKind::Start, names::ROOT_UNIT)
@@ -288,14 +286,14 @@ impl Engine {
             .lock()
             .unwrap()
             .clone()
-            .filter(|j| j.status().state == "running")
+            .filter(|j| j.status().state == JobState::Running)
     }
 
     /// `idle` or the running job's stage.
     pub fn update_state(&self) -> String {
         self.running_job()
-            .map(|j| j.status().stage)
-            .unwrap_or_else(|| "idle".into())
+            .map(|j| j.status().stage.as_str().to_string())
+            .unwrap_or_else(|| banger_api::job::UPDATE_IDLE.into())
     }
 
     /// The running job's path, `/` when none.
@@ -349,7 +347,10 @@ impl Engine {
     ) -> Result<OwnedObjectPath, BusError> {
         let from = {
             let mut slot = self.job.lock().unwrap();
-            if let Some(j) = slot.as_ref().filter(|j| j.status().state == "running") {
+            if let Some(j) = slot
+                .as_ref()
+                .filter(|j| j.status().state == JobState::Running)
+            {
                 return Err(BusError::Busy(format!(
                     "an update is already running: job {} (stage {}); nothing was done",
                     j.path.as_str(),
@@ -470,10 +471,8 @@ impl Engine {
 
     /// Records the end of the update and tells its followers. The marker that makes a boot
     /// finish an interrupted update goes once the end is recorded.
-    async fn finish(&self, handle: &JobHandle, j: &mut Journal, result: &str, error: &str) {
-        j.phase = Phase::Done;
-        j.result = Some(result.into());
-        j.error = (!error.is_empty()).then(|| error.into());
+    async fn finish(&self, handle: &JobHandle, j: &mut Journal, result: JobResult, error: &str) {
+        j.set_result(result, error);
         match self.record(j).await {
             Ok(()) => {
                 if let Err(e) = banger_host::fsutil::remove_if_exists(&self.paths.pending_marker) {
@@ -486,7 +485,7 @@ impl Engine {
     }
 
     /// Tells the job's followers how it ended (the job's properties, `Finished`, `JobRemoved`).
-    async fn announce_end(&self, handle: &JobHandle, result: &str, error: &str) {
+    async fn announce_end(&self, handle: &JobHandle, result: JobResult, error: &str) {
         handle.finish(result, error).await;
         let id = handle.status().id;
         let _ = self
@@ -496,7 +495,7 @@ impl Engine {
                 names::ROOT1_PATH,
                 names::ROOT1_NAME,
                 "JobRemoved",
-                &(id, &handle.path, result),
+                &(id, &handle.path, result.as_str()),
             )
             .await;
         self.root1_changed().await;
@@ -515,7 +514,7 @@ impl Engine {
                 } else {
                     // Canceled after the last check but before the swap began: honour it.
                     self.cleanup_staging(&j);
-                    self.finish(&handle, &mut j, "canceled", "canceled by request")
+                    self.finish(&handle, &mut j, JobResult::Canceled, "canceled by request")
                         .await;
                 }
             }
@@ -523,10 +522,10 @@ impl Engine {
                 self.cleanup_staging(&j);
                 let canceled = handle.cancel.load(Ordering::SeqCst);
                 if canceled {
-                    self.finish(&handle, &mut j, "canceled", "canceled by request")
+                    self.finish(&handle, &mut j, JobResult::Canceled, "canceled by request")
                         .await;
                 } else {
-                    self.finish(&handle, &mut j, "failed", &clean_refusal(&msg))
+                    self.finish(&handle, &mut j, JobResult::Failed, &clean_refusal(&msg))
                         .await;
                 }
             }
@@ -547,7 +546,7 @@ impl Engine {
         opts: &UpdateOptions,
         j: &mut Journal,
     ) -> Result<Outcome, Refused> {
-        handle.stage("checking", 0.02).await;
+        handle.stage(Stage::Checking, 0.02).await;
         let meta = InstallMeta::read_trusted(&self.layout.install_toml())?;
         let installed = Version::parse(&meta.release.version).map_err(Refused)?;
         let cfg = UpdateConfig::load(&self.paths.config)?;
@@ -573,7 +572,7 @@ impl Engine {
         let entry = vm.find(&target)?.clone();
         if target == installed && !opts.force {
             return Ok(Outcome::Finished {
-                result: "up-to-date",
+                result: JobResult::UpToDate,
                 message: String::new(),
             });
         }
@@ -594,7 +593,7 @@ impl Engine {
         }
         Self::check_cancel(handle)?;
 
-        handle.stage("downloading", 0.05).await;
+        handle.stage(Stage::Downloading, 0.05).await;
         handle.update(|s| s.bytes_total = entry.size).await;
         let sums_url = cfg.resolve(&entry.sums).map_err(Refused)?;
         let sig_url = cfg.resolve(&entry.sums_sig).map_err(Refused)?;
@@ -648,7 +647,7 @@ impl Engine {
         handle.update(|s| s.bytes_done = fetched.bytes).await;
         Self::check_cancel(handle)?;
 
-        handle.stage("verifying", 0.72).await;
+        handle.stage(Stage::Verifying, 0.72).await;
         if fetched.sha256 != want {
             return Err(Refused(format!(
                 "{} does not match SHA256SUMS: got {}, signed {}",
@@ -658,14 +657,14 @@ impl Engine {
             )));
         }
 
-        handle.stage("staging", 0.75).await;
+        handle.stage(Stage::Staging, 0.75).await;
         {
             let (t, d) = (tarball.clone(), j.staging.join("bin"));
             blocking(move || stage::extract(&t, &d)).await?;
         }
         let _ = std::fs::remove_file(&tarball);
 
-        handle.stage("sanity-check", 0.8).await;
+        handle.stage(Stage::SanityCheck, 0.8).await;
         let (identity, migrates) =
             sanity_check(&j.staging.join("bin"), &target, &meta.owner).await?;
         state.raise(&target);
@@ -675,13 +674,13 @@ impl Engine {
             .await;
         if opts.dry_run {
             return Ok(Outcome::Finished {
-                result: "dry-run",
+                result: JobResult::DryRun,
                 message: String::new(),
             });
         }
         Self::check_cancel(handle)?;
 
-        handle.stage("waiting-for-operations", 0.82).await;
+        handle.stage(Stage::WaitingForOperations, 0.82).await;
         if !opts.force {
             let busy = self.operations_in_flight().await?;
             if !busy.is_empty() {
@@ -865,7 +864,7 @@ impl Engine {
                     .clone()
                     .map(|c| format!("{c}; "))
                     .unwrap_or_default();
-                self.announce_end(handle, "failed", &format!("{cause}{msg}"))
+                self.announce_end(handle, JobResult::Failed, &format!("{cause}{msg}"))
                     .await;
                 false
             }
@@ -892,7 +891,7 @@ impl Engine {
                 self.finish(
                     handle,
                     j,
-                    "failed",
+                    JobResult::Failed,
                     &format!("recording the update before its first change failed: {e}"),
                 )
                 .await;
@@ -984,7 +983,7 @@ impl Engine {
                     } else {
                         format!("updated, but cleaning up failed: {}", errors.join("; "))
                     };
-                    self.finish(handle, j, "updated", &note).await;
+                    self.finish(handle, j, JobResult::Updated, &note).await;
                     return;
                 }
                 Phase::RollingBack => {
@@ -997,7 +996,7 @@ impl Engine {
                             "{cause}; ROLLBACK INCOMPLETE: {}; the install may be mixed: reinstall with sudo banger system install",
                             errors.join("; ")
                         );
-                        self.finish(handle, j, "failed", &msg).await;
+                        self.finish(handle, j, JobResult::Failed, &msg).await;
                         return;
                     }
                     if let Err(e) = self.restart_daemon().await {
@@ -1022,13 +1021,12 @@ impl Engine {
                         }
                     }
                     let err = j.error.clone().unwrap_or_default();
-                    self.finish(handle, j, "rolled-back", &err).await;
+                    self.finish(handle, j, JobResult::RolledBack, &err).await;
                     return;
                 }
                 Phase::Done => {
-                    let result = j.result.clone().unwrap_or_else(|| "failed".into());
                     let err = j.error.clone().unwrap_or_default();
-                    handle.finish(&result, &err).await;
+                    handle.finish(j.ended(), &err).await;
                     return;
                 }
             }
@@ -1170,28 +1168,18 @@ impl Engine {
                 let _ = banger_host::fsutil::remove_if_exists(&self.paths.pending_marker);
                 if j.phase == Phase::Preparing {
                     self.cleanup_staging(&j);
-                    j.phase = Phase::Done;
-                    j.result = Some("failed".into());
-                    j.error = Some("the helper stopped before the point of no return".into());
+                    j.set_result(
+                        JobResult::Failed,
+                        "the helper stopped before the point of no return",
+                    );
                     if let Err(e) = j.save(&self.paths.journal) {
                         tracing::error!("{e}");
                     }
                 }
                 // Readable as finished at once; `Finished` is re-sent by `continue_resumed`
                 // once the name is owned, so clients following the name see it.
-                let (result, error) = (
-                    j.result.clone().unwrap_or_else(|| "failed".into()),
-                    j.error.clone().unwrap_or_default(),
-                );
-                handle
-                    .update(|s| {
-                        s.state = "finished".into();
-                        s.stage = "done".into();
-                        s.progress = 1.0;
-                        s.result = result;
-                        s.error = error;
-                    })
-                    .await;
+                let (result, error) = (j.ended(), j.error.clone().unwrap_or_default());
+                handle.update(|s| s.end(result, &error)).await;
                 *self.resumed.lock().unwrap() = Some((handle, j));
             }
             _ => {

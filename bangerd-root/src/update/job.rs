@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use banger_api::job::{JobResult, JobState, Stage};
 use zbus::{Connection, OwnedObjectPath, Variant};
 
 /// The job's interface name.
@@ -16,10 +17,10 @@ pub const JOB_INTERFACE: &str = "org.banger.Root1.Job";
 pub struct JobStatus {
     /// Id.
     pub id: u32,
-    /// `running` or `finished`.
-    pub state: String,
+    /// Running or finished.
+    pub state: JobState,
     /// Current stage.
-    pub stage: String,
+    pub stage: Stage,
     /// 0..1.
     pub progress: f64,
     /// Bytes downloaded.
@@ -30,10 +31,26 @@ pub struct JobStatus {
     pub target_version: String,
     /// Version installed at the start.
     pub from_version: String,
-    /// Final result, "" while running.
-    pub result: String,
+    /// Final result, `None` while running.
+    pub result: Option<JobResult>,
     /// Why it failed, "".
     pub error: String,
+}
+
+impl JobStatus {
+    /// Ends the job with `result`.
+    pub fn end(&mut self, result: JobResult, error: &str) {
+        self.state = JobState::Finished;
+        self.stage = Stage::Done;
+        self.progress = 1.0;
+        self.result = Some(result);
+        self.error = error.into();
+    }
+}
+
+/// `Job.Result` on the bus: "" while the job runs.
+pub fn result_word(result: Option<JobResult>) -> &'static str {
+    result.map_or("", JobResult::as_str)
 }
 
 /// A job: its status, who started it, and its cancellation flag.
@@ -58,9 +75,9 @@ pub enum CancelAnswer {
     /// The job will stop before the point of no return and end `canceled`.
     Accepted,
     /// Too late: the job is past the point of no return (at this stage).
-    PastPointOfNoReturn(String),
+    PastPointOfNoReturn(Stage),
     /// The job has already finished (with this result).
-    Finished(String),
+    Finished(Option<JobResult>),
 }
 
 /// The object path of job `id`.
@@ -79,14 +96,14 @@ impl JobHandle {
             past_point_of_no_return: Mutex::new(false),
             status: Mutex::new(JobStatus {
                 id,
-                state: "running".into(),
-                stage: "checking".into(),
+                state: JobState::Running,
+                stage: Stage::Checking,
                 progress: 0.0,
                 bytes_done: 0,
                 bytes_total: 0,
                 target_version: String::new(),
                 from_version: from_version.into(),
-                result: String::new(),
+                result: None,
                 error: String::new(),
             }),
             conn,
@@ -102,7 +119,7 @@ impl JobHandle {
     pub fn request_cancel(&self) -> CancelAnswer {
         let past = self.past_point_of_no_return.lock().unwrap();
         let st = self.status();
-        if st.state == "finished" {
+        if st.state == JobState::Finished {
             CancelAnswer::Finished(st.result)
         } else if *past {
             CancelAnswer::PastPointOfNoReturn(st.stage)
@@ -133,10 +150,10 @@ impl JobHandle {
         };
         let mut changed: HashMap<&str, Variant<'_>> = HashMap::new();
         if before.state != after.state {
-            changed.insert("State", Variant::from(after.state.clone()));
+            changed.insert("State", Variant::from(after.state.as_str()));
         }
         if before.stage != after.stage {
-            changed.insert("Stage", Variant::from(after.stage.clone()));
+            changed.insert("Stage", Variant::from(after.stage.as_str()));
         }
         if before.progress != after.progress {
             changed.insert("Progress", Variant::from(after.progress));
@@ -154,7 +171,7 @@ impl JobHandle {
             changed.insert("FromVersion", Variant::from(after.from_version.clone()));
         }
         if before.result != after.result {
-            changed.insert("Result", Variant::from(after.result.clone()));
+            changed.insert("Result", Variant::from(result_word(after.result)));
         }
         // The error is private (see `Job1::error`): signals go to everyone, so a change is only
         // announced, and whoever may read it reads it.
@@ -178,27 +195,29 @@ impl JobHandle {
     }
 
     /// Moves to `stage` at `progress`.
-    pub async fn stage(&self, stage: &str, progress: f64) {
-        tracing::info!(job = self.status().id, stage, "update stage");
+    pub async fn stage(&self, stage: Stage, progress: f64) {
+        tracing::info!(
+            job = self.status().id,
+            stage = stage.as_str(),
+            "update stage"
+        );
         self.update(|s| {
-            s.stage = stage.into();
+            s.stage = stage;
             s.progress = progress;
         })
         .await;
     }
 
     /// Marks the job finished and emits `Finished`.
-    pub async fn finish(&self, result: &str, error: &str) {
-        tracing::info!(job = self.status().id, result, error, "update finished");
-        self.update(|s| {
-            s.state = "finished".into();
-            s.stage = "done".into();
-            s.progress = 1.0;
-            s.result = result.into();
-            s.error = error.into();
-        })
-        .await;
-        let success = matches!(result, "updated" | "up-to-date" | "dry-run");
+    pub async fn finish(&self, result: JobResult, error: &str) {
+        tracing::info!(
+            job = self.status().id,
+            result = result.as_str(),
+            error,
+            "update finished"
+        );
+        self.update(|s| s.end(result, error)).await;
+        let success = result.is_success();
         let public_error = if error.is_empty() {
             ""
         } else {
@@ -211,7 +230,7 @@ impl JobHandle {
                 &self.path,
                 JOB_INTERFACE,
                 "Finished",
-                &(success, result, public_error),
+                &(success, result.as_str(), public_error),
             )
             .await;
     }

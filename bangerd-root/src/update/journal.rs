@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use banger_api::job::{JobResult, Stage};
 use banger_host::build_info::BuildIdentity;
 use serde::{Deserialize, Serialize};
 
@@ -71,16 +72,16 @@ impl Phase {
     }
 
     /// The job's `Stage` and `Progress` while the update is in this phase.
-    pub fn stage(self) -> (&'static str, f64) {
+    pub fn stage(self) -> (Stage, f64) {
         match self {
-            Phase::Preparing => ("checking", 0.0),
-            Phase::Swapping => ("swapping", 0.85),
-            Phase::RestartingDaemon => ("restarting-daemon", 0.88),
-            Phase::RestartingHelper => ("restarting-helper", 0.9),
-            Phase::Verifying => ("verifying-install", 0.95),
-            Phase::Finalizing => ("finalizing", 0.98),
-            Phase::RollingBack | Phase::RollbackRestartingHelper => ("rolling-back", 0.9),
-            Phase::Done => ("done", 1.0),
+            Phase::Preparing => (Stage::Checking, 0.0),
+            Phase::Swapping => (Stage::Swapping, 0.85),
+            Phase::RestartingDaemon => (Stage::RestartingDaemon, 0.88),
+            Phase::RestartingHelper => (Stage::RestartingHelper, 0.9),
+            Phase::Verifying => (Stage::VerifyingInstall, 0.95),
+            Phase::Finalizing => (Stage::Finalizing, 0.98),
+            Phase::RollingBack | Phase::RollbackRestartingHelper => (Stage::RollingBack, 0.9),
+            Phase::Done => (Stage::Done, 1.0),
         }
     }
 }
@@ -132,7 +133,8 @@ pub struct Journal {
     /// the new install is not rolled back for them.
     #[serde(default)]
     pub failing_before: Vec<String>,
-    /// Final result (`updated`, `rolled-back`, `failed`, …) once done.
+    /// Final result (`updated`, `rolled-back`, `failed`, …) once done. Kept as the word, so a
+    /// journal that another release wrote stays readable; see [`Journal::ended`].
     pub result: Option<String>,
     /// Why it failed or rolled back.
     pub error: Option<String>,
@@ -152,6 +154,22 @@ pub enum JournalError {
 }
 
 impl Journal {
+    /// Records how the update ended.
+    pub fn set_result(&mut self, result: JobResult, error: &str) {
+        self.phase = Phase::Done;
+        self.result = Some(result.as_str().into());
+        self.error = (!error.is_empty()).then(|| error.into());
+    }
+
+    /// How the recorded update ended: a word this release does not know, or none, reads as
+    /// `failed` (the journal then says nothing this helper can vouch for).
+    pub fn ended(&self) -> JobResult {
+        self.result
+            .as_deref()
+            .and_then(JobResult::parse)
+            .unwrap_or(JobResult::Failed)
+    }
+
     /// Reads the journal at `path`, if any.
     pub fn load(path: &Path) -> Result<Option<Journal>, JournalError> {
         match std::fs::read(path) {
@@ -410,7 +428,7 @@ mod tests {
 
     #[test]
     fn a_resumed_phase_shows_its_own_stage() {
-        assert_eq!(Phase::Preparing.stage().0, "checking");
+        assert_eq!(Phase::Preparing.stage().0, Stage::Checking);
         for (phase, stage) in [
             (Phase::Swapping, "swapping"),
             (Phase::Verifying, "verifying-install"),
@@ -418,7 +436,7 @@ mod tests {
             (Phase::RollbackRestartingHelper, "rolling-back"),
             (Phase::Finalizing, "finalizing"),
         ] {
-            assert_eq!(phase.stage().0, stage, "{phase:?}");
+            assert_eq!(phase.stage().0.as_str(), stage, "{phase:?}");
         }
     }
 

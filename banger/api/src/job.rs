@@ -1,0 +1,179 @@
+//! The words of an update job (`org.banger.Root1.Job`): its `State`, its `Stage` and its
+//! `Result`, each an enum with its one spelling on the bus. The helper sets them, the CLI and
+//! any other client read them; nobody else spells them.
+
+/// `Root1.UpdateState` while no job runs (otherwise it is the running job's [`Stage`]).
+pub const UPDATE_IDLE: &str = "idle";
+
+macro_rules! words {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $word:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The word on the bus.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word,)+
+                }
+            }
+
+            /// The value this word names, if any.
+            pub fn parse(word: &str) -> Option<Self> {
+                match word {
+                    $($word => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+words! {
+    /// `Job.State`.
+    JobState {
+        /// The job is working.
+        Running => "running",
+        /// The job has ended; `Result` says how.
+        Finished => "finished",
+    }
+}
+
+words! {
+    /// `Job.Stage`, in the order a job passes them (`rolling-back` only after a failure past
+    /// the swap).
+    Stage {
+        /// Reading the manifest, choosing the release.
+        Checking => "checking",
+        /// Fetching the tarball and its checksums.
+        Downloading => "downloading",
+        /// Checking signatures and checksums.
+        Verifying => "verifying",
+        /// Unpacking next to the install.
+        Staging => "staging",
+        /// Running the staged programs once.
+        SanityCheck => "sanity-check",
+        /// Waiting for the owner's operations (and inhibit holds) to end.
+        WaitingForOperations => "waiting-for-operations",
+        /// Renaming the new files over the installed ones: the point of no return.
+        Swapping => "swapping",
+        /// Restarting `bangerd.service`.
+        RestartingDaemon => "restarting-daemon",
+        /// Restarting `bangerd-root.service` onto the new helper.
+        RestartingHelper => "restarting-helper",
+        /// Running doctor against the new install.
+        VerifyingInstall => "verifying-install",
+        /// Removing the backups.
+        Finalizing => "finalizing",
+        /// The job has ended.
+        Done => "done",
+        /// Putting the previous install back.
+        RollingBack => "rolling-back",
+    }
+}
+
+impl Stage {
+    /// The first stage a job can no longer be canceled in.
+    pub const POINT_OF_NO_RETURN: Stage = Stage::Swapping;
+
+    /// Where this stage is in [`Stage::ALL`], the order a job passes them.
+    pub fn position(self) -> usize {
+        Stage::ALL
+            .iter()
+            .position(|s| *s == self)
+            .expect("every stage is in ALL")
+    }
+
+    /// Whether this stage comes at or after the point of no return in a job's order: it can no
+    /// longer be canceled, and the install may already be the new one (`done` counts too: a
+    /// job seen last at `done` may have ended either way).
+    pub fn past_point_of_no_return(self) -> bool {
+        self.position() >= Stage::POINT_OF_NO_RETURN.position()
+    }
+}
+
+words! {
+    /// `Job.Result` once the job has finished ("" on the bus while it runs).
+    JobResult {
+        /// The new release is installed and healthy.
+        Updated => "updated",
+        /// Nothing newer than the install.
+        UpToDate => "up-to-date",
+        /// Downloaded, verified and staged only; nothing changed.
+        DryRun => "dry-run",
+        /// Failed before the swap; nothing changed (unless the error says the rollback failed).
+        Failed => "failed",
+        /// Failed after the swap; the previous install is back.
+        RolledBack => "rolled-back",
+        /// Canceled before the point of no return; nothing changed.
+        Canceled => "canceled",
+    }
+}
+
+impl JobResult {
+    /// What the `Finished` signal's `success` says.
+    pub fn is_success(self) -> bool {
+        matches!(
+            self,
+            JobResult::Updated | JobResult::UpToDate | JobResult::DryRun
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_word_parses_back_and_is_distinct() {
+        fn check<T: Copy + PartialEq + std::fmt::Debug>(
+            all: &[T],
+            word: fn(T) -> &'static str,
+            parse: fn(&str) -> Option<T>,
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            for v in all {
+                assert!(seen.insert(word(*v)), "{v:?}");
+                assert_eq!(parse(word(*v)), Some(*v));
+            }
+            assert_eq!(parse("no-such-word"), None);
+        }
+        check(JobState::ALL, JobState::as_str, JobState::parse);
+        check(Stage::ALL, Stage::as_str, Stage::parse);
+        check(JobResult::ALL, JobResult::as_str, JobResult::parse);
+    }
+
+    #[test]
+    fn the_point_of_no_return_is_the_swap() {
+        assert!(!Stage::WaitingForOperations.past_point_of_no_return());
+        assert!(Stage::Swapping.past_point_of_no_return());
+        assert!(Stage::RollingBack.past_point_of_no_return());
+        assert!(Stage::Done.past_point_of_no_return());
+        assert!(!Stage::Checking.past_point_of_no_return());
+    }
+
+    #[test]
+    fn success_is_what_changed_nothing_wrongly() {
+        let ok: Vec<_> = JobResult::ALL.iter().filter(|r| r.is_success()).collect();
+        assert_eq!(
+            ok,
+            [
+                &JobResult::Updated,
+                &JobResult::UpToDate,
+                &JobResult::DryRun
+            ]
+        );
+    }
+}
