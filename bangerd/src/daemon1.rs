@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use banger_api::error::BusError;
-use banger_api::wire::{DoctorCheck, ImageInfo, OperationInfo, SshTarget, VmInfo};
+use banger_api::wire::{DoctorCheck, ImageInfo, OperationInfo, OperationStage, SshTarget, VmInfo};
 use banger_host::build_info;
 use banger_host::runtime::InFlight;
 use futures_util::StreamExt;
@@ -325,11 +325,11 @@ impl Daemon1 {
                     }
                 }
                 if let Some(g) = inhibitors.lock().unwrap().remove(&op) {
-                    g.finish("released (caller left)");
+                    g.finish(OperationStage::ReleasedCallerLeft);
                 }
             });
         } else if let Some(g) = self.inhibitors.lock().unwrap().remove(&id) {
-            g.finish("released (caller left)");
+            g.finish(OperationStage::ReleasedCallerLeft);
         }
         Ok(id)
     }
@@ -345,7 +345,7 @@ impl Daemon1 {
         check_caller(conn, &hdr).await?;
         match self.inhibitors.lock().unwrap().remove(&id) {
             Some(g) => {
-                g.finish("released");
+                g.finish(OperationStage::Released);
                 Ok(())
             }
             None => Err(BusError::InvalidArgument(format!(

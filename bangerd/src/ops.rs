@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use banger_api::time::unix_now;
-use banger_api::wire::OperationInfo;
+use banger_api::wire::{OperationInfo, OperationStage};
 
 use crate::store::{Store, StoreError};
 
@@ -54,16 +54,18 @@ impl Operations {
     pub fn begin(self: &Arc<Self>, kind: &str) -> Result<OperationGuard, StoreError> {
         let started = unix_now();
         let id = format!("op-{started}-{}", self.next.fetch_add(1, Ordering::Relaxed));
-        self.store
-            .lock()
-            .unwrap()
-            .insert_operation(&id, kind, "started", started)?;
+        self.store.lock().unwrap().insert_operation(
+            &id,
+            kind,
+            OperationStage::Started.as_str(),
+            started,
+        )?;
         self.live.lock().unwrap().insert(
             id.clone(),
             OperationInfo {
                 id: id.clone(),
                 kind: kind.into(),
-                stage: "started".into(),
+                stage: OperationStage::Started.as_str().into(),
                 started,
                 done: false,
             },
@@ -131,9 +133,9 @@ impl OperationGuard {
         self.ops.set_stage(&self.id, stage);
     }
 
-    /// Finishes the operation with a final stage (`done`, `failed`, …).
-    pub fn finish(mut self, stage: &str) {
-        self.ops.finish(&self.id, stage);
+    /// Finishes the operation with a final stage.
+    pub fn finish(mut self, stage: OperationStage) {
+        self.ops.finish(&self.id, stage.as_str());
         self.finished = true;
     }
 }
@@ -141,7 +143,8 @@ impl OperationGuard {
 impl Drop for OperationGuard {
     fn drop(&mut self) {
         if !self.finished {
-            self.ops.finish(&self.id, "abandoned");
+            self.ops
+                .finish(&self.id, OperationStage::Abandoned.as_str());
         }
     }
 }
@@ -167,12 +170,12 @@ mod tests {
             (live[0].kind.as_str(), live[0].stage.as_str()),
             ("vm.create", "booting")
         );
-        g.finish("done");
+        g.finish(OperationStage::Done);
         assert!(ops.in_flight().is_empty());
         let all = ops.list();
         assert_eq!(all.len(), 1);
         assert!(all[0].done);
-        assert_eq!(all[0].stage, "done");
+        assert_eq!(all[0].stage, OperationStage::Done.as_str());
     }
 
     #[test]
@@ -187,7 +190,7 @@ mod tests {
     fn finished_history_is_bounded() {
         let (_d, ops) = registry();
         for _ in 0..(KEEP_FINISHED + 5) {
-            ops.begin("x").unwrap().finish("done");
+            ops.begin("x").unwrap().finish(OperationStage::Done);
         }
         assert_eq!(ops.list().len(), KEEP_FINISHED);
     }

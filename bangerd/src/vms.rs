@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex};
 use banger_api::error::ErrorKind;
 use banger_api::proxies::Root1Proxy;
 use banger_api::time::unix_now;
-use banger_api::wire::{DoctorCheck, ImageInfo, Level, SshTarget, VmInfo};
+use banger_api::wire::{
+    BackendKind, DoctorCheck, ImageInfo, Level, OperationStage, SshTarget, VmInfo, VmState,
+};
 use banger_host::systemd::Systemd;
 use sha2::{Digest, Sha256};
 
@@ -226,13 +228,13 @@ pub fn unit_name(id: &str) -> String {
 }
 
 /// Maps systemd's ActiveState to what `banger vm list` shows.
-fn live_state(active_state: &str) -> &'static str {
+fn live_state(active_state: &str) -> VmState {
     match active_state {
-        "active" | "reloading" => "running",
-        "activating" => "starting",
-        "deactivating" => "stopping",
-        "failed" => "failed",
-        _ => "stopped",
+        "active" | "reloading" => VmState::Running,
+        "activating" => VmState::Starting,
+        "deactivating" => VmState::Stopping,
+        "failed" => VmState::Failed,
+        _ => VmState::Stopped,
     }
 }
 
@@ -295,29 +297,26 @@ impl Vms {
             .ok_or_else(|| VmError::NotFound(format!("no VM named {name:?}")))
     }
 
-    async fn active_state(&self, id: &str) -> String {
+    /// The VM's state, read from its unit now ([`VmState::Unknown`] when systemd cannot say).
+    async fn live(&self, id: &str) -> VmState {
         match self.systemd.unit_state(&unit_name(id)).await {
-            Ok(s) => s.active_state,
+            Ok(s) => live_state(&s.active_state),
             Err(e) => {
                 tracing::warn!("reading the state of {}: {e}", unit_name(id));
-                "unknown".into()
+                VmState::Unknown
             }
         }
     }
 
     async fn info(&self, v: &VmRecord) -> VmInfo {
-        let state = self.active_state(&v.id).await;
+        let state = self.live(&v.id).await;
         VmInfo {
             id: v.id.clone(),
             name: v.name.clone(),
             image: v.image.clone(),
             cpus: v.cpus,
             memory_mib: v.memory_mib,
-            state: if state == "unknown" {
-                state
-            } else {
-                live_state(&state).into()
-            },
+            state: state.as_str().into(),
             address: v.address.clone(),
             backend: v.backend.clone(),
             unit: unit_name(&v.id),
@@ -448,7 +447,7 @@ impl Vms {
             Ok(c) => c,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
-                op.finish("failed");
+                op.finish(OperationStage::Failed);
                 return Err(VmError::Io(format!("{e}; nothing was imported")));
             }
         };
@@ -474,10 +473,10 @@ impl Vms {
         };
         if let Err(e) = self.store.lock().unwrap().insert_image(&rec) {
             let _ = std::fs::remove_dir_all(&final_dir);
-            op.finish("failed");
+            op.finish(OperationStage::Failed);
             return Err(e.into());
         }
-        op.finish("done");
+        op.finish(OperationStage::Done);
         tracing::info!(image = name, bytes = rec.bytes, "image imported");
         Ok(self.image_info(&rec, &[]))
     }
@@ -533,7 +532,7 @@ impl Vms {
         let op = self.ops.begin("image.delete").map_err(VmError::Store)?;
         op.stage(&format!("removing {name}"));
         if let Err(e) = self.store.lock().unwrap().delete_image(name) {
-            op.finish("failed");
+            op.finish(OperationStage::Failed);
             return Err(e.into());
         }
         let dir = self.images_dir().join(name);
@@ -542,7 +541,7 @@ impl Vms {
         {
             tracing::warn!("removing {}: {e}", dir.display());
         }
-        op.finish("done");
+        op.finish(OperationStage::Done);
         tracing::info!(image = name, "image removed");
         Ok(())
     }
@@ -710,7 +709,7 @@ impl Vms {
             image: image.into(),
             cpus,
             memory_mib,
-            state: "stopped".into(),
+            state: VmState::Stopped.as_str().into(),
             address: address.to_string(),
             mac: mac_for(address),
             has_rootfs: img.rootfs_path.is_some(),
@@ -729,10 +728,10 @@ impl Vms {
             });
         if let Err(e) = inserted {
             let _ = std::fs::remove_dir_all(&dir);
-            op.finish("failed");
+            op.finish(OperationStage::Failed);
             return Err(e);
         }
-        op.finish("done");
+        op.finish(OperationStage::Done);
         tracing::info!(vm = name, id, %address, "VM created");
         Ok(self.info(&rec).await)
     }
@@ -741,7 +740,7 @@ impl Vms {
     pub async fn start_vm(&self, name: &str) -> Result<VmInfo> {
         let _serial = self.changes.lock().await;
         let v = self.vm_record(name)?;
-        if live_state(&self.active_state(&v.id).await) == "running" {
+        if self.live(&v.id).await == VmState::Running {
             return Ok(self.info(&v).await);
         }
         let op = self.ops.begin("vm.start").map_err(VmError::Store)?;
@@ -754,25 +753,25 @@ impl Vms {
         opts.insert("mac", v.mac.as_str().into());
         let started = self.root().await?.start_vmm(&v.id, opts).await;
         if let Err(e) = started {
-            op.finish("failed");
+            op.finish(OperationStage::Failed);
             return Err(root_error(&e));
         }
         let backend = self.unit_backend(&v.id).await;
         self.store
             .lock()
             .unwrap()
-            .set_vm_state(&v.id, "running", backend.as_deref())?;
-        op.finish("done");
+            .set_vm_state(&v.id, VmState::Running, backend)?;
+        op.finish(OperationStage::Done);
         tracing::info!(vm = name, id = v.id, "VM started");
         let v = self.vm_record(name)?;
         Ok(self.info(&v).await)
     }
 
     /// The back end named in the unit's description, `banger VM <id> (<backend>)`.
-    async fn unit_backend(&self, id: &str) -> Option<String> {
+    async fn unit_backend(&self, id: &str) -> Option<BackendKind> {
         let d = unit_description(&self.conn, &unit_name(id)).await?;
         let inner = d.rsplit_once('(')?.1.strip_suffix(')')?;
-        banger_api::wire::BackendKind::parse(inner).map(|k| k.as_str().to_string())
+        BackendKind::parse(inner)
     }
 
     /// Stops a VM (its unit ends and its tap goes); already stopped is fine.
@@ -782,14 +781,14 @@ impl Vms {
         let op = self.ops.begin("vm.stop").map_err(VmError::Store)?;
         op.stage(&format!("stopping {name}"));
         if let Err(e) = self.root().await?.stop_vmm(&v.id).await {
-            op.finish("failed");
+            op.finish(OperationStage::Failed);
             return Err(root_error(&e));
         }
         self.store
             .lock()
             .unwrap()
-            .set_vm_state(&v.id, "stopped", None)?;
-        op.finish("done");
+            .set_vm_state(&v.id, VmState::Stopped, None)?;
+        op.finish(OperationStage::Done);
         tracing::info!(vm = name, id = v.id, "VM stopped");
         Ok(self.info(&v).await)
     }
@@ -798,8 +797,8 @@ impl Vms {
     pub async fn delete_vm(&self, name: &str) -> Result<()> {
         let _serial = self.changes.lock().await;
         let v = self.vm_record(name)?;
-        let state = live_state(&self.active_state(&v.id).await);
-        if matches!(state, "running" | "starting" | "stopping") {
+        let state = self.live(&v.id).await;
+        if state.is_live() {
             return Err(VmError::InUse(format!(
                 "VM {name} is {state}; stop it first (`banger vm stop {name}`) or use \
                  `banger vm rm --force {name}`; nothing was deleted"
@@ -809,7 +808,7 @@ impl Vms {
         op.stage(&format!("deleting {name}"));
         // Leftovers of a VM that died on its own (its tap, a failed unit) go first.
         if let Err(e) = self.root().await?.stop_vmm(&v.id).await {
-            op.finish("failed");
+            op.finish(OperationStage::Failed);
             return Err(VmError::Root(format!(
                 "cleaning up after VM {name}: {}; nothing was deleted",
                 zbus_message(&e)
@@ -822,7 +821,7 @@ impl Vms {
         {
             tracing::warn!("removing {}: {e}", dir.display());
         }
-        op.finish("done");
+        op.finish(OperationStage::Done);
         tracing::info!(vm = name, id = v.id, "VM deleted");
         Ok(())
     }
@@ -912,26 +911,26 @@ impl Vms {
             }
         };
         let (mut adopted, mut gone) = (0, 0);
-        for v in recs.iter().filter(|v| v.state == "running") {
-            match live_state(&self.active_state(&v.id).await) {
-                "running" | "starting" => {
+        for v in recs.iter().filter(|v| v.wants_running()) {
+            match self.live(&v.id).await {
+                VmState::Running | VmState::Starting => {
                     adopted += 1;
                     tracing::info!(vm = v.name, id = v.id, "re-adopted running VM");
                 }
                 // Left as it is, so `vm list` and doctor keep showing it until the owner
                 // starts, stops or removes the VM (each cleans up).
-                "failed" => {
+                VmState::Failed => {
                     gone += 1;
                     tracing::warn!(vm = v.name, id = v.id, "VM's VMM failed while away");
                 }
                 other => {
                     gone += 1;
-                    tracing::warn!(vm = v.name, id = v.id, state = other, "VM ended while away");
-                    if let Err(e) = self
-                        .store
-                        .lock()
-                        .unwrap()
-                        .set_vm_state(&v.id, "stopped", None)
+                    tracing::warn!(vm = v.name, id = v.id, state = %other, "VM ended while away");
+                    if let Err(e) =
+                        self.store
+                            .lock()
+                            .unwrap()
+                            .set_vm_state(&v.id, VmState::Stopped, None)
                     {
                         tracing::warn!("recording VM {} as stopped: {e}", v.name);
                     }
@@ -962,11 +961,11 @@ impl Vms {
         };
         let mut running = 0;
         for v in &recs {
-            let live = live_state(&self.active_state(&v.id).await);
-            if live == "running" {
+            let live = self.live(&v.id).await;
+            if live == VmState::Running {
                 running += 1;
             }
-            if v.state == "running" && live != "running" {
+            if v.wants_running() && live != VmState::Running {
                 out.push(DoctorCheck::new(
                     Level::Warn,
                     "vm",
@@ -1180,9 +1179,9 @@ mod tests {
 
     #[test]
     fn states() {
-        assert_eq!(live_state("active"), "running");
-        assert_eq!(live_state("inactive"), "stopped");
-        assert_eq!(live_state("failed"), "failed");
+        assert_eq!(live_state("active"), VmState::Running);
+        assert_eq!(live_state("inactive"), VmState::Stopped);
+        assert_eq!(live_state("failed"), VmState::Failed);
         assert_eq!(unit_name("0123456789ab"), "banger-vm-0123456789ab.service");
     }
 }

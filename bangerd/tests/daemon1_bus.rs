@@ -85,7 +85,7 @@ async fn owner_lists_operations_and_runs_doctor() {
     let checks = d.doctor().await.unwrap();
     let ops_check = checks.iter().find(|c| c.check == "operations").unwrap();
     assert!(ops_check.detail.contains("1 in flight"), "{ops_check:?}");
-    op.finish("done");
+    op.finish(banger_api::wire::OperationStage::Done);
     let ops = d.list_operations().await.unwrap();
     assert!(ops[0].done);
     let store = checks.iter().find(|c| c.check == "store").unwrap();

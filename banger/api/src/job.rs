@@ -5,42 +5,6 @@
 /// `Root1.UpdateState` while no job runs (otherwise it is the running job's [`Stage`]).
 pub const UPDATE_IDLE: &str = "idle";
 
-macro_rules! words {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $word:literal,)+ }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $($(#[$vmeta])* $variant,)+
-        }
-
-        impl $name {
-            /// Every value, in order.
-            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
-
-            /// The word on the bus.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $word,)+
-                }
-            }
-
-            /// The value this word names, if any.
-            pub fn parse(word: &str) -> Option<Self> {
-                match word {
-                    $($word => Some($name::$variant),)+
-                    _ => None,
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
 words! {
     /// `Job.State`.
     JobState {
@@ -135,21 +99,10 @@ impl JobResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::words::check_words as check;
 
     #[test]
     fn every_word_parses_back_and_is_distinct() {
-        fn check<T: Copy + PartialEq + std::fmt::Debug>(
-            all: &[T],
-            word: fn(T) -> &'static str,
-            parse: fn(&str) -> Option<T>,
-        ) {
-            let mut seen = std::collections::HashSet::new();
-            for v in all {
-                assert!(seen.insert(word(*v)), "{v:?}");
-                assert_eq!(parse(word(*v)), Some(*v));
-            }
-            assert_eq!(parse("no-such-word"), None);
-        }
         check(JobState::ALL, JobState::as_str, JobState::parse);
         check(Stage::ALL, Stage::as_str, Stage::parse);
         check(JobResult::ALL, JobResult::as_str, JobResult::parse);

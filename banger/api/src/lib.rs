@@ -6,6 +6,9 @@
 //! `bangerd-root`, the store in `bangerd`), nor anything about this host: it only names and
 //! describes what crosses the bus.
 
+#[macro_use]
+mod words;
+
 pub mod error;
 pub mod job;
 pub mod names;

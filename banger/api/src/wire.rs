@@ -161,36 +161,87 @@ pub struct SshTarget {
     pub host_key: String,
 }
 
-/// The kinds of back end banger knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
-    /// QEMU's `microvm` machine.
-    Qemu,
-    /// Firecracker.
-    Firecracker,
-}
-
-impl BackendKind {
-    /// The name used in configuration, on the bus and in the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendKind::Qemu => "qemu",
-            BackendKind::Firecracker => "firecracker",
-        }
-    }
-
-    /// Parses `qemu` / `firecracker`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "qemu" => Some(BackendKind::Qemu),
-            "firecracker" => Some(BackendKind::Firecracker),
-            _ => None,
-        }
+words! {
+    /// The kinds of back end banger knows (`VmInfo.backend`, `[vm] backend`).
+    BackendKind {
+        /// QEMU's `microvm` machine.
+        Qemu => "qemu",
+        /// Firecracker.
+        Firecracker => "firecracker",
     }
 }
 
-impl std::fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+words! {
+    /// `VmInfo.state`: read live from the VM's unit. The store keeps only what the owner asked
+    /// for, [`VmState::Running`] or [`VmState::Stopped`].
+    VmState {
+        /// The VMM runs.
+        Running => "running",
+        /// The VMM's unit is starting.
+        Starting => "starting",
+        /// The VMM's unit is stopping.
+        Stopping => "stopping",
+        /// The VMM's unit failed (it crashed or was killed).
+        Failed => "failed",
+        /// Not running.
+        Stopped => "stopped",
+        /// systemd could not be asked.
+        Unknown => "unknown",
+    }
+}
+
+impl VmState {
+    /// Whether the VM's unit is up or on its way up or down (it cannot be removed, and its
+    /// host key cannot be re-pinned).
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            VmState::Running | VmState::Starting | VmState::Stopping
+        )
+    }
+}
+
+words! {
+    /// The fixed stages of an operation (`OperationInfo.stage`); between them an operation
+    /// names what it does in free text (`booting`, `stopping web`).
+    OperationStage {
+        /// Just begun.
+        Started => "started",
+        /// Finished as asked.
+        Done => "done",
+        /// Finished with an error.
+        Failed => "failed",
+        /// An inhibit hold ended: its holder released it.
+        Released => "released",
+        /// An inhibit hold ended: its holder left the bus.
+        ReleasedCallerLeft => "released (caller left)",
+        /// The daemon dropped the operation without finishing it (it is not running any more).
+        Abandoned => "abandoned",
+    }
+}
+
+#[cfg(test)]
+mod word_tests {
+    use super::*;
+    use crate::words::check_words as check;
+
+    #[test]
+    fn every_word_parses_back_and_is_distinct() {
+        check(BackendKind::ALL, BackendKind::as_str, BackendKind::parse);
+        check(VmState::ALL, VmState::as_str, VmState::parse);
+        check(
+            OperationStage::ALL,
+            OperationStage::as_str,
+            OperationStage::parse,
+        );
+    }
+
+    #[test]
+    fn live_states_are_the_ones_with_a_unit_up_or_changing() {
+        let live: Vec<_> = VmState::ALL.iter().filter(|s| s.is_live()).collect();
+        assert_eq!(
+            live,
+            [&VmState::Running, &VmState::Starting, &VmState::Stopping]
+        );
     }
 }

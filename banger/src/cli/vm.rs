@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use banger_api::error::ErrorKind as Reply;
 use banger_api::proxies::Daemon1Proxy;
-use banger_api::wire::{SshTarget, VmInfo};
+use banger_api::wire::{SshTarget, VmInfo, VmState};
 use banger_host::virt::find_program;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
@@ -535,7 +535,10 @@ async fn wait_for_host_key(
                 .get_vm(name)
                 .await
                 .map_err(failed(format!("reading the state of VM {name}")))?;
-            if matches!(vm.state.as_str(), "stopped" | "stopping" | "failed") {
+            if matches!(
+                VmState::parse(&vm.state),
+                Some(VmState::Stopped | VmState::Stopping | VmState::Failed)
+            ) {
                 bail!(
                     "VM {name} is {}, so its SSH server cannot answer; its console log may say \
                      why: banger vm logs {name}",
@@ -853,7 +856,7 @@ async fn rm(name: &str, force: bool) -> CmdResult {
             .get_vm(name)
             .await
             .map_err(failed(format!("looking up VM {name}; nothing was deleted")))?;
-        if matches!(vm.state.as_str(), "running" | "starting" | "stopping") {
+        if VmState::parse(&vm.state).is_some_and(VmState::is_live) {
             daemon
                 .stop_vm(name)
                 .await
@@ -1022,7 +1025,7 @@ async fn explain_ssh_failure(
     target: &SshTarget,
 ) -> Option<anyhow::Error> {
     if let Ok(vm) = daemon.get_vm(name).await
-        && vm.state != "running"
+        && VmState::parse(&vm.state) != Some(VmState::Running)
     {
         eprintln!(
             "banger: VM {name} is {}; start it with: banger vm start {name}",

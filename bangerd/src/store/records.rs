@@ -1,5 +1,6 @@
 //! Image and VM records.
 
+use banger_api::wire::{BackendKind, VmState};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::{Store, StoreError};
@@ -54,6 +55,13 @@ pub struct VmRecord {
     pub host_key: String,
     /// Creation time (Unix seconds).
     pub created: i64,
+}
+
+impl VmRecord {
+    /// Whether the owner last asked for the VM to run.
+    pub fn wants_running(&self) -> bool {
+        VmState::parse(&self.state) == Some(VmState::Running)
+    }
 }
 
 const VM_COLUMNS: &str = "id, name, image, cpus, memory_mib, state, address, mac, has_rootfs, backend, host_key, created";
@@ -196,17 +204,18 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Sets what the owner asked for (`running`/`stopped`) and, when given, the back end.
+    /// Sets what the owner asked for ([`VmState::Running`] or [`VmState::Stopped`]) and, when
+    /// given, the back end.
     pub fn set_vm_state(
         &self,
         id: &str,
-        state: &str,
-        backend: Option<&str>,
+        state: VmState,
+        backend: Option<BackendKind>,
     ) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "UPDATE vms SET state = ?2, backend = COALESCE(?3, backend) WHERE id = ?1",
-                params![id, state, backend],
+                params![id, state.as_str(), backend.map(BackendKind::as_str)],
             )
             .map(drop)
             .map_err(|e| self.err(e))
@@ -259,7 +268,7 @@ mod tests {
             image: "deb".into(),
             cpus: 1,
             memory_mib: 256,
-            state: "stopped".into(),
+            state: VmState::Stopped.as_str().into(),
             address: address.into(),
             mac: "52:54:00:1e:00:02".into(),
             has_rootfs: false,
@@ -299,7 +308,8 @@ mod tests {
             s.delete_image("deb").is_err(),
             "an image in use cannot go (foreign key)"
         );
-        s.set_vm_state(&a.id, "running", Some("qemu")).unwrap();
+        s.set_vm_state(&a.id, VmState::Running, Some(BackendKind::Qemu))
+            .unwrap();
         let got = s.vm("web").unwrap().unwrap();
         assert_eq!(
             (got.state.as_str(), got.backend.as_str()),
