@@ -9,6 +9,12 @@ pub const ROOT1_PATH: &str = "/org/banger/Root1";
 pub const DAEMON1_NAME: &str = "org.banger.Daemon1";
 /// Object path of the owner daemon's main object.
 pub const DAEMON1_PATH: &str = "/org/banger/Daemon1";
+/// Interface of an update job object.
+pub const JOB_INTERFACE: &str = "org.banger.Root1.Job";
+/// Every update job object lives under this path (`<this>/<id>`).
+pub const JOB_PATH_NAMESPACE: &str = "/org/banger/Root1/job";
+/// The name of the polkit policy file (under `/usr/share/polkit-1/actions`).
+pub const POLKIT_POLICY: &str = "org.banger.policy";
 /// Prefix of every banger D-Bus error name.
 pub const ERROR_PREFIX: &str = "org.banger.Error";
 /// Major version of the D-Bus API (the `1` in `Root1`); additive changes keep it.

@@ -7,6 +7,8 @@
 
 use std::path::PathBuf;
 
+use banger_api::names;
+
 use crate::install::Layout;
 
 /// Where an asset goes.
@@ -83,7 +85,7 @@ pub const ASSETS: [Asset; 11] = [
         text: include_str!("../../../dbus/org.banger.Daemon1.service"),
     },
     Asset {
-        name: "org.banger.policy",
+        name: names::POLKIT_POLICY,
         dest: Dest::PolkitActionsDir,
         text: include_str!("../../../polkit/org.banger.policy"),
     },
@@ -173,7 +175,6 @@ pub fn check_prefix(prefix: &std::path::Path) -> Result<&str, TemplateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use banger_api::names;
 
     #[test]
     fn every_placeholder_is_substituted() {
@@ -230,7 +231,7 @@ mod tests {
     fn policy_defines_every_action() {
         let policy = ASSETS
             .iter()
-            .find(|a| a.name == "org.banger.policy")
+            .find(|a| a.name == names::POLKIT_POLICY)
             .unwrap();
         for id in names::action::ALL {
             assert!(

@@ -84,7 +84,8 @@ impl Layout {
     }
     /// The installed polkit policy.
     pub fn polkit_policy(&self) -> PathBuf {
-        self.polkit_actions_dir().join("org.banger.policy")
+        self.polkit_actions_dir()
+            .join(banger_api::names::POLKIT_POLICY)
     }
     /// `/etc/banger`.
     pub fn etc_dir(&self) -> PathBuf {

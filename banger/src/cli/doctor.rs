@@ -114,7 +114,7 @@ fn file_checks(layout: &Layout) -> Vec<DoctorCheck> {
     });
     let missing: Vec<String> = ASSETS
         .iter()
-        .filter(|a| a.name != "org.banger.policy")
+        .filter(|a| a.name != banger_api::names::POLKIT_POLICY)
         .map(|a| a.path(layout))
         .filter(|p| !p.is_file())
         .map(|p| p.display().to_string())

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use banger_api::error::ErrorKind;
 use banger_api::job::{JobResult, Stage};
-use banger_api::names::ROOT1_NAME;
+use banger_api::names::{JOB_INTERFACE, JOB_PATH_NAMESPACE, ROOT1_NAME};
 use banger_api::proxies::{JobProxy, Root1Proxy};
 use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
@@ -28,10 +28,6 @@ use zbus::{Connection, MatchRule, Message, MessageStream, OwnedObjectPath, Owned
 use super::bus::{self, CallError};
 use super::{CmdResult, EXIT_CANCELED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROLLED_BACK};
 
-/// Interface of an update job object.
-const JOB_INTERFACE: &str = "org.banger.Root1.Job";
-/// Every job object lives under this path.
-const JOB_PATH_NAMESPACE: &str = "/org/banger/Root1/job";
 /// How long to wait for the helper to come back after it went away.
 const HELPER_RETURN_PATIENCE: Duration = Duration::from_secs(120);
 /// Pause between two attempts to read the job while the helper comes back.

@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex};
 use banger_api::job::{JobResult, JobState, Stage};
 use zbus::{Connection, OwnedObjectPath, Variant};
 
-/// The job's interface name.
-pub const JOB_INTERFACE: &str = "org.banger.Root1.Job";
+use banger_api::names::JOB_INTERFACE;
 
 /// Everything a client can read about a job.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +81,7 @@ pub enum CancelAnswer {
 
 /// The object path of job `id`.
 pub fn job_path(id: u32) -> OwnedObjectPath {
-    OwnedObjectPath::try_from(format!("{}/job/{id}", banger_api::names::ROOT1_PATH))
+    OwnedObjectPath::try_from(format!("{}/{id}", banger_api::names::JOB_PATH_NAMESPACE))
         .expect("job paths are valid")
 }
 
