@@ -7,6 +7,7 @@
 pub mod core;
 pub mod daemon1;
 pub mod guest;
+pub mod host;
 pub mod ops;
 pub mod service;
 pub mod store;

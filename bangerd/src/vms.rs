@@ -19,16 +19,13 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use banger_api::error::ErrorKind;
-use banger_api::proxies::Root1Proxy;
+use banger_api::options::StartVmmOptions;
 use banger_api::time::unix_now;
-use banger_api::wire::{
-    BackendKind, DoctorCheck, ImageInfo, Level, OperationStage, SshTarget, VmInfo, VmState,
-};
-use banger_host::systemd::Systemd;
+use banger_api::wire::{DoctorCheck, ImageInfo, Level, OperationStage, SshTarget, VmInfo, VmState};
 use sha2::{Digest, Sha256};
 
 use crate::guest::GuestConfig;
+use crate::host::{BusHost, VmHost};
 use crate::ops::Operations;
 use crate::store::{ImageRecord, Store, StoreError, VmRecord};
 
@@ -227,24 +224,12 @@ pub fn unit_name(id: &str) -> String {
     format!("banger-vm-{id}.service")
 }
 
-/// Maps systemd's ActiveState to what `banger vm list` shows.
-fn live_state(active_state: &str) -> VmState {
-    match active_state {
-        "active" | "reloading" => VmState::Running,
-        "activating" => VmState::Starting,
-        "deactivating" => VmState::Stopping,
-        "failed" => VmState::Failed,
-        _ => VmState::Stopped,
-    }
-}
-
 /// The VM manager.
 pub struct Vms {
     state_dir: PathBuf,
     store: Arc<Mutex<Store>>,
     ops: Arc<Operations>,
-    conn: zbus::Connection,
-    systemd: Systemd,
+    host: Arc<dyn VmHost>,
     /// Serializes changes (address allocation, names, files).
     changes: tokio::sync::Mutex<()>,
 }
@@ -258,17 +243,24 @@ impl Vms {
         ops: Arc<Operations>,
         conn: zbus::Connection,
     ) -> Result<Self> {
-        let systemd = Systemd::new(&conn)
-            .await
-            .map_err(|e| VmError::Root(format!("reaching systemd: {e}")))?;
-        Ok(Vms {
+        let host = Arc::new(BusHost::new(conn).await?);
+        Ok(Vms::with_host(state_dir, store, ops, host))
+    }
+
+    /// A manager keeping files under `state_dir` with `host` for the VMs' plumbing.
+    pub fn with_host(
+        state_dir: PathBuf,
+        store: Arc<Mutex<Store>>,
+        ops: Arc<Operations>,
+        host: Arc<dyn VmHost>,
+    ) -> Self {
+        Vms {
             state_dir,
             store,
             ops,
-            conn,
-            systemd,
+            host,
             changes: tokio::sync::Mutex::new(()),
-        })
+        }
     }
 
     fn images_dir(&self) -> PathBuf {
@@ -283,12 +275,6 @@ impl Vms {
         self.state_dir.join("ssh").join("id_ed25519")
     }
 
-    async fn root(&self) -> Result<Root1Proxy<'static>> {
-        Root1Proxy::new(&self.conn)
-            .await
-            .map_err(|e| VmError::Root(format!("reaching bangerd-root: {e}")))
-    }
-
     fn vm_record(&self, name: &str) -> Result<VmRecord> {
         self.store
             .lock()
@@ -299,13 +285,7 @@ impl Vms {
 
     /// The VM's state, read from its unit now ([`VmState::Unknown`] when systemd cannot say).
     async fn live(&self, id: &str) -> VmState {
-        match self.systemd.unit_state(&unit_name(id)).await {
-            Ok(s) => live_state(&s.active_state),
-            Err(e) => {
-                tracing::warn!("reading the state of {}: {e}", unit_name(id));
-                VmState::Unknown
-            }
-        }
+        self.host.vm_state(id).await
     }
 
     async fn info(&self, v: &VmRecord) -> VmInfo {
@@ -584,10 +564,7 @@ impl Vms {
     }
 
     async fn network(&self) -> Result<Network> {
-        let (_bridge, subnet, host) =
-            self.root().await?.get_vm_network().await.map_err(|e| {
-                VmError::Root(format!("asking bangerd-root for the VM network: {e}"))
-            })?;
+        let (_bridge, subnet, host) = self.host.vm_network().await?;
         Network::parse(&subnet, &host).ok_or_else(|| {
             VmError::Root(format!(
                 "bangerd-root reported an unusable VM network {subnet} (host {host})"
@@ -745,18 +722,20 @@ impl Vms {
         }
         let op = self.ops.begin("vm.start").map_err(VmError::Store)?;
         op.stage(&format!("starting {name}"));
-        let mut opts: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
-        opts.insert("image", v.image.as_str().into());
-        opts.insert("rootfs", v.has_rootfs.into());
-        opts.insert("cpus", v.cpus.into());
-        opts.insert("memory_mib", v.memory_mib.into());
-        opts.insert("mac", v.mac.as_str().into());
-        let started = self.root().await?.start_vmm(&v.id, opts).await;
-        if let Err(e) = started {
-            op.finish(OperationStage::Failed);
-            return Err(root_error(&e));
-        }
-        let backend = self.unit_backend(&v.id).await;
+        let opts = StartVmmOptions {
+            image: v.image.clone(),
+            rootfs: v.has_rootfs,
+            cpus: v.cpus,
+            memory_mib: v.memory_mib,
+            mac: v.mac.clone(),
+        };
+        let backend = match self.host.start_vmm(&v.id, &opts).await {
+            Ok(backend) => backend,
+            Err(e) => {
+                op.finish(OperationStage::Failed);
+                return Err(e);
+            }
+        };
         self.store
             .lock()
             .unwrap()
@@ -767,22 +746,15 @@ impl Vms {
         Ok(self.info(&v).await)
     }
 
-    /// The back end named in the unit's description, `banger VM <id> (<backend>)`.
-    async fn unit_backend(&self, id: &str) -> Option<BackendKind> {
-        let d = unit_description(&self.conn, &unit_name(id)).await?;
-        let inner = d.rsplit_once('(')?.1.strip_suffix(')')?;
-        BackendKind::parse(inner)
-    }
-
     /// Stops a VM (its unit ends and its tap goes); already stopped is fine.
     pub async fn stop_vm(&self, name: &str) -> Result<VmInfo> {
         let _serial = self.changes.lock().await;
         let v = self.vm_record(name)?;
         let op = self.ops.begin("vm.stop").map_err(VmError::Store)?;
         op.stage(&format!("stopping {name}"));
-        if let Err(e) = self.root().await?.stop_vmm(&v.id).await {
+        if let Err(e) = self.host.stop_vmm(&v.id).await {
             op.finish(OperationStage::Failed);
-            return Err(root_error(&e));
+            return Err(e);
         }
         self.store
             .lock()
@@ -807,11 +779,10 @@ impl Vms {
         let op = self.ops.begin("vm.delete").map_err(VmError::Store)?;
         op.stage(&format!("deleting {name}"));
         // Leftovers of a VM that died on its own (its tap, a failed unit) go first.
-        if let Err(e) = self.root().await?.stop_vmm(&v.id).await {
+        if let Err(e) = self.host.stop_vmm(&v.id).await {
             op.finish(OperationStage::Failed);
             return Err(VmError::Root(format!(
-                "cleaning up after VM {name}: {}; nothing was deleted",
-                zbus_message(&e)
+                "cleaning up after VM {name}: {e}; nothing was deleted"
             )));
         }
         self.store.lock().unwrap().delete_vm(&v.id)?;
@@ -936,13 +907,9 @@ impl Vms {
                     }
                     // In the background: the helper may be restarting (an update restarts
                     // both services), and readiness must not wait for it.
-                    let (conn, id, name) = (self.conn.clone(), v.id.clone(), v.name.clone());
+                    let (host, id, name) = (self.host.clone(), v.id.clone(), v.name.clone());
                     tokio::spawn(async move {
-                        let stopped = match Root1Proxy::new(&conn).await {
-                            Ok(root) => root.stop_vmm(&id).await,
-                            Err(e) => Err(e),
-                        };
-                        if let Err(e) = stopped {
+                        if let Err(e) = host.stop_vmm(&id).await {
                             tracing::warn!("cleaning up after VM {name}: {e}");
                         }
                     });
@@ -996,33 +963,6 @@ impl Vms {
     }
 }
 
-/// A loaded unit's `Description`, read without loading or starting anything.
-async fn unit_description(conn: &zbus::Connection, unit: &str) -> Option<String> {
-    let path: zbus::OwnedObjectPath = conn
-        .call_method(
-            Some("org.freedesktop.systemd1"),
-            "/org/freedesktop/systemd1",
-            Some("org.freedesktop.systemd1.Manager"),
-            "GetUnit",
-            &(unit,),
-        )
-        .await
-        .ok()?
-        .body()
-        .deserialize()
-        .ok()?;
-    let proxy = zbus::Proxy::new(
-        conn,
-        "org.freedesktop.systemd1",
-        path,
-        "org.freedesktop.systemd1.Unit",
-    )
-    .await
-    .ok()?;
-    proxy.get_property::<String>("Description").await.ok()
-}
-
-/// The message of a D-Bus error reply, for people.
 /// bangerd has a /tmp of its own (PrivateTmp=): a file the caller sees in /tmp is not there.
 fn private_tmp_hint(p: &Path, e: &std::io::Error) -> &'static str {
     if e.kind() == std::io::ErrorKind::NotFound
@@ -1035,61 +975,9 @@ fn private_tmp_hint(p: &Path, e: &std::io::Error) -> &'static str {
     }
 }
 
-/// A root helper error as the caller should see it: a refusal stays a refusal, a bad request
-/// stays a bad request, anything else is a VM error.
-fn root_error(e: &zbus::Error) -> VmError {
-    let msg = zbus_message(e);
-    match ErrorKind::of(e) {
-        Some(ErrorKind::NotAuthorized | ErrorKind::AccessDenied) => VmError::NotAuthorized(msg),
-        Some(ErrorKind::InvalidArgument) => VmError::Invalid(msg),
-        _ => VmError::Root(msg),
-    }
-}
-
-fn zbus_message(e: &zbus::Error) -> String {
-    match e {
-        zbus::Error::MethodError(_, Some(msg), _) => msg.clone(),
-        other => other.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn helper_errors_keep_their_kind() {
-        let err = |kind: ErrorKind| {
-            let msg = zbus::message::Message::method_call("/", "Probe")
-                .build(&())
-                .unwrap();
-            zbus::Error::MethodError(
-                zbus::names::OwnedErrorName::try_from(kind.name()).unwrap(),
-                Some("what the helper said".into()),
-                msg,
-            )
-        };
-        let kind = |e: VmError| match e {
-            VmError::NotAuthorized(m) => ("not authorized", m),
-            VmError::Invalid(m) => ("invalid", m),
-            VmError::Root(m) => ("root", m),
-            other => panic!("{other:?}"),
-        };
-        let said = "what the helper said".to_string();
-        assert_eq!(
-            kind(root_error(&err(ErrorKind::NotAuthorized))),
-            ("not authorized", said.clone())
-        );
-        assert_eq!(
-            kind(root_error(&err(ErrorKind::AccessDenied))).0,
-            "not authorized"
-        );
-        assert_eq!(
-            kind(root_error(&err(ErrorKind::InvalidArgument))).0,
-            "invalid"
-        );
-        assert_eq!(kind(root_error(&err(ErrorKind::Systemd))), ("root", said));
-    }
 
     #[test]
     fn names() {
@@ -1178,10 +1066,7 @@ mod tests {
     }
 
     #[test]
-    fn states() {
-        assert_eq!(live_state("active"), VmState::Running);
-        assert_eq!(live_state("inactive"), VmState::Stopped);
-        assert_eq!(live_state("failed"), VmState::Failed);
+    fn unit_names() {
         assert_eq!(unit_name("0123456789ab"), "banger-vm-0123456789ab.service");
     }
 }

@@ -12,6 +12,7 @@ mod words;
 pub mod error;
 pub mod job;
 pub mod names;
+pub mod options;
 pub mod proxies;
 pub mod time;
 pub mod wire;

@@ -144,20 +144,13 @@ fn check_json(current: &str, latest: &str, available: bool) -> String {
 
 /// The options of `Update(a{sv})`: only those given on the command line.
 fn update_options(args: &UpdateArgs) -> HashMap<&'static str, Variant<'static>> {
-    let mut options = HashMap::new();
-    if let Some(v) = &args.to {
-        options.insert("version", Variant::from(v.clone()));
+    banger_api::options::UpdateOptions {
+        version: args.to.clone(),
+        dry_run: args.dry_run,
+        force: args.force,
+        allow_downgrade: args.allow_downgrade,
     }
-    for (key, set) in [
-        ("dry_run", args.dry_run),
-        ("force", args.force),
-        ("allow_downgrade", args.allow_downgrade),
-    ] {
-        if set {
-            options.insert(key, Variant::from(true));
-        }
-    }
-    options
+    .to_dict()
 }
 
 /// Turns "another update is running" into a message that says what to do; other errors pass.

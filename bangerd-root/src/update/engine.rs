@@ -11,6 +11,7 @@ use std::time::Duration;
 use banger_api::error::BusError;
 use banger_api::job::{JobResult, JobState, Stage};
 use banger_api::names::{self, action};
+use banger_api::options::update as keys;
 use banger_api::proxies::Daemon1Proxy;
 use banger_api::time::unix_now;
 use banger_host::build_info::BuildIdentity;
@@ -95,20 +96,21 @@ impl UpdateOptions {
                 ))
             };
             match k.as_str() {
-                "version" => {
+                keys::VERSION => {
                     let s = String::try_from(v.clone()).map_err(|_| bad())?;
                     Version::parse(&s)
                         .map_err(|e| BusError::InvalidArgument(format!("{e}; nothing was done")))?;
                     o.version = Some(s.trim_start_matches('v').to_string());
                 }
-                "dry_run" => o.dry_run = bool::try_from(v.clone()).map_err(|_| bad())?,
-                "force" => o.force = bool::try_from(v.clone()).map_err(|_| bad())?,
-                "allow_downgrade" => {
+                keys::DRY_RUN => o.dry_run = bool::try_from(v.clone()).map_err(|_| bad())?,
+                keys::FORCE => o.force = bool::try_from(v.clone()).map_err(|_| bad())?,
+                keys::ALLOW_DOWNGRADE => {
                     o.allow_downgrade = bool::try_from(v.clone()).map_err(|_| bad())?
                 }
                 other => {
                     return Err(BusError::InvalidArgument(format!(
-                        "unknown option {other:?} (known: version, dry_run, force, allow_downgrade); nothing was done"
+                        "unknown option {other:?} (known: {}); nothing was done",
+                        keys::ALL.join(", ")
                     )));
                 }
             }

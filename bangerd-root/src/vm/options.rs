@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use banger_api::options::start_vmm as keys;
 use zbus::OwnedVariant;
 
 /// Prefix of every VM unit; the full name is `banger-vm-<id>.service`.
@@ -185,20 +186,23 @@ impl StartOptions {
                 )
             };
             match k.as_str() {
-                "image" => image = Some(String::try_from(v.clone()).map_err(|_| bad("s"))?),
-                "rootfs" => o.rootfs = bool::try_from(v.clone()).map_err(|_| bad("b"))?,
-                "cpus" => o.cpus = u32::try_from(v.clone()).map_err(|_| bad("u"))?,
-                "memory_mib" => o.memory_mib = u32::try_from(v.clone()).map_err(|_| bad("u"))?,
-                "mac" => o.mac = String::try_from(v.clone()).map_err(|_| bad("s"))?,
+                keys::IMAGE => image = Some(String::try_from(v.clone()).map_err(|_| bad("s"))?),
+                keys::ROOTFS => o.rootfs = bool::try_from(v.clone()).map_err(|_| bad("b"))?,
+                keys::CPUS => o.cpus = u32::try_from(v.clone()).map_err(|_| bad("u"))?,
+                keys::MEMORY_MIB => {
+                    o.memory_mib = u32::try_from(v.clone()).map_err(|_| bad("u"))?
+                }
+                keys::MAC => o.mac = String::try_from(v.clone()).map_err(|_| bad("s"))?,
                 other => {
                     return Err(format!(
-                        "unknown option {other:?} (known: image, rootfs, cpus, memory_mib, mac); \
-                         nothing was done"
+                        "unknown option {other:?} (known: {}); nothing was done",
+                        keys::ALL.join(", ")
                     ));
                 }
             }
         }
-        o.image = image.ok_or("option \"image\" is required; nothing was done")?;
+        o.image = image
+            .ok_or_else(|| format!("option {:?} is required; nothing was done", keys::IMAGE))?;
         check_image_name(&o.image)?;
         check_mac(&o.mac)?;
         let max_cpus = MAX_CPUS.min(limits.cpus.max(1));

@@ -1,0 +1,242 @@
+//! The daemon's VM lifecycle against a host that is a test double: what `Vms` records, what it
+//! asks of the host, and what it leaves when the host refuses, without any bus. (The same calls
+//! against the real helper run in the smoke suite.)
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use banger_api::options::StartVmmOptions;
+use banger_api::wire::{BackendKind, OperationStage, VmState};
+use bangerd::core::Daemon;
+use bangerd::host::{HostFuture, VmHost};
+use bangerd::vms::{VmError, Vms};
+
+/// A host whose VMs are entries in a map; it remembers every request.
+#[derive(Default)]
+struct FakeHost {
+    states: Mutex<HashMap<String, VmState>>,
+    started: Mutex<Vec<(String, StartVmmOptions)>>,
+    stopped: Mutex<Vec<String>>,
+    /// When set, StartVmm fails with this.
+    refuse_start: Mutex<Option<VmError>>,
+}
+
+impl FakeHost {
+    fn set(&self, id: &str, state: VmState) {
+        self.states.lock().unwrap().insert(id.into(), state);
+    }
+}
+
+impl VmHost for FakeHost {
+    fn vm_network(&self) -> HostFuture<'_, Result<(String, String, String), VmError>> {
+        Box::pin(async {
+            Ok((
+                "banger0".to_string(),
+                "172.30.0.0/24".to_string(),
+                "172.30.0.1".to_string(),
+            ))
+        })
+    }
+
+    fn start_vmm<'a>(
+        &'a self,
+        id: &'a str,
+        options: &'a StartVmmOptions,
+    ) -> HostFuture<'a, Result<Option<BackendKind>, VmError>> {
+        Box::pin(async move {
+            if let Some(e) = self.refuse_start.lock().unwrap().take() {
+                return Err(e);
+            }
+            self.started
+                .lock()
+                .unwrap()
+                .push((id.to_string(), options.clone()));
+            self.set(id, VmState::Running);
+            Ok(Some(BackendKind::Qemu))
+        })
+    }
+
+    fn stop_vmm<'a>(&'a self, id: &'a str) -> HostFuture<'a, Result<(), VmError>> {
+        Box::pin(async move {
+            self.stopped.lock().unwrap().push(id.to_string());
+            self.set(id, VmState::Stopped);
+            Ok(())
+        })
+    }
+
+    fn vm_state<'a>(&'a self, id: &'a str) -> HostFuture<'a, VmState> {
+        Box::pin(async move {
+            self.states
+                .lock()
+                .unwrap()
+                .get(id)
+                .copied()
+                .unwrap_or(VmState::Stopped)
+        })
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    core: Arc<Daemon>,
+    host: Arc<FakeHost>,
+    vms: Vms,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let core = Arc::new(Daemon::open(&state.join("banger.db")).unwrap());
+    let host = Arc::new(FakeHost::default());
+    let vms = Vms::with_host(
+        state.clone(),
+        core.store().clone(),
+        core.operations().clone(),
+        host.clone(),
+    );
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let kernel = src.join("vmlinux");
+    std::fs::write(&kernel, b"\x7fELF\x02\x01\x01 a tiny stand-in kernel").unwrap();
+    vms.import_image("deb", kernel.to_str().unwrap(), "", "")
+        .await
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        core,
+        host,
+        vms,
+    }
+}
+
+fn recorded_state(core: &Daemon, name: &str) -> String {
+    core.store()
+        .lock()
+        .unwrap()
+        .vm(name)
+        .unwrap()
+        .unwrap()
+        .state
+}
+
+fn stages(core: &Daemon) -> Vec<String> {
+    core.operations()
+        .list()
+        .into_iter()
+        .map(|o| format!("{} {}", o.kind, o.stage))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_vm_is_created_started_stopped_and_deleted_through_the_host() {
+    let f = fixture().await;
+    let vm = f.vms.create_vm("web", "deb", 2, 512).await.unwrap();
+    assert_eq!(vm.state, VmState::Stopped.as_str());
+    assert!(
+        f.host.started.lock().unwrap().is_empty(),
+        "create starts nothing"
+    );
+
+    let vm = f.vms.start_vm("web").await.unwrap();
+    assert_eq!(vm.state, VmState::Running.as_str());
+    assert_eq!(
+        vm.backend,
+        BackendKind::Qemu.as_str(),
+        "the host's back end is recorded"
+    );
+    let started = f.host.started.lock().unwrap().clone();
+    let record = f.core.store().lock().unwrap().vm("web").unwrap().unwrap();
+    assert_eq!(
+        started,
+        [(
+            record.id.clone(),
+            StartVmmOptions {
+                image: "deb".into(),
+                rootfs: false,
+                cpus: 2,
+                memory_mib: 512,
+                mac: record.mac.clone(),
+            }
+        )],
+        "the host is asked with the record's resources"
+    );
+    assert_eq!(recorded_state(&f.core, "web"), VmState::Running.as_str());
+
+    // Starting a running VM asks nothing more.
+    f.vms.start_vm("web").await.unwrap();
+    assert_eq!(f.host.started.lock().unwrap().len(), 1);
+
+    let err = f.vms.delete_vm("web").await.unwrap_err();
+    assert!(matches!(err, VmError::InUse(_)), "{err:?}");
+    assert!(f.core.store().lock().unwrap().vm("web").unwrap().is_some());
+
+    let vm = f.vms.stop_vm("web").await.unwrap();
+    assert_eq!(vm.state, VmState::Stopped.as_str());
+    assert_eq!(recorded_state(&f.core, "web"), VmState::Stopped.as_str());
+    f.vms.delete_vm("web").await.unwrap();
+    assert!(f.core.store().lock().unwrap().vm("web").unwrap().is_none());
+    assert!(f.vms.list_vms().await.unwrap().is_empty());
+    let done = OperationStage::Done.as_str();
+    for kind in ["vm.create", "vm.start", "vm.stop", "vm.delete"] {
+        assert!(
+            stages(&f.core).contains(&format!("{kind} {done}")),
+            "{kind} finished: {:?}",
+            stages(&f.core)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_start_the_host_refuses_stays_a_refusal_and_changes_nothing() {
+    let f = fixture().await;
+    f.vms.create_vm("web", "deb", 1, 256).await.unwrap();
+    let before = f.core.store().lock().unwrap().vm("web").unwrap();
+    *f.host.refuse_start.lock().unwrap() = Some(VmError::NotAuthorized("polkit said no".into()));
+    let err = f.vms.start_vm("web").await.unwrap_err();
+    assert!(
+        matches!(&err, VmError::NotAuthorized(m) if m == "polkit said no"),
+        "{err:?}"
+    );
+    assert_eq!(f.core.store().lock().unwrap().vm("web").unwrap(), before);
+    assert!(
+        stages(&f.core).contains(&format!("vm.start {}", OperationStage::Failed.as_str())),
+        "{:?}",
+        stages(&f.core)
+    );
+    assert!(f.core.operations().in_flight().is_empty());
+}
+
+#[tokio::test]
+async fn a_vm_that_ended_while_the_daemon_was_away_is_recorded_stopped_and_cleaned_up() {
+    let f = fixture().await;
+    f.vms.create_vm("web", "deb", 1, 256).await.unwrap();
+    f.vms.create_vm("db", "deb", 1, 256).await.unwrap();
+    f.vms.start_vm("web").await.unwrap();
+    f.vms.start_vm("db").await.unwrap();
+    let web = f
+        .core
+        .store()
+        .lock()
+        .unwrap()
+        .vm("web")
+        .unwrap()
+        .unwrap()
+        .id;
+    let db = f.core.store().lock().unwrap().vm("db").unwrap().unwrap().id;
+    // web's VMM exited while bangerd was down; db's still runs.
+    f.host.set(&web, VmState::Stopped);
+
+    f.vms.reconcile().await;
+    assert_eq!(recorded_state(&f.core, "web"), VmState::Stopped.as_str());
+    assert_eq!(recorded_state(&f.core, "db"), VmState::Running.as_str());
+    // The cleanup runs in the background; give it a bounded moment.
+    for _ in 0..100 {
+        if !f.host.stopped.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(*f.host.stopped.lock().unwrap(), [web]);
+    assert!(!f.host.stopped.lock().unwrap().contains(&db));
+}
