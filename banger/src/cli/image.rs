@@ -10,7 +10,8 @@ use anyhow::bail;
 use banger_api::wire::ImageInfo;
 use clap::Subcommand;
 
-use super::vm::{daemon, failed, mib_label, render_table, short_sha256, utc_minute};
+use super::daemon_client::{daemon, failed};
+use super::output::{mib_label, render_table, short_sha256, utc_minute};
 use super::{CmdResult, EXIT_OK};
 
 /// `banger image …`.
@@ -203,7 +204,7 @@ mod tests {
             kernel_sha256: "abcd1234ef567890".repeat(4),
             initrd_sha256: String::new(),
             rootfs_sha256: "0011223344556677".repeat(4),
-            bytes: 300 * super::super::vm::MIB,
+            bytes: 300 * super::super::output::MIB,
             created: 1_795_313_683,
             used_by: vec!["web1".into(), "web2".into()],
         }

@@ -3,9 +3,12 @@
 mod agent;
 mod bus;
 mod daemon;
+mod daemon_client;
 mod doctor;
 mod image;
 mod inhibit;
+mod output;
+mod ssh;
 mod system;
 mod update;
 mod vm;
