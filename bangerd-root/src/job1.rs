@@ -1,16 +1,102 @@
 //! `org.banger.Root1.Job`: the D-Bus adapter over one update job's status.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use banger_api::error::BusError;
 use banger_api::job::{JobResult, JobState};
 use banger_api::names::{self, action};
+use zbus::OwnedObjectPath;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
 use crate::authz::{Authorizer, Trust};
 use crate::limits::Caller;
-use crate::update::job::{CancelAnswer, JobHandle, result_word};
+use crate::root1::Root1;
+use crate::update::job::{CancelAnswer, JobHandle, JobPublisher, PublishFuture, result_word};
+
+/// The engine's jobs on the bus: the newest job's object at its path (only the newest stays),
+/// `JobNew` and `JobRemoved`, and `PropertiesChanged` of the helper's `UpdateState` and
+/// `ActiveJob`.
+pub struct BusJobs {
+    conn: zbus::Connection,
+    authz: Arc<Authorizer>,
+    exported: std::sync::Mutex<Option<OwnedObjectPath>>,
+}
+
+impl BusJobs {
+    /// Jobs published on `conn`, their `Error` shown to whom `authz` says.
+    pub fn new(conn: zbus::Connection, authz: Arc<Authorizer>) -> Arc<Self> {
+        Arc::new(BusJobs {
+            conn,
+            authz,
+            exported: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn root1(&self) -> zbus::Result<SignalEmitter<'static>> {
+        SignalEmitter::new(&self.conn, names::ROOT1_PATH)
+    }
+}
+
+impl JobPublisher for BusJobs {
+    fn job_new<'a>(&'a self, handle: &'a Arc<JobHandle>) -> PublishFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let server = self.conn.object_server();
+            let old = self.exported.lock().unwrap().replace(handle.path.clone());
+            if let Some(old) = old {
+                let _ = server.remove::<Job1, _>(old.as_str()).await;
+            }
+            server
+                .at(&handle.path, Job1::new(handle.clone(), self.authz.clone()))
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Ok(emitter) = self.root1() {
+                let _ = Root1::job_new(&emitter, handle.status().id, handle.path.clone()).await;
+            }
+            Ok(())
+        })
+    }
+
+    fn job_removed<'a>(
+        &'a self,
+        handle: &'a JobHandle,
+        result: JobResult,
+    ) -> PublishFuture<'a, ()> {
+        Box::pin(async move {
+            if let Ok(emitter) = self.root1() {
+                let _ = Root1::job_removed(
+                    &emitter,
+                    handle.status().id,
+                    handle.path.clone(),
+                    result.as_str(),
+                )
+                .await;
+            }
+        })
+    }
+
+    fn state_changed(
+        &self,
+        update_state: String,
+        active_job: OwnedObjectPath,
+    ) -> PublishFuture<'_, ()> {
+        Box::pin(async move {
+            let mut changed: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
+            changed.insert("UpdateState", zbus::Variant::from(update_state));
+            changed.insert("ActiveJob", zbus::Variant::from(active_job));
+            if let Ok(emitter) = self.root1() {
+                let _ = zbus::fdo::Properties::properties_changed(
+                    &emitter,
+                    zbus::names::InterfaceName::from_static_str_unchecked(names::ROOT1_NAME),
+                    changed,
+                    std::borrow::Cow::Borrowed(&[]),
+                )
+                .await;
+            }
+        })
+    }
+}
 
 /// The object served at `/org/banger/Root1/job/<id>`.
 pub struct Job1 {

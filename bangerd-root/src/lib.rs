@@ -7,6 +7,7 @@
 //! choose where updates come from or which keys are trusted.
 
 pub mod authz;
+pub mod config;
 pub mod core;
 pub mod job1;
 pub mod limits;

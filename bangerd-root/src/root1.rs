@@ -288,7 +288,7 @@ impl Root1 {
 
     /// A job was created.
     #[zbus(signal)]
-    async fn job_new(
+    pub async fn job_new(
         emitter: &SignalEmitter<'_>,
         id: u32,
         job: OwnedObjectPath,
@@ -296,7 +296,7 @@ impl Root1 {
 
     /// A job finished with `result` (as in Job.Result).
     #[zbus(signal)]
-    async fn job_removed(
+    pub async fn job_removed(
         emitter: &SignalEmitter<'_>,
         id: u32,
         job: OwnedObjectPath,

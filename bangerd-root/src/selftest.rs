@@ -18,8 +18,8 @@ use banger_host::install::{InstallMeta, Layout};
 use futures_util::StreamExt;
 
 use crate::update::config::UpdateConfig;
-use crate::update::engine::UpdatePaths;
 use crate::update::journal::Journal;
+use crate::update::paths::UpdatePaths;
 use crate::vm::config::VmConfig;
 
 /// How long either side of the self-test waits for the other.

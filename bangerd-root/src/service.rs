@@ -11,6 +11,7 @@ use clap::Parser;
 
 use crate::authz::Authorizer;
 use crate::core::RootCore;
+use crate::job1::BusJobs;
 use crate::root1::Root1;
 use crate::update::engine::{Engine, UpdatePaths};
 
@@ -74,7 +75,8 @@ async fn recover() -> anyhow::Result<()> {
     let layout = Layout::new("/");
     let systemd = Systemd::new(&conn).await.context("reaching systemd")?;
     let authz = Arc::new(Authorizer::new(conn.clone(), layout.install_toml()));
-    let engine = Engine::for_recovery(conn, systemd, layout, UpdatePaths::system(), authz);
+    let jobs = BusJobs::new(conn.clone(), authz);
+    let engine = Engine::for_recovery(conn, systemd, layout, UpdatePaths::system(), jobs);
     let done = engine.recover().await.map_err(anyhow::Error::msg)?;
     tracing::info!("{done}");
     Ok(())
@@ -111,7 +113,7 @@ async fn serve() -> anyhow::Result<()> {
         core.systemd.clone(),
         layout,
         UpdatePaths::system(),
-        authz.clone(),
+        BusJobs::new(conn.clone(), authz.clone()),
     );
     let root1 = Root1::new(core, authz, engine.clone());
     let calls = root1.calls();

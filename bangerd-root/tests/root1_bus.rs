@@ -200,7 +200,7 @@ async fn fixture(verdict: Verdict, job_result: &'static str) -> Fixture {
         core.systemd.clone(),
         layout.clone(),
         paths,
-        authz.clone(),
+        bangerd_root::job1::BusJobs::new(conn.clone(), authz.clone()),
     );
     conn.object_server()
         .at(names::ROOT1_PATH, Root1::new(core, authz.clone(), engine))

@@ -510,7 +510,7 @@ async fn fixture_with(verdict: Verdict, accel: Accelerator, kvm: KvmAccess) -> F
             pause_marker: bus.dir().join("paused"),
             pending_marker: bus.dir().join("update-pending"),
         },
-        authz.clone(),
+        bangerd_root::job1::BusJobs::new(conn.clone(), authz.clone()),
     );
     let mut vms = VmHost::new(core.systemd.clone(), paths.clone())
         .with_programs(programs())

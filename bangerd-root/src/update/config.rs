@@ -1,49 +1,18 @@
-//! Where updates come from and which keys are trusted: `/etc/banger/config.toml` (root-owned)
-//! plus what is compiled in. Nothing a D-Bus caller sends reaches this module.
-//!
-//! The same file holds the `[vm]` and `[network]` sections; [`read_config_file`] is the one
-//! reader for all of it, and `crate::vm::config` checks those two sections.
+//! Where updates come from and which keys are trusted: the `[update]` section of
+//! `/etc/banger/config.toml` (read by [`crate::config`]) plus what is compiled in. Nothing a
+//! D-Bus caller sends reaches this module.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use banger_host::fsutil::{TrustError, read_root_owned};
 use banger_release::TrustedKeys;
 use banger_release::signature::EMBEDDED_KEY;
-use serde::Deserialize;
+
+pub use crate::config::ConfigError;
+use crate::config::{read_config_file, read_trusted_text};
 
 /// The manifest URL compiled in; a placeholder until a release server exists.
 pub const DEFAULT_MANIFEST_URL: &str = "https://releases.banger.invalid/stable/manifest.json";
-/// The admin configuration file.
-pub const CONFIG_FILE: &str = "/etc/banger/config.toml";
-
-/// The whole configuration file, as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FileConfig {
-    #[serde(default)]
-    update: FileUpdate,
-    #[serde(default)]
-    pub(crate) vm: crate::vm::config::VmSection,
-    #[serde(default)]
-    pub(crate) network: crate::vm::config::NetworkSection,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileUpdate {
-    manifest_url: Option<String>,
-    channel: Option<String>,
-    #[serde(default)]
-    trusted_key_files: Vec<PathBuf>,
-    max_download_bytes: Option<u64>,
-    connect_timeout_secs: Option<u64>,
-    read_timeout_secs: Option<u64>,
-    total_timeout_secs: Option<u64>,
-    #[serde(default)]
-    redirect_hosts: Vec<String>,
-}
-
 /// The effective update configuration.
 #[derive(Debug, Clone)]
 pub struct UpdateConfig {
@@ -65,61 +34,8 @@ pub struct UpdateConfig {
     pub redirect_hosts: Vec<String>,
 }
 
-/// Why the configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// Unreadable or malformed.
-    #[error("{path}: {why}; nothing was changed")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        why: String,
-    },
-    /// Not a regular file owned and writable only by root, in directories only root can change.
-    #[error("{0}")]
-    Unsafe(TrustError),
-}
-
-/// Largest configuration file accepted.
-const CONFIG_CAP: u64 = 1 << 20;
 /// Largest trusted key file accepted.
 const KEY_CAP: u64 = 64 << 10;
-
-/// Reads `path` as a file root trusts ([`read_root_owned`]); `None` when it does not exist.
-fn read_trusted_text(path: &Path, cap: u64) -> Result<Option<String>, ConfigError> {
-    match read_root_owned(path, cap) {
-        Ok(Some(bytes)) => String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| ConfigError::Invalid {
-                path: path.into(),
-                why: "not UTF-8 text".into(),
-            }),
-        Ok(None) => Ok(None),
-        Err(e @ TrustError::Unsafe { .. }) => Err(ConfigError::Unsafe(e)),
-        Err(e) => Err(ConfigError::Invalid {
-            path: path.into(),
-            why: e.to_string(),
-        }),
-    }
-}
-
-/// Reads and parses the configuration file at `path`: a regular file owned by root and not
-/// writable by others, in directories only root can change, not reached through a link; every
-/// key must be known. A missing file reads as all defaults.
-pub(crate) fn read_config_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    match read_trusted_text(path, CONFIG_CAP)? {
-        Some(text) => toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-            path: path.into(),
-            why: e
-                .to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" "),
-        }),
-        None => Ok(FileConfig::default()),
-    }
-}
 
 impl UpdateConfig {
     /// Loads `path` (a missing file means the compiled-in defaults).

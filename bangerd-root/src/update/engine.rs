@@ -23,12 +23,10 @@ use zbus::{Connection, OwnedObjectPath, OwnedVariant};
 
 use super::config::UpdateConfig;
 use super::download::{DownloadError, Fetcher};
-use super::job::{JobHandle, result_word};
+use super::job::{JobHandle, JobPublisher, result_word};
 use super::journal::{self, FORMAT, Journal, Phase, SwapItem};
 use super::stage;
 use super::state::HelperState;
-use crate::authz::Authorizer;
-use crate::job1::Job1;
 use crate::limits::{Caller, Shared};
 
 /// Largest manifest accepted.
@@ -38,38 +36,7 @@ const SUMS_CAP: u64 = 64 << 10;
 /// Largest signature file accepted.
 const SIG_CAP: u64 = 16 << 10;
 
-/// The marker of an update in progress (see [`UpdatePaths::pending_marker`]); the resume unit
-/// names it in its `ConditionPathExists=`.
-pub const PENDING_MARKER: &str = "/var/lib/banger-root/update-pending";
-
-/// Files the engine keeps.
-#[derive(Debug, Clone)]
-pub struct UpdatePaths {
-    /// The journal.
-    pub journal: PathBuf,
-    /// The anti-rollback state.
-    pub state: PathBuf,
-    /// `/etc/banger/config.toml`.
-    pub config: PathBuf,
-    /// Written when paused for fault injection.
-    pub pause_marker: PathBuf,
-    /// Exists from the first change an update makes until its end is recorded: while it does,
-    /// `bangerd-root-resume.service` starts the helper at boot, to finish the update.
-    pub pending_marker: PathBuf,
-}
-
-impl UpdatePaths {
-    /// The live system's paths.
-    pub fn system() -> Self {
-        UpdatePaths {
-            journal: PathBuf::from("/var/lib/banger-root/update-journal.json"),
-            state: PathBuf::from("/var/lib/banger-root/state.toml"),
-            config: PathBuf::from(super::config::CONFIG_FILE),
-            pause_marker: PathBuf::from("/run/banger/update-paused"),
-            pending_marker: PathBuf::from(PENDING_MARKER),
-        }
-    }
-}
+pub use super::paths::{PENDING_MARKER, UpdatePaths};
 
 /// What the caller asked for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -151,10 +118,9 @@ pub struct Engine {
     systemd: Systemd,
     layout: Layout,
     paths: UpdatePaths,
-    authz: Arc<Authorizer>,
+    publisher: Arc<dyn JobPublisher>,
     pause_at: Option<String>,
     job: Mutex<Option<Arc<JobHandle>>>,
-    exported: Mutex<Option<OwnedObjectPath>>,
     resumed: Mutex<Option<(Arc<JobHandle>, Journal)>>,
     manifests: Mutex<HashMap<String, Arc<Shared<ManifestBytes>>>>,
     recovering: bool,
@@ -179,13 +145,13 @@ fn write_pending_marker(path: &Path, job: u32) -> Result<(), String> {
 type ManifestBytes = Result<(Arc<Vec<u8>>, Arc<Vec<u8>>), String>;
 
 impl Engine {
-    /// An engine over the live system.
+    /// An engine over the live system, making its jobs visible through `publisher`.
     pub fn new(
         conn: Connection,
         systemd: Systemd,
         layout: Layout,
         paths: UpdatePaths,
-        authz: Arc<Authorizer>,
+        publisher: Arc<dyn JobPublisher>,
     ) -> Arc<Self> {
         let pause_at = std::env::var("BANGER_UPDATE_PAUSE_AT")
             .ok()
@@ -198,10 +164,9 @@ impl Engine {
             systemd,
             layout,
             paths,
-            authz,
+            publisher,
             pause_at,
             job: Mutex::new(None),
-            exported: Mutex::new(None),
             resumed: Mutex::new(None),
             manifests: Mutex::new(HashMap::new()),
             recovering: false,
@@ -215,9 +180,9 @@ impl Engine {
         systemd: Systemd,
         layout: Layout,
         paths: UpdatePaths,
-        authz: Arc<Authorizer>,
+        publisher: Arc<dyn JobPublisher>,
     ) -> Arc<Self> {
-        let mut engine = Arc::into_inner(Self::new(conn, systemd, layout, paths, authz))
+        let mut engine = Arc::into_inner(Self::new(conn, systemd, layout, paths, publisher))
             .expect("a new engine has one owner");
         engine.recovering = true;
         Arc::new(engine)
@@ -399,44 +364,17 @@ impl Engine {
     }
 
     async fn export(&self, handle: &Arc<JobHandle>) -> Result<(), BusError> {
-        let server = self.conn.object_server();
-        // Only the newest job stays on the bus.
-        let old = self.exported.lock().unwrap().replace(handle.path.clone());
-        if let Some(old) = old {
-            let _ = server.remove::<Job1, _>(old.as_str()).await;
-        }
-        server
-            .at(&handle.path, Job1::new(handle.clone(), self.authz.clone()))
+        self.publisher
+            .job_new(handle)
             .await
             .map_err(|e| BusError::Failed(format!("exporting the job: {e}")))?;
-        let id = handle.status().id;
-        let _ = self
-            .conn
-            .emit_signal(
-                None::<&str>,
-                names::ROOT1_PATH,
-                names::ROOT1_NAME,
-                "JobNew",
-                &(id, &handle.path),
-            )
-            .await;
         self.root1_changed().await;
         Ok(())
     }
 
     async fn root1_changed(&self) {
-        let mut changed: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
-        changed.insert("UpdateState", zbus::Variant::from(self.update_state()));
-        changed.insert("ActiveJob", zbus::Variant::from(self.active_job()));
-        let _ = self
-            .conn
-            .emit_signal(
-                None::<&str>,
-                names::ROOT1_PATH,
-                "org.freedesktop.DBus.Properties",
-                "PropertiesChanged",
-                &(names::ROOT1_NAME, changed, Vec::<String>::new()),
-            )
+        self.publisher
+            .state_changed(self.update_state(), self.active_job())
             .await;
     }
 
@@ -489,17 +427,7 @@ impl Engine {
     /// Tells the job's followers how it ended (the job's properties, `Finished`, `JobRemoved`).
     async fn announce_end(&self, handle: &JobHandle, result: JobResult, error: &str) {
         handle.finish(result, error).await;
-        let id = handle.status().id;
-        let _ = self
-            .conn
-            .emit_signal(
-                None::<&str>,
-                names::ROOT1_PATH,
-                names::ROOT1_NAME,
-                "JobRemoved",
-                &(id, &handle.path, result.as_str()),
-            )
-            .await;
+        self.publisher.job_removed(handle, result).await;
         self.root1_changed().await;
     }
 

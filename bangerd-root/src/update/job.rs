@@ -79,6 +79,29 @@ pub enum CancelAnswer {
     Finished(Option<JobResult>),
 }
 
+/// A boxed future of a [`JobPublisher`] call.
+pub type PublishFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Where the engine makes its jobs visible. The engine decides when; the bus layer
+/// ([`crate::job1::BusJobs`]) decides how (the job's object, `JobNew`, `JobRemoved`, the
+/// helper's `PropertiesChanged`), so the engine exports nothing itself.
+pub trait JobPublisher: Send + Sync {
+    /// A job was created: make it readable, then announce it. Done before `Update` returns
+    /// the job's path, so the path is readable as soon as a client has it.
+    fn job_new<'a>(&'a self, handle: &'a Arc<JobHandle>) -> PublishFuture<'a, Result<(), String>>;
+
+    /// A job ended with `result` (its status already says so).
+    fn job_removed<'a>(&'a self, handle: &'a JobHandle, result: JobResult)
+    -> PublishFuture<'a, ()>;
+
+    /// The helper's `UpdateState` or `ActiveJob` changed to these.
+    fn state_changed(
+        &self,
+        update_state: String,
+        active_job: OwnedObjectPath,
+    ) -> PublishFuture<'_, ()>;
+}
+
 /// The object path of job `id`.
 pub fn job_path(id: u32) -> OwnedObjectPath {
     OwnedObjectPath::try_from(format!("{}/{id}", banger_api::names::JOB_PATH_NAMESPACE))

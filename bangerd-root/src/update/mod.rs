@@ -11,5 +11,6 @@ pub mod download;
 pub mod engine;
 pub mod job;
 pub mod journal;
+pub mod paths;
 pub mod stage;
 pub mod state;

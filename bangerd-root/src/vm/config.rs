@@ -1,7 +1,7 @@
 //! The `[vm]` and `[network]` sections of the root-owned `/etc/banger/config.toml`: which VMM
 //! back end to use, and the bridge and private IPv4 range VMs are connected to.
 //!
-//! The file is read through the same reader as the `[update]` section (root-owned, not writable by
+//! The file is read by [`crate::config`], the one reader of it (root-owned, not writable by
 //! others, unknown keys refused). Every value is checked here, and an error names the file, the
 //! key and the bad value. Nothing a D-Bus caller sends reaches this module.
 
@@ -10,9 +10,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use crate::vmm::BackendChoice;
-use serde::Deserialize;
 
-use crate::update::config::{ConfigError, read_config_file};
+use crate::config::{ConfigError, NetworkSection, VmSection, read_config_file};
 
 /// The bridge used when the configuration names none.
 pub use banger_api::names::DEFAULT_BRIDGE;
@@ -20,21 +19,6 @@ pub use banger_api::names::DEFAULT_BRIDGE;
 pub const DEFAULT_SUBNET: &str = "172.30.0.0/24";
 /// Prefix of every tap device; a bridge may not use it.
 pub const TAP_PREFIX: &str = "bt-";
-
-/// `[vm]` as written in the file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct VmSection {
-    backend: Option<String>,
-}
-
-/// `[network]` as written in the file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NetworkSection {
-    bridge: Option<String>,
-    subnet: Option<String>,
-}
 
 /// A private IPv4 range in CIDR form; the host takes its first address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

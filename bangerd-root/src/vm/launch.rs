@@ -24,7 +24,7 @@ use super::config::{NetworkConfig, VmConfig};
 use super::net::{Ip, NetError};
 use super::options::{StartOptions, tap_name, unit_name};
 use super::safefs::{self, Dir, FsError};
-use crate::update::config::{CONFIG_FILE, ConfigError};
+use crate::config::{CONFIG_FILE, ConfigError};
 
 /// The VMM's own messages (its standard error), in the VM's directory.
 pub const VMM_LOG: &str = "vmm.log";
