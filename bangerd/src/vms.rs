@@ -115,14 +115,9 @@ pub fn mac_for(addr: Ipv4Addr) -> String {
     format!("52:54:00:{:02x}:{:02x}:{:02x}", o[1], o[2], o[3])
 }
 
-/// `[a-z0-9][a-z0-9._-]{0,62}`.
+/// `[a-z0-9][a-z0-9._-]{0,62}` (the rule is [`banger_api::names::is_image_name`]).
 pub fn valid_image_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
+    banger_api::names::is_image_name(name)
 }
 
 /// A hostname label: `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`.
@@ -221,7 +216,7 @@ fn host_cpus() -> u32 {
 
 /// The unit of a VM.
 pub fn unit_name(id: &str) -> String {
-    format!("banger-vm-{id}.service")
+    banger_api::names::vm_unit_name(id)
 }
 
 /// The VM manager.

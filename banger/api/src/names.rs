@@ -40,6 +40,24 @@ pub const VM_SLICE: &str = "banger.slice";
 
 /// VM unit names: `banger-vm-<id>.service`.
 pub const VM_UNIT_PATTERN: &str = "banger-vm-*.service";
+/// Prefix of every VM unit's name.
+pub const VM_UNIT_PREFIX: &str = "banger-vm-";
+
+/// The systemd unit of VM `id`: `banger-vm-<id>.service`.
+pub fn vm_unit_name(id: &str) -> String {
+    format!("{VM_UNIT_PREFIX}{id}.service")
+}
+
+/// Whether `name` is a valid image name: `[a-z0-9][a-z0-9._-]{0,62}`. The daemon refuses to
+/// import, and the helper to start, anything else.
+pub fn is_image_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
+}
 
 /// The VM bridge unless `[network] bridge` in /etc/banger/config.toml names another.
 pub const DEFAULT_BRIDGE: &str = "banger0";

@@ -9,9 +9,6 @@ use std::collections::HashMap;
 use banger_api::options::start_vmm as keys;
 use zbus::OwnedVariant;
 
-/// Prefix of every VM unit; the full name is `banger-vm-<id>.service`.
-pub const UNIT_PREFIX: &str = "banger-vm-";
-
 /// Checks a VM id: exactly 12 lowercase hexadecimal digits.
 pub fn check_id(id: &str) -> Result<(), String> {
     if id.len() == 12 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
@@ -25,7 +22,7 @@ pub fn check_id(id: &str) -> Result<(), String> {
 
 /// The VM's systemd unit.
 pub fn unit_name(id: &str) -> String {
-    format!("{UNIT_PREFIX}{id}.service")
+    banger_api::names::vm_unit_name(id)
 }
 
 /// The VM's tap device: `bt-<id>`, 15 characters, the longest name Linux allows.
@@ -35,13 +32,7 @@ pub fn tap_name(id: &str) -> String {
 
 /// Checks an image name: `[a-z0-9][a-z0-9._-]{0,62}`.
 pub fn check_image_name(name: &str) -> Result<(), String> {
-    let mut bytes = name.bytes();
-    let first_ok = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let rest_ok = bytes
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
-    if first_ok && rest_ok && name.len() <= 63 {
+    if banger_api::names::is_image_name(name) {
         Ok(())
     } else {
         Err(format!(
