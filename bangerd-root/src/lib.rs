@@ -6,12 +6,10 @@
 //! It must never run `systemctl` or any other tool to manage units, and never let a D-Bus caller
 //! choose where updates come from or which keys are trusted.
 
-pub mod authz;
+pub mod bus;
 pub mod config;
 pub mod core;
-pub mod job1;
 pub mod limits;
-pub mod root1;
 pub mod selftest;
 pub mod service;
 pub mod update;

@@ -9,10 +9,11 @@ use banger_host::install::Layout;
 use banger_host::systemd::Systemd;
 use clap::Parser;
 
-use crate::authz::Authorizer;
+use crate::bus::authz::Authorizer;
+use crate::bus::daemon::BusDaemon;
+use crate::bus::job1::BusJobs;
+use crate::bus::root1::Root1;
 use crate::core::RootCore;
-use crate::job1::BusJobs;
-use crate::root1::Root1;
 use crate::update::engine::{Engine, UpdatePaths};
 
 /// banger's root helper (normally started by systemd as bangerd-root.service).
@@ -76,7 +77,13 @@ async fn recover() -> anyhow::Result<()> {
     let systemd = Systemd::new(&conn).await.context("reaching systemd")?;
     let authz = Arc::new(Authorizer::new(conn.clone(), layout.install_toml()));
     let jobs = BusJobs::new(conn.clone(), authz);
-    let engine = Engine::for_recovery(conn, systemd, layout, UpdatePaths::system(), jobs);
+    let engine = Engine::for_recovery(
+        systemd,
+        layout,
+        UpdatePaths::system(),
+        jobs,
+        BusDaemon::new(conn),
+    );
     let done = engine.recover().await.map_err(anyhow::Error::msg)?;
     tracing::info!("{done}");
     Ok(())
@@ -109,11 +116,11 @@ async fn serve() -> anyhow::Result<()> {
         tracing::warn!("{e}");
     }
     let engine = Engine::new(
-        conn.clone(),
         core.systemd.clone(),
         layout,
         UpdatePaths::system(),
         BusJobs::new(conn.clone(), authz.clone()),
+        BusDaemon::new(conn.clone()),
     );
     let root1 = Root1::new(core, authz, engine.clone());
     let calls = root1.calls();

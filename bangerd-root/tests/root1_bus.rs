@@ -12,12 +12,12 @@ use banger_api::proxies::Root1Proxy;
 use banger_host::install::Layout;
 use banger_host::systemd::Systemd;
 use banger_host::testbus::{PrivateBus, assert_served_contract};
-use bangerd_root::authz::Authorizer;
+use bangerd_root::bus::authz::Authorizer;
+use bangerd_root::bus::job1::{Job1, job_path};
+use bangerd_root::bus::root1::Root1;
 use bangerd_root::core::RootCore;
-use bangerd_root::job1::Job1;
-use bangerd_root::root1::Root1;
 use bangerd_root::update::engine::{Engine, UpdatePaths};
-use bangerd_root::update::job::JobHandle;
+use bangerd_root::update::job::{JobHandle, Unpublished};
 use zbus::object_server::SignalEmitter;
 use zbus::proxy::MethodFlags;
 use zbus::{OwnedObjectPath, OwnedVariant};
@@ -196,11 +196,11 @@ async fn fixture(verdict: Verdict, job_result: &'static str) -> Fixture {
         pending_marker: bus.dir().join("update-pending"),
     };
     let engine = Engine::new(
-        conn.clone(),
         core.systemd.clone(),
         layout.clone(),
         paths,
-        bangerd_root::job1::BusJobs::new(conn.clone(), authz.clone()),
+        bangerd_root::bus::job1::BusJobs::new(conn.clone(), authz.clone()),
+        bangerd_root::bus::daemon::BusDaemon::new(conn.clone()),
     );
     conn.object_server()
         .at(names::ROOT1_PATH, Root1::new(core, authz.clone(), engine))
@@ -278,18 +278,15 @@ async fn with_interactive_flag_polkit_may_prompt_and_the_job_runs() {
 
 /// A job started by uid 4242 (not the test's), served as the engine serves one.
 async fn foreign_job(f: &Fixture) -> (Arc<JobHandle>, JobProxy<'static>) {
-    let handle = JobHandle::new(f.conn.clone(), 7, 4242, "0.1.0");
+    let handle = JobHandle::new(Arc::new(Unpublished), 7, 4242, "0.1.0");
+    let path = job_path(handle.id);
     f.conn
         .object_server()
-        .at(&handle.path, Job1::new(handle.clone(), f.authz.clone()))
+        .at(&path, Job1::new(handle.clone(), f.authz.clone()))
         .await
         .unwrap();
     let client = f.bus.connect().await.unwrap();
-    let job = JobProxy::builder(&client)
-        .path(handle.path.clone())
-        .build()
-        .await
-        .unwrap();
+    let job = JobProxy::builder(&client).path(path).build().await.unwrap();
     (handle, job)
 }
 
@@ -482,23 +479,86 @@ async fn job_introspection_matches_checked_in_contract() {
     let f = fixture(Verdict::Deny, "done").await;
     // Served by the helper's own connection, as the engine does.
     let conn = f._services[2].clone();
-    let handle = bangerd_root::update::job::JobHandle::new(conn.clone(), 1, 0, "0.1.0");
+    let handle = JobHandle::new(Arc::new(Unpublished), 1, 0, "0.1.0");
+    let path = job_path(handle.id);
     let authz = Arc::new(Authorizer::new(
         conn.clone(),
         f.bus.dir().join("install.toml"),
     ));
     conn.object_server()
-        .at(
-            &handle.path,
-            bangerd_root::job1::Job1::new(handle.clone(), authz),
-        )
+        .at(&path, Job1::new(handle.clone(), authz))
         .await
         .unwrap();
     assert_served_contract(
         &f.bus,
         names::ROOT1_NAME,
-        handle.path.as_str(),
+        path.as_str(),
         "org.banger.Root1.Job",
     )
     .await;
+}
+
+/// The next `PropertiesChanged` on `stream`: (changed property names, invalidated names).
+async fn next_change(stream: &mut zbus::MessageStream) -> (Vec<String>, Vec<String>) {
+    use futures_util::StreamExt;
+    let msg = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+        .await
+        .expect("a PropertiesChanged within 5 s")
+        .unwrap()
+        .unwrap();
+    let (iface, changed, invalidated): (String, HashMap<String, OwnedVariant>, Vec<String>) =
+        msg.body().deserialize().unwrap();
+    assert_eq!(iface, names::JOB_INTERFACE);
+    let mut changed: Vec<String> = changed.into_keys().collect();
+    changed.sort();
+    (changed, invalidated)
+}
+
+#[tokio::test]
+async fn a_job_change_is_one_signal_naming_what_changed_and_withholding_the_error() {
+    use banger_api::job::{JobResult, Stage};
+    let f = fixture(Verdict::Deny, "done").await;
+    let conn = f._services[2].clone();
+    let jobs = bangerd_root::bus::job1::BusJobs::new(conn.clone(), f.authz.clone());
+    let handle = JobHandle::new(jobs.clone(), 3, 0, "0.1.0");
+    let client = f.bus.connect().await.unwrap();
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .path(job_path(3))
+        .build()
+        .unwrap();
+    let mut stream =
+        zbus::MessageStream::for_match_rule(rule, &client, std::num::NonZeroUsize::new(16))
+            .await
+            .unwrap();
+    use bangerd_root::update::job::JobPublisher;
+    jobs.job_new(&handle).await.unwrap();
+    handle.stage(Stage::Downloading, 0.1).await;
+    assert_eq!(
+        next_change(&mut stream).await,
+        (vec!["Progress".into(), "Stage".into()], vec![])
+    );
+    // No change, no signal: the next one seen is the download's.
+    handle.stage(Stage::Downloading, 0.1).await;
+    handle
+        .update(|s| {
+            s.bytes_done = 10;
+            s.bytes_total = 100;
+        })
+        .await;
+    assert_eq!(
+        next_change(&mut stream).await,
+        (vec!["BytesDone".into(), "BytesTotal".into()], vec![])
+    );
+    handle.finish(JobResult::Failed, "the owner's secret").await;
+    let (changed, invalidated) = next_change(&mut stream).await;
+    assert_eq!(changed, ["Progress", "Result", "Stage", "State"]);
+    assert_eq!(invalidated, ["Error"]);
+    use futures_util::StreamExt;
+    let finished = stream.next().await.unwrap().unwrap();
+    let (success, result, error): (bool, String, String) = finished.body().deserialize().unwrap();
+    assert_eq!(
+        (success, result.as_str(), error.as_str()),
+        (false, "failed", names::JOB_ERROR_WITHHELD)
+    );
 }

@@ -24,9 +24,9 @@ use banger_host::install::{InstallMeta, Layout, Owner};
 use banger_host::systemd::Systemd;
 use banger_host::testbus::PrivateBus;
 use banger_host::virt::Accelerator;
-use bangerd_root::authz::Authorizer;
+use bangerd_root::bus::authz::Authorizer;
+use bangerd_root::bus::root1::Root1;
 use bangerd_root::core::RootCore;
-use bangerd_root::root1::Root1;
 use bangerd_root::update::engine::{Engine, UpdatePaths};
 use bangerd_root::vm::kvm::KvmAccess;
 use bangerd_root::vm::testns::{require_private_netns, run_in_private_netns as in_private_netns};
@@ -419,6 +419,26 @@ impl Fixture {
             .map(|r| r.expect("a reply"))
     }
 
+    /// `StartVmmWithInfo`, read as the daemon reads it.
+    async fn start_with_info(
+        &self,
+        id: &str,
+        opts: HashMap<&str, Variant<'_>>,
+        flags: MethodFlags,
+    ) -> zbus::Result<banger_api::options::VmmStarted> {
+        let (_c, p) = self.proxy().await;
+        let d = p
+            .inner()
+            .call_with_flags::<_, _, HashMap<String, OwnedVariant>>(
+                "StartVmmWithInfo",
+                flags,
+                &(id, opts),
+            )
+            .await?
+            .expect("a reply");
+        Ok(banger_api::options::VmmStarted::from_dict(&d).expect("a well-formed reply"))
+    }
+
     async fn stop(&self, id: &str, flags: MethodFlags) -> zbus::Result<()> {
         let (_c, p) = self.proxy().await;
         p.inner()
@@ -500,7 +520,6 @@ async fn fixture_with(verdict: Verdict, accel: Accelerator, kvm: KvmAccess) -> F
     });
     let authz = Arc::new(Authorizer::new(conn.clone(), layout.install_toml()).without_root_trust());
     let engine = Engine::new(
-        conn.clone(),
         core.systemd.clone(),
         layout,
         UpdatePaths {
@@ -510,7 +529,8 @@ async fn fixture_with(verdict: Verdict, accel: Accelerator, kvm: KvmAccess) -> F
             pause_marker: bus.dir().join("paused"),
             pending_marker: bus.dir().join("update-pending"),
         },
-        bangerd_root::job1::BusJobs::new(conn.clone(), authz.clone()),
+        bangerd_root::bus::job1::BusJobs::new(conn.clone(), authz.clone()),
+        bangerd_root::bus::daemon::BusDaemon::new(conn.clone()),
     );
     let mut vms = VmHost::new(core.systemd.clone(), paths.clone())
         .with_programs(programs())
@@ -1028,7 +1048,15 @@ async fn qemu_inner() {
         .status()
         .unwrap();
     assert!(st.success());
-    f.start(OTHER_ID, opts(), flags).await.unwrap();
+    // The same start, answered with what the daemon records.
+    let started = f.start_with_info(OTHER_ID, opts(), flags).await.unwrap();
+    assert_eq!(
+        started,
+        banger_api::options::VmmStarted {
+            unit: format!("banger-vm-{OTHER_ID}.service"),
+            backend: Some(banger_api::wire::BackendKind::Qemu),
+        }
+    );
     assert_eq!(
         tap(OTHER_ID),
         Some(("banger0".into(), u64::from(OWNER_UID)))
@@ -1092,7 +1120,12 @@ async fn firecracker_inner() {
     std::fs::write(f.vm_dir(ID).join("firecracker.sock"), "").unwrap();
 
     f.set_behaviour(Behaviour::Firecracker);
-    let unit = f.start(ID, image("deb"), flags).await.unwrap();
+    let started = f.start_with_info(ID, image("deb"), flags).await.unwrap();
+    assert_eq!(
+        started.backend,
+        Some(banger_api::wire::BackendKind::Firecracker)
+    );
+    let unit = started.unit;
     {
         let st = f.systemd.lock().unwrap();
         let s = &st.started[0];

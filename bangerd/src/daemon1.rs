@@ -1,5 +1,6 @@
 //! `org.banger.Daemon1`: the D-Bus adapter over the daemon core. It only translates: checks the
-//! caller, calls the core, maps errors to `org.banger.Error.*`.
+//! caller, turns the names it is sent into typed names, calls the core, maps errors to
+//! `org.banger.Error.*`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,8 +15,9 @@ use zbus::message::Header;
 use zbus::{Connection, fdo};
 
 use crate::core::Daemon;
+use crate::images::{image_name_to_find, image_name_to_import};
 use crate::ops::OperationGuard;
-use crate::vms::{VmError, Vms};
+use crate::vms::{VmError, Vms, vm_name_to_create, vm_name_to_find};
 
 /// The object served at `/org/banger/Daemon1`.
 pub struct Daemon1 {
@@ -44,17 +46,50 @@ impl Daemon1 {
     }
 }
 
+/// Every image or VM error goes on the bus as one `org.banger.Error.*`, with its message.
 impl From<VmError> for BusError {
     fn from(e: VmError) -> Self {
+        let m = e.to_string();
         match e {
-            VmError::Invalid(m) => BusError::InvalidArgument(m),
-            VmError::NotFound(m) => BusError::NotFound(m),
-            VmError::Exists(m) => BusError::AlreadyExists(m),
-            VmError::InUse(m) => BusError::InUse(m),
-            VmError::NotAuthorized(m) => BusError::NotAuthorized(m),
-            VmError::Root(m) => BusError::Vm(m),
-            VmError::Store(e) => BusError::Store(e.to_string()),
-            VmError::Io(m) => BusError::Failed(m),
+            VmError::BadImageName(_)
+            | VmError::NoKernel
+            | VmError::RelativePath { .. }
+            | VmError::NotAFile { .. }
+            | VmError::Inaccessible { .. }
+            | VmError::NotAKernel { .. }
+            | VmError::KernelUnreadable { .. }
+            | VmError::BadVmName(_)
+            | VmError::Cpus { .. }
+            | VmError::Memory { .. }
+            | VmError::GuestConfig(_)
+            | VmError::BadHostKey(_)
+            | VmError::Invalid(_) => BusError::InvalidArgument(m),
+            VmError::NoSuchImage(_) | VmError::NoSuchVm(_) | VmError::NoImageForVm(_) => {
+                BusError::NotFound(m)
+            }
+            VmError::ImageExists(_) | VmError::VmExists(_) => BusError::AlreadyExists(m),
+            VmError::ImageInUse { .. }
+            | VmError::DamagedImage { .. }
+            | VmError::NetworkFull { .. }
+            | VmError::VmIsLive { .. }
+            | VmError::HostKeyMismatch(_) => BusError::InUse(m),
+            VmError::NotAuthorized(_) => BusError::NotAuthorized(m),
+            VmError::UnusableNetwork { .. } | VmError::Cleanup { .. } | VmError::Root(_) => {
+                BusError::Vm(m)
+            }
+            VmError::Store(_) => BusError::Store(m),
+            VmError::ImportDir { .. }
+            | VmError::ImportCopy { .. }
+            | VmError::ImportLeftover { .. }
+            | VmError::ImportMove { .. }
+            | VmError::Random(_)
+            | VmError::WriteVm { .. }
+            | VmError::CreateDir { .. }
+            | VmError::NoSshKeygen
+            | VmError::SshKeygenRun(_)
+            | VmError::SshKeygenFailed(_)
+            | VmError::Read { .. }
+            | VmError::Task(_) => BusError::Failed(m),
         }
     }
 }
@@ -135,7 +170,7 @@ impl Daemon1 {
         check_caller(conn, &hdr).await?;
         Ok(self
             .vms
-            .import_image(&name, &kernel, &initrd, &rootfs)
+            .import_image(&image_name_to_import(&name)?, &kernel, &initrd, &rootfs)
             .await?)
     }
 
@@ -159,7 +194,7 @@ impl Daemon1 {
     ) -> Result<(), BusError> {
         let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
-        Ok(self.vms.delete_image(&name).await?)
+        Ok(self.vms.delete_image(&image_name_to_find(&name)?).await?)
     }
 
     /// Creates a stopped VM from an image. Not idempotent: the name must be new.
@@ -174,7 +209,10 @@ impl Daemon1 {
     ) -> Result<VmInfo, BusError> {
         let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
-        Ok(self.vms.create_vm(&name, &image, cpus, memory_mib).await?)
+        Ok(self
+            .vms
+            .create_vm(&vm_name_to_create(&name)?, &image, cpus, memory_mib)
+            .await?)
     }
 
     /// Starts a VM: its VMM runs as the unit banger-vm-<id>.service. Safe to repeat.
@@ -186,7 +224,7 @@ impl Daemon1 {
     ) -> Result<VmInfo, BusError> {
         let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
-        Ok(self.vms.start_vm(&name).await?)
+        Ok(self.vms.start_vm(&vm_name_to_find(&name)?).await?)
     }
 
     /// Stops a VM (powers it off). Safe to repeat.
@@ -198,7 +236,7 @@ impl Daemon1 {
     ) -> Result<VmInfo, BusError> {
         let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
-        Ok(self.vms.stop_vm(&name).await?)
+        Ok(self.vms.stop_vm(&vm_name_to_find(&name)?).await?)
     }
 
     /// Deletes a stopped VM and its files.
@@ -210,7 +248,7 @@ impl Daemon1 {
     ) -> Result<(), BusError> {
         let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
-        Ok(self.vms.delete_vm(&name).await?)
+        Ok(self.vms.delete_vm(&vm_name_to_find(&name)?).await?)
     }
 
     /// Every VM, its state read live from its unit. Read-only.
@@ -233,7 +271,7 @@ impl Daemon1 {
     ) -> Result<VmInfo, BusError> {
         let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
-        Ok(self.vms.get_vm(&name).await?)
+        Ok(self.vms.get_vm(&vm_name_to_find(&name)?).await?)
     }
 
     /// Where and how to reach a VM over SSH: (address, user, identity file, pinned host key).
@@ -246,7 +284,7 @@ impl Daemon1 {
     ) -> Result<SshTarget, BusError> {
         let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
-        Ok(self.vms.ssh_target(&name)?)
+        Ok(self.vms.ssh_target(&vm_name_to_find(&name)?)?)
     }
 
     /// Pins the VM's SSH host key (`ssh-ed25519 BASE64`) on first contact. Safe to repeat
@@ -274,7 +312,7 @@ impl Daemon1 {
     ) -> Result<(Vec<u8>, u64), BusError> {
         let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
-        Ok(self.vms.read_log(&name, offset)?)
+        Ok(self.vms.read_log(&vm_name_to_find(&name)?, offset)?)
     }
 
     /// Registers an "inhibit" operation that lasts until Uninhibit or until the caller leaves

@@ -1,7 +1,7 @@
-//! What bangerd asks of the host for its VMs: the root helper's VM plumbing (`Root1.StartVmm`,
-//! `StopVmm`, `GetVmNetwork`) and the state of each VM's unit, from systemd. [`crate::vms::Vms`]
-//! sees only the [`VmHost`] trait, so its lifecycle can be tested without a bus; [`BusHost`] is
-//! the real one.
+//! What bangerd asks of the host for its VMs: the root helper's VM plumbing
+//! (`Root1.StartVmmWithInfo`, `StopVmm`, `GetVmNetwork`) and the state of each VM's unit, from
+//! systemd. [`crate::vms::Vms`] sees only the [`VmHost`] trait, so its lifecycle can be tested
+//! without a bus; [`BusHost`] is the real one.
 //!
 //! This module must never decide anything about a VM: it carries requests and answers.
 
@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use banger_api::error::ErrorKind;
-use banger_api::options::StartVmmOptions;
+use banger_api::options::{StartVmmOptions, VmmStarted};
 use banger_api::proxies::Root1Proxy;
 use banger_api::wire::{BackendKind, VmState};
 use banger_host::systemd::Systemd;
@@ -58,13 +58,11 @@ impl BusHost {
             .await
             .map_err(|e| VmError::Root(format!("reaching bangerd-root: {e}")))
     }
+}
 
-    /// The back end named in the unit's description, `banger VM <id> (<backend>)`.
-    async fn unit_backend(&self, id: &str) -> Option<BackendKind> {
-        let d = unit_description(&self.conn, &unit_name(id)).await?;
-        let inner = d.rsplit_once('(')?.1.strip_suffix(')')?;
-        BackendKind::parse(inner)
-    }
+/// Whether the peer does not have the method called.
+fn is_unknown_method(e: &zbus::Error) -> bool {
+    ErrorKind::of(e) == Some(ErrorKind::UnknownMethod)
 }
 
 impl VmHost for BusHost {
@@ -84,12 +82,21 @@ impl VmHost for BusHost {
         options: &'a StartVmmOptions,
     ) -> HostFuture<'a, Result<Option<BackendKind>, VmError>> {
         Box::pin(async move {
-            self.root()
-                .await?
-                .start_vmm(id, options.to_dict())
-                .await
-                .map_err(|e| root_error(&e))?;
-            Ok(self.unit_backend(id).await)
+            let root = self.root().await?;
+            match root.start_vmm_with_info(id, options.to_dict()).await {
+                Ok(info) => Ok(VmmStarted::from_dict(&info)
+                    .map_err(|e| VmError::Root(format!("bangerd-root's answer: {e}")))?
+                    .backend),
+                // A helper older than the method (during an update, before it restarts onto
+                // the new release): start the VM the old way; its back end is not known.
+                Err(e) if is_unknown_method(&e) => {
+                    root.start_vmm(id, options.to_dict())
+                        .await
+                        .map_err(|e| root_error(&e))?;
+                    Ok(None)
+                }
+                Err(e) => Err(root_error(&e)),
+            }
         })
     }
 
@@ -125,32 +132,6 @@ pub fn live_state(active_state: &str) -> VmState {
         "failed" => VmState::Failed,
         _ => VmState::Stopped,
     }
-}
-
-/// A loaded unit's `Description`, read without loading or starting anything.
-async fn unit_description(conn: &zbus::Connection, unit: &str) -> Option<String> {
-    let path: zbus::OwnedObjectPath = conn
-        .call_method(
-            Some("org.freedesktop.systemd1"),
-            "/org/freedesktop/systemd1",
-            Some("org.freedesktop.systemd1.Manager"),
-            "GetUnit",
-            &(unit,),
-        )
-        .await
-        .ok()?
-        .body()
-        .deserialize()
-        .ok()?;
-    let proxy = zbus::Proxy::new(
-        conn,
-        "org.freedesktop.systemd1",
-        path,
-        "org.freedesktop.systemd1.Unit",
-    )
-    .await
-    .ok()?;
-    proxy.get_property::<String>("Description").await.ok()
 }
 
 /// A root helper error as the caller should see it: a refusal stays a refusal, a bad request

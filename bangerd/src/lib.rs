@@ -8,6 +8,7 @@ pub mod core;
 pub mod daemon1;
 pub mod guest;
 pub mod host;
+mod images;
 pub mod ops;
 pub mod service;
 pub mod store;

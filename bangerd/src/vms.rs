@@ -1,5 +1,6 @@
-//! Images and VMs: records in the store, files under the state directory, and the host
-//! plumbing asked of `bangerd-root`.
+//! VMs: their records in the store, their files under the state directory, and the host
+//! plumbing asked of `bangerd-root`; also the errors of image and VM requests ([`VmError`]).
+//! The images VMs are made from are imported, listed and removed in `crate::images`.
 //!
 //! Layout under the state directory (`/var/lib/banger`), all owned by the owner:
 //! - `images/<name>/{kernel,initrd,rootfs}`: copies made at import, hashed while copying;
@@ -12,29 +13,23 @@
 //! killed) finds its running VMs as they are. Every change registers an operation, so updates
 //! wait for it, and changes are serialized.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use banger_api::ids::{ImageName, VmId, VmName};
 use banger_api::options::StartVmmOptions;
 use banger_api::time::unix_now;
-use banger_api::wire::{DoctorCheck, ImageInfo, Level, OperationStage, SshTarget, VmInfo, VmState};
-use sha2::{Digest, Sha256};
+use banger_api::wire::{DoctorCheck, Level, OperationStage, SshTarget, VmInfo, VmState};
 
-use crate::guest::GuestConfig;
+use crate::guest::{DiskError, GuestConfig};
 use crate::host::{BusHost, VmHost};
+use crate::images::{MAX_ROOTFS, copy_hashed};
 use crate::ops::Operations;
-use crate::store::{ImageRecord, Store, StoreError, VmRecord};
+use crate::store::{Store, StoreError, VmRecord};
 
-/// Largest kernel accepted at import.
-const MAX_KERNEL: u64 = 512 << 20;
-/// Largest initrd accepted at import.
-const MAX_INITRD: u64 = 4 << 30;
-/// Largest root filesystem accepted at import.
-const MAX_ROOTFS: u64 = 256 << 30;
 /// Most virtual CPUs a VM may have.
 const MAX_CPUS: u32 = 32;
 /// Least memory a VM may have (MiB).
@@ -43,33 +38,271 @@ const MIN_MEMORY_MIB: u32 = 64;
 /// Why an image or VM request failed. Every message says what was left unchanged.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
-    /// A malformed or impossible request.
+    /// The image name to import is not an image name.
+    #[error(
+        "image name {0:?} is not valid: use 1 to 63 of a-z 0-9 . _ - starting with a letter or \
+         digit; nothing was imported"
+    )]
+    BadImageName(String),
+    /// An import named no kernel.
+    #[error("an image needs a kernel; nothing was imported")]
+    NoKernel,
+    /// A file to import was named by a relative path.
+    #[error("{role} path {} is not absolute; nothing was imported", .path.display())]
+    RelativePath {
+        /// `kernel`, `initrd` or `rootfs`.
+        role: &'static str,
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A file to import is a directory, a device, ….
+    #[error("{role} {} is not a regular file; nothing was imported", .path.display())]
+    NotAFile {
+        /// `kernel`, `initrd` or `rootfs`.
+        role: &'static str,
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A file to import could not be looked at (missing, or not allowed).
+    #[error(
+        "{role} {}: {error}{}; nothing was imported",
+        .path.display(),
+        crate::images::private_tmp_hint(.path, .error)
+    )]
+    Inaccessible {
+        /// `kernel`, `initrd` or `rootfs`.
+        role: &'static str,
+        /// The path as given.
+        path: PathBuf,
+        /// Why it could not be looked at.
+        error: std::io::Error,
+    },
+    /// The kernel to import is not a Linux kernel.
+    #[error(
+        "kernel {} is not a Linux kernel (neither an ELF vmlinux nor a bzImage); nothing was \
+         imported",
+        .path.display()
+    )]
+    NotAKernel {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// The kernel to import could not be read.
+    #[error("kernel {}: {error}; nothing was imported", .path.display())]
+    KernelUnreadable {
+        /// The path as given.
+        path: PathBuf,
+        /// Why it could not be read.
+        error: std::io::Error,
+    },
+    /// An image of that name exists already.
+    #[error(
+        "an image named {0:?} already exists; nothing was imported (remove it first with \
+         `banger image rm {0}`)"
+    )]
+    ImageExists(String),
+    /// The import's temporary directory could not be made.
+    #[error("creating {}: {error}; nothing was imported", .path.display())]
+    ImportDir {
+        /// The temporary directory.
+        path: PathBuf,
+        /// Why it could not be made.
+        error: std::io::Error,
+    },
+    /// A file could not be copied into the image.
+    #[error("copying {role} {}: {error}; nothing was imported", .path.display())]
+    ImportCopy {
+        /// `kernel`, `initrd` or `rootfs`.
+        role: &'static str,
+        /// The file copied from.
+        path: PathBuf,
+        /// Why the copy failed (also: larger than allowed).
+        error: std::io::Error,
+    },
+    /// The image's directory exists although the store has no record of it.
+    #[error(
+        "{} exists without a record; remove it by hand; nothing was imported",
+        .path.display()
+    )]
+    ImportLeftover {
+        /// The image's directory.
+        path: PathBuf,
+    },
+    /// The copied files could not be moved into the image's directory.
+    #[error("moving the image into {}: {error}; nothing was imported", .path.display())]
+    ImportMove {
+        /// The image's directory.
+        path: PathBuf,
+        /// Why the move failed.
+        error: std::io::Error,
+    },
+    /// No image of that name exists.
+    #[error("no image named {0:?}")]
+    NoSuchImage(String),
+    /// VMs use the image to remove.
+    #[error(
+        "image {name:?} is used by VM(s) {}; delete them first; nothing was removed",
+        .users.join(", ")
+    )]
+    ImageInUse {
+        /// The image.
+        name: String,
+        /// The names of the VMs that use it.
+        users: Vec<String>,
+    },
+    /// The VM name to create is not a VM name.
+    #[error(
+        "VM name {0:?} is not valid: use 1 to 63 of a-z 0-9 - (a hostname), not starting or \
+         ending with -; nothing was created"
+    )]
+    BadVmName(String),
+    /// More CPUs than allowed here, or none.
+    #[error("{cpus} CPUs is impossible here: choose 1 to {max}; nothing was created")]
+    Cpus {
+        /// Asked for.
+        cpus: u32,
+        /// The most allowed here.
+        max: u32,
+    },
+    /// Less memory than a VM needs, or more than the host has.
+    #[error(
+        "{mib} MiB of memory is impossible here: choose {min} MiB to {host_mib} MiB (this host's \
+         memory); nothing was created"
+    )]
+    Memory {
+        /// Asked for.
+        mib: u32,
+        /// The least a VM may have.
+        min: u32,
+        /// This host's memory (0 when unknown).
+        host_mib: u64,
+    },
+    /// A VM of that name exists already.
+    #[error("a VM named {0:?} already exists; nothing was created")]
+    VmExists(String),
+    /// The image to create a VM from does not exist.
+    #[error("no image named {0:?} (see `banger image list`); nothing was created")]
+    NoImageForVm(String),
+    /// A file of the image to create a VM from is gone.
+    #[error(
+        "image {image:?} is damaged: its {role} {path} is missing; re-import it; nothing was created"
+    )]
+    DamagedImage {
+        /// The image.
+        image: String,
+        /// `kernel`, `initrd` or `rootfs`.
+        role: &'static str,
+        /// The file that is missing.
+        path: String,
+    },
+    /// The root helper reported a VM network banger cannot use.
+    #[error("bangerd-root reported an unusable VM network {subnet} (host {host})")]
+    UnusableNetwork {
+        /// The subnet as reported.
+        subnet: String,
+        /// The host's address as reported.
+        host: String,
+    },
+    /// Every guest address of the VM network is taken.
+    #[error("the VM network {network}/{prefix} has no free address left; nothing was created")]
+    NetworkFull {
+        /// The network address.
+        network: Ipv4Addr,
+        /// Its prefix length.
+        prefix: u8,
+    },
+    /// A new VM's id could not be drawn.
+    #[error("reading /dev/urandom: {0}")]
+    Random(std::io::Error),
+    /// The VM's config disk could not be made from what it would hold.
+    #[error("{0}; nothing was created")]
+    GuestConfig(DiskError),
+    /// A new VM's files could not be written.
+    #[error("writing {}: {error}; nothing was created", .path.display())]
+    WriteVm {
+        /// The VM's directory.
+        path: PathBuf,
+        /// Why writing failed.
+        error: std::io::Error,
+    },
+    /// The directory of the SSH key for VMs could not be made.
+    #[error("creating {}: {error}", .path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why it could not be made.
+        error: std::io::Error,
+    },
+    /// `ssh-keygen` is not installed.
+    #[error(
+        "ssh-keygen is not installed (Debian package openssh-client); it makes the key banger \
+         logs into VMs with"
+    )]
+    NoSshKeygen,
+    /// `ssh-keygen` could not be run.
+    #[error("running ssh-keygen: {0}")]
+    SshKeygenRun(std::io::Error),
+    /// `ssh-keygen` ran and failed.
+    #[error("ssh-keygen failed: {0}")]
+    SshKeygenFailed(
+        /// What it wrote on stderr, trimmed.
+        String,
+    ),
+    /// A file could not be read.
+    #[error("reading {}: {error}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        error: std::io::Error,
+    },
+    /// No VM of that name exists.
+    #[error("no VM named {0:?}")]
+    NoSuchVm(String),
+    /// The VM to delete is running (or starting, or stopping).
+    #[error(
+        "VM {name} is {state}; stop it first (`banger vm stop {name}`) or use `banger vm rm \
+         --force {name}`; nothing was deleted"
+    )]
+    VmIsLive {
+        /// The VM.
+        name: String,
+        /// Its state, read from its unit.
+        state: VmState,
+    },
+    /// The root helper could not clean up after a VM that is to be deleted.
+    #[error("cleaning up after VM {name}: {error}; nothing was deleted")]
+    Cleanup {
+        /// The VM.
+        name: String,
+        /// What the host said.
+        error: Box<VmError>,
+    },
+    /// The host key to pin is not an `ssh-ed25519` public key.
+    #[error("{0:?} is not an ssh-ed25519 public key (`ssh-ed25519 BASE64`); nothing was pinned")]
+    BadHostKey(String),
+    /// The VM has another host key pinned.
+    #[error("VM {0} already has a different host key pinned; the new one was not accepted")]
+    HostKeyMismatch(String),
+    /// The root helper refused the request as malformed: its own message.
     #[error("{0}")]
     Invalid(String),
-    /// No such VM or image.
-    #[error("{0}")]
-    NotFound(String),
-    /// The name is taken.
-    #[error("{0}")]
-    Exists(String),
-    /// In use or in the wrong state.
-    #[error("{0}")]
-    InUse(String),
-    /// The root helper (or polkit behind it) refused the call.
+    /// The root helper (or polkit behind it) refused the call: its own message.
     #[error("{0}")]
     NotAuthorized(String),
-    /// The root helper failed.
+    /// The root helper, or systemd, failed: what failed and their message.
     #[error("{0}")]
     Root(String),
     /// The store failed.
     #[error("{0}")]
     Store(#[from] StoreError),
-    /// A file operation failed.
+    /// Work handed to a blocking thread did not finish (it panicked, or the runtime shut down).
     #[error("{0}")]
-    Io(String),
+    Task(tokio::task::JoinError),
 }
 
-type Result<T> = std::result::Result<T, VmError>;
+/// The result of an image or VM request.
+pub(crate) type Result<T> = std::result::Result<T, VmError>;
 
 /// The VM network as the root helper reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,20 +348,16 @@ pub fn mac_for(addr: Ipv4Addr) -> String {
     format!("52:54:00:{:02x}:{:02x}:{:02x}", o[1], o[2], o[3])
 }
 
-/// `[a-z0-9][a-z0-9._-]{0,62}` (the rule is [`banger_api::names::is_image_name`]).
-pub fn valid_image_name(name: &str) -> bool {
-    banger_api::names::is_image_name(name)
+/// The name of a VM to create, as a request sent it: refused with [`VmError::BadVmName`] when it
+/// is not a VM name (the rule is [`VmName::parse`]).
+pub fn vm_name_to_create(name: &str) -> Result<VmName> {
+    VmName::parse(name).map_err(|_| VmError::BadVmName(name.to_string()))
 }
 
-/// A hostname label: `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`.
-pub fn valid_vm_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
+/// The name of an existing VM, as a request sent it: a string that is not a VM name names no VM
+/// ([`VmError::NoSuchVm`]), as no VM was ever created with it.
+pub fn vm_name_to_find(name: &str) -> Result<VmName> {
+    VmName::parse(name).map_err(|_| VmError::NoSuchVm(name.to_string()))
 }
 
 /// Whether `key` looks like one `ssh-ed25519 BASE64` public key (as a guest offers it).
@@ -144,54 +373,11 @@ pub fn valid_host_key(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
 }
 
-/// Whether a file starts like a Linux kernel: an ELF `vmlinux` or a bzImage (`HdrS` at 0x202).
-fn looks_like_kernel(path: &Path) -> std::io::Result<bool> {
-    let mut head = [0u8; 0x206];
-    let mut f = std::fs::File::open(path)?;
-    let n = f.read(&mut head)?;
-    Ok((n >= 4 && head[..4] == *b"\x7fELF") || (n >= 0x206 && head[0x202..0x206] == *b"HdrS"))
-}
-
-/// Copies `src` to a new file `dst` (mode 0600), hashing on the way; refuses more than `cap`
-/// bytes. Returns (sha256 hex, bytes).
-fn copy_hashed(src: &Path, dst: &Path, cap: u64) -> std::io::Result<(String, u64)> {
-    let mut input = std::fs::File::open(src)?;
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(dst)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        if total > cap {
-            return Err(std::io::Error::other(format!(
-                "larger than the {} MiB allowed",
-                cap >> 20
-            )));
-        }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-    }
-    out.sync_all()?;
-    let hex = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((hex, total))
-}
-
-fn random_id() -> std::io::Result<String> {
+/// A random id from `/dev/urandom`: a new VM's id, or a name for a temporary directory.
+pub(crate) fn random_id() -> std::io::Result<VmId> {
     let mut b = [0u8; 6];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    Ok(VmId::from_bytes(b))
 }
 
 /// Memory of this host in MiB (0 if unknown).
@@ -219,14 +405,17 @@ pub fn unit_name(id: &str) -> String {
     banger_api::names::vm_unit_name(id)
 }
 
-/// The VM manager.
+/// The image and VM manager (its image requests are in `crate::images`).
 pub struct Vms {
-    state_dir: PathBuf,
-    store: Arc<Mutex<Store>>,
-    ops: Arc<Operations>,
+    /// The state directory (`/var/lib/banger`).
+    pub(crate) state_dir: PathBuf,
+    /// The store of image and VM records.
+    pub(crate) store: Arc<Mutex<Store>>,
+    /// The registry every change registers with.
+    pub(crate) ops: Arc<Operations>,
     host: Arc<dyn VmHost>,
-    /// Serializes changes (address allocation, names, files).
-    changes: tokio::sync::Mutex<()>,
+    /// Serializes changes to images and VMs (address allocation, names, files).
+    pub(crate) changes: tokio::sync::Mutex<()>,
 }
 
 impl Vms {
@@ -258,10 +447,6 @@ impl Vms {
         }
     }
 
-    fn images_dir(&self) -> PathBuf {
-        self.state_dir.join("images")
-    }
-
     fn vm_dir(&self, id: &str) -> PathBuf {
         self.state_dir.join("vms").join(id)
     }
@@ -270,12 +455,12 @@ impl Vms {
         self.state_dir.join("ssh").join("id_ed25519")
     }
 
-    fn vm_record(&self, name: &str) -> Result<VmRecord> {
+    fn vm_record(&self, name: &VmName) -> Result<VmRecord> {
         self.store
             .lock()
             .unwrap()
-            .vm(name)?
-            .ok_or_else(|| VmError::NotFound(format!("no VM named {name:?}")))
+            .vm(name.as_str())?
+            .ok_or_else(|| VmError::NoSuchVm(name.to_string()))
     }
 
     /// The VM's state, read from its unit now ([`VmState::Unknown`] when systemd cannot say).
@@ -300,227 +485,6 @@ impl Vms {
         }
     }
 
-    /// Imports an image: copies and hashes its files into `images/<name>/`, then records it.
-    /// On any failure nothing is left behind.
-    pub async fn import_image(
-        &self,
-        name: &str,
-        kernel: &str,
-        initrd: &str,
-        rootfs: &str,
-    ) -> Result<ImageInfo> {
-        if !valid_image_name(name) {
-            return Err(VmError::Invalid(format!(
-                "image name {name:?} is not valid: use 1 to 63 of a-z 0-9 . _ - starting with a \
-                 letter or digit; nothing was imported"
-            )));
-        }
-        let files: Vec<(&str, PathBuf, u64)> = [
-            ("kernel", kernel, MAX_KERNEL),
-            ("initrd", initrd, MAX_INITRD),
-            ("rootfs", rootfs, MAX_ROOTFS),
-        ]
-        .into_iter()
-        .filter(|(_, p, _)| !p.is_empty())
-        .map(|(role, p, cap)| (role, PathBuf::from(p), cap))
-        .collect();
-        if kernel.is_empty() {
-            return Err(VmError::Invalid(
-                "an image needs a kernel; nothing was imported".into(),
-            ));
-        }
-        for (role, p, _) in &files {
-            if !p.is_absolute() {
-                return Err(VmError::Invalid(format!(
-                    "{role} path {} is not absolute; nothing was imported",
-                    p.display()
-                )));
-            }
-            match std::fs::metadata(p) {
-                Ok(m) if m.is_file() => {}
-                Ok(_) => {
-                    return Err(VmError::Invalid(format!(
-                        "{role} {} is not a regular file; nothing was imported",
-                        p.display()
-                    )));
-                }
-                Err(e) => {
-                    return Err(VmError::Invalid(format!(
-                        "{role} {}: {e}{}; nothing was imported",
-                        p.display(),
-                        private_tmp_hint(p, &e)
-                    )));
-                }
-            }
-        }
-        let kernel_path = PathBuf::from(kernel);
-        match looks_like_kernel(&kernel_path) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(VmError::Invalid(format!(
-                    "kernel {} is not a Linux kernel (neither an ELF vmlinux nor a bzImage); \
-                     nothing was imported",
-                    kernel_path.display()
-                )));
-            }
-            Err(e) => {
-                return Err(VmError::Invalid(format!(
-                    "kernel {}: {e}; nothing was imported",
-                    kernel_path.display()
-                )));
-            }
-        }
-        let _serial = self.changes.lock().await;
-        if self.store.lock().unwrap().image(name)?.is_some() {
-            return Err(VmError::Exists(format!(
-                "an image named {name:?} already exists; nothing was imported (remove it first \
-                 with `banger image rm {name}`)"
-            )));
-        }
-        let op = self.ops.begin("image.import").map_err(VmError::Store)?;
-        op.stage(&format!("copying {name}"));
-        let images = self.images_dir();
-        let final_dir = images.join(name);
-        let tmp = images.join(format!(
-            ".import-{name}-{}",
-            random_id().unwrap_or_default()
-        ));
-        let copied = {
-            let tmp = tmp.clone();
-            let files = files.clone();
-            tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&tmp)
-                    .map_err(|e| format!("creating {}: {e}", tmp.display()))?;
-                let mut out = HashMap::new();
-                for (role, src, cap) in files {
-                    let dst = tmp.join(role);
-                    let (sha, n) = copy_hashed(&src, &dst, cap)
-                        .map_err(|e| format!("copying {role} {}: {e}", src.display()))?;
-                    out.insert(role, (dst, sha, n));
-                }
-                Ok(out)
-            })
-            .await
-            .map_err(|e| VmError::Io(e.to_string()))?
-        };
-        let result = copied.and_then(|c| {
-            if final_dir.exists() {
-                return Err(format!(
-                    "{} exists without a record; remove it by hand",
-                    final_dir.display()
-                ));
-            }
-            std::fs::rename(&tmp, &final_dir)
-                .map_err(|e| format!("moving the image into {}: {e}", final_dir.display()))?;
-            let _ = banger_host::fsutil::sync_dir(&images);
-            Ok(c)
-        });
-        let copied = match result {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
-                op.finish(OperationStage::Failed);
-                return Err(VmError::Io(format!("{e}; nothing was imported")));
-            }
-        };
-        let get = |role: &str| copied.get(role);
-        let path_of = |role: &str| {
-            get(role).map(|(p, _, _)| {
-                final_dir
-                    .join(p.file_name().unwrap_or_default())
-                    .display()
-                    .to_string()
-            })
-        };
-        let rec = ImageRecord {
-            name: name.into(),
-            kernel_path: path_of("kernel").unwrap_or_default(),
-            kernel_sha256: get("kernel").map(|x| x.1.clone()).unwrap_or_default(),
-            initrd_path: path_of("initrd"),
-            initrd_sha256: get("initrd").map(|x| x.1.clone()),
-            rootfs_path: path_of("rootfs"),
-            rootfs_sha256: get("rootfs").map(|x| x.1.clone()),
-            bytes: copied.values().map(|x| x.2).sum(),
-            created: unix_now() as i64,
-        };
-        if let Err(e) = self.store.lock().unwrap().insert_image(&rec) {
-            let _ = std::fs::remove_dir_all(&final_dir);
-            op.finish(OperationStage::Failed);
-            return Err(e.into());
-        }
-        op.finish(OperationStage::Done);
-        tracing::info!(image = name, bytes = rec.bytes, "image imported");
-        Ok(self.image_info(&rec, &[]))
-    }
-
-    fn image_info(&self, i: &ImageRecord, vms: &[VmRecord]) -> ImageInfo {
-        ImageInfo {
-            name: i.name.clone(),
-            kernel_sha256: i.kernel_sha256.clone(),
-            initrd_sha256: i.initrd_sha256.clone().unwrap_or_default(),
-            rootfs_sha256: i.rootfs_sha256.clone().unwrap_or_default(),
-            bytes: i.bytes,
-            created: i.created,
-            used_by: vms
-                .iter()
-                .filter(|v| v.image == i.name)
-                .map(|v| v.name.clone())
-                .collect(),
-        }
-    }
-
-    /// Every image.
-    pub fn list_images(&self) -> Result<Vec<ImageInfo>> {
-        let store = self.store.lock().unwrap();
-        let vms = store.vms()?;
-        Ok(store
-            .images()?
-            .iter()
-            .map(|i| self.image_info(i, &vms))
-            .collect())
-    }
-
-    /// Deletes an image no VM uses: the record first, then its files.
-    pub async fn delete_image(&self, name: &str) -> Result<()> {
-        let _serial = self.changes.lock().await;
-        let users: Vec<String> = {
-            let store = self.store.lock().unwrap();
-            if store.image(name)?.is_none() {
-                return Err(VmError::NotFound(format!("no image named {name:?}")));
-            }
-            store
-                .vms()?
-                .into_iter()
-                .filter(|v| v.image == name)
-                .map(|v| v.name)
-                .collect()
-        };
-        if !users.is_empty() {
-            return Err(VmError::InUse(format!(
-                "image {name:?} is used by VM(s) {}; delete them first; nothing was removed",
-                users.join(", ")
-            )));
-        }
-        let op = self.ops.begin("image.delete").map_err(VmError::Store)?;
-        op.stage(&format!("removing {name}"));
-        if let Err(e) = self.store.lock().unwrap().delete_image(name) {
-            op.finish(OperationStage::Failed);
-            return Err(e.into());
-        }
-        let dir = self.images_dir().join(name);
-        if let Err(e) = std::fs::remove_dir_all(&dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!("removing {}: {e}", dir.display());
-        }
-        op.finish(OperationStage::Done);
-        tracing::info!(image = name, "image removed");
-        Ok(())
-    }
-
     /// Makes sure the owner's SSH key for VMs exists; returns its public half.
     async fn ensure_ssh_key(&self) -> Result<String> {
         let key = self.ssh_key();
@@ -531,84 +495,75 @@ impl Vms {
                 .recursive(true)
                 .mode(0o700)
                 .create(&dir)
-                .map_err(|e| VmError::Io(format!("creating {}: {e}", dir.display())))?;
+                .map_err(|error| VmError::CreateDir {
+                    path: dir.clone(),
+                    error,
+                })?;
             let _ = std::fs::remove_file(&key);
-            let keygen = banger_host::virt::find_program("ssh-keygen").ok_or_else(|| {
-                VmError::Io(
-                    "ssh-keygen is not installed (Debian package openssh-client); it makes the \
-                     key banger logs into VMs with"
-                        .into(),
-                )
-            })?;
+            let keygen =
+                banger_host::virt::find_program("ssh-keygen").ok_or(VmError::NoSshKeygen)?;
             let out = tokio::process::Command::new(keygen)
                 .args(["-q", "-t", "ed25519", "-N", "", "-C", "banger", "-f"])
                 .arg(&key)
                 .output()
                 .await
-                .map_err(|e| VmError::Io(format!("running ssh-keygen: {e}")))?;
+                .map_err(VmError::SshKeygenRun)?;
             if !out.status.success() {
-                return Err(VmError::Io(format!(
-                    "ssh-keygen failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
+                return Err(VmError::SshKeygenFailed(
+                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                ));
             }
         }
         std::fs::read_to_string(&public)
             .map(|s| s.trim().to_string())
-            .map_err(|e| VmError::Io(format!("reading {}: {e}", public.display())))
+            .map_err(|error| VmError::Read {
+                path: public.clone(),
+                error,
+            })
     }
 
     async fn network(&self) -> Result<Network> {
         let (_bridge, subnet, host) = self.host.vm_network().await?;
-        Network::parse(&subnet, &host).ok_or_else(|| {
-            VmError::Root(format!(
-                "bangerd-root reported an unusable VM network {subnet} (host {host})"
-            ))
-        })
+        Network::parse(&subnet, &host).ok_or(VmError::UnusableNetwork { subnet, host })
     }
 
     /// Creates a stopped VM: record, address, config disk and (if the image has one) its own
-    /// root filesystem copy. On any failure nothing is left behind.
+    /// root filesystem copy. On any failure nothing is left behind. `image` is looked up as the
+    /// request sent it, once the resources are checked and the name is known to be free.
     pub async fn create_vm(
         &self,
-        name: &str,
+        name: &VmName,
         image: &str,
         cpus: u32,
         memory_mib: u32,
     ) -> Result<VmInfo> {
-        let nothing = "nothing was created";
-        if !valid_vm_name(name) {
-            return Err(VmError::Invalid(format!(
-                "VM name {name:?} is not valid: use 1 to 63 of a-z 0-9 - (a hostname), not \
-                 starting or ending with -; {nothing}"
-            )));
-        }
         let max_cpus = MAX_CPUS.min(host_cpus());
         if cpus == 0 || cpus > max_cpus {
-            return Err(VmError::Invalid(format!(
-                "{cpus} CPUs is impossible here: choose 1 to {max_cpus}; {nothing}"
-            )));
+            return Err(VmError::Cpus {
+                cpus,
+                max: max_cpus,
+            });
         }
         let host_mib = host_memory_mib();
         if memory_mib < MIN_MEMORY_MIB || (host_mib > 0 && u64::from(memory_mib) > host_mib) {
-            return Err(VmError::Invalid(format!(
-                "{memory_mib} MiB of memory is impossible here: choose {MIN_MEMORY_MIB} MiB to \
-                 {host_mib} MiB (this host's memory); {nothing}"
-            )));
+            return Err(VmError::Memory {
+                mib: memory_mib,
+                min: MIN_MEMORY_MIB,
+                host_mib,
+            });
         }
         let _serial = self.changes.lock().await;
         let (img, used) = {
             let store = self.store.lock().unwrap();
-            if store.vm(name)?.is_some() {
-                return Err(VmError::Exists(format!(
-                    "a VM named {name:?} already exists; {nothing}"
-                )));
+            if store.vm(name.as_str())?.is_some() {
+                return Err(VmError::VmExists(name.to_string()));
             }
-            let img = store.image(image)?.ok_or_else(|| {
-                VmError::NotFound(format!(
-                    "no image named {image:?} (see `banger image list`); {nothing}"
-                ))
-            })?;
+            // A string that is not an image name names no image.
+            let img = match ImageName::parse(image) {
+                Ok(image) => store.image(image.as_str())?,
+                Err(_) => None,
+            }
+            .ok_or_else(|| VmError::NoImageForVm(image.to_string()))?;
             let used: Vec<Ipv4Addr> = store
                 .vms()?
                 .iter()
@@ -624,34 +579,33 @@ impl Vms {
             if let Some(p) = p
                 && !Path::new(p).is_file()
             {
-                return Err(VmError::InUse(format!(
-                    "image {image:?} is damaged: its {role} {p} is missing; re-import it; \
-                     {nothing}"
-                )));
+                return Err(VmError::DamagedImage {
+                    image: image.to_string(),
+                    role,
+                    path: p.clone(),
+                });
             }
         }
         let op = self.ops.begin("vm.create").map_err(VmError::Store)?;
         op.stage(&format!("creating {name}"));
         let net = self.network().await?;
-        let address = net.allocate(&used).ok_or_else(|| {
-            VmError::InUse(format!(
-                "the VM network {}/{} has no free address left; {nothing}",
-                net.network, net.prefix
-            ))
+        let address = net.allocate(&used).ok_or(VmError::NetworkFull {
+            network: net.network,
+            prefix: net.prefix,
         })?;
         let public_key = self.ensure_ssh_key().await?;
-        let id = random_id().map_err(|e| VmError::Io(format!("reading /dev/urandom: {e}")))?;
-        let dir = self.vm_dir(&id);
+        let id = random_id().map_err(VmError::Random)?;
+        let dir = self.vm_dir(id.as_str());
         let disk = GuestConfig {
-            vm_id: id.clone(),
-            hostname: name.into(),
+            vm_id: id.to_string(),
+            hostname: name.to_string(),
             address,
             prefix: net.prefix,
             gateway: net.host,
             authorized_keys: vec![public_key],
         }
         .render()
-        .map_err(|e| VmError::Invalid(format!("{e}; {nothing}")))?;
+        .map_err(VmError::GuestConfig)?;
         let rootfs = img.rootfs_path.clone();
         let made = {
             let dir = dir.clone();
@@ -673,11 +627,11 @@ impl Vms {
                 Ok(())
             })
             .await
-            .map_err(|e| VmError::Io(e.to_string()))?
+            .map_err(VmError::Task)?
         };
         let rec = VmRecord {
-            id: id.clone(),
-            name: name.into(),
+            id: id.to_string(),
+            name: name.to_string(),
             image: image.into(),
             cpus,
             memory_mib,
@@ -690,7 +644,10 @@ impl Vms {
             created: unix_now() as i64,
         };
         let inserted = made
-            .map_err(|e| VmError::Io(format!("writing {}: {e}; {nothing}", dir.display())))
+            .map_err(|error| VmError::WriteVm {
+                path: dir.clone(),
+                error,
+            })
             .and_then(|()| {
                 self.store
                     .lock()
@@ -704,12 +661,12 @@ impl Vms {
             return Err(e);
         }
         op.finish(OperationStage::Done);
-        tracing::info!(vm = name, id, %address, "VM created");
+        tracing::info!(vm = name.as_str(), id = id.as_str(), %address, "VM created");
         Ok(self.info(&rec).await)
     }
 
     /// Starts a VM through the root helper; already running is fine.
-    pub async fn start_vm(&self, name: &str) -> Result<VmInfo> {
+    pub async fn start_vm(&self, name: &VmName) -> Result<VmInfo> {
         let _serial = self.changes.lock().await;
         let v = self.vm_record(name)?;
         if self.live(&v.id).await == VmState::Running {
@@ -720,9 +677,9 @@ impl Vms {
         let opts = StartVmmOptions {
             image: v.image.clone(),
             rootfs: v.has_rootfs,
-            cpus: v.cpus,
-            memory_mib: v.memory_mib,
-            mac: v.mac.clone(),
+            cpus: Some(v.cpus),
+            memory_mib: Some(v.memory_mib),
+            mac: Some(v.mac.clone()),
         };
         let backend = match self.host.start_vmm(&v.id, &opts).await {
             Ok(backend) => backend,
@@ -736,13 +693,13 @@ impl Vms {
             .unwrap()
             .set_vm_state(&v.id, VmState::Running, backend)?;
         op.finish(OperationStage::Done);
-        tracing::info!(vm = name, id = v.id, "VM started");
+        tracing::info!(vm = name.as_str(), id = v.id, "VM started");
         let v = self.vm_record(name)?;
         Ok(self.info(&v).await)
     }
 
     /// Stops a VM (its unit ends and its tap goes); already stopped is fine.
-    pub async fn stop_vm(&self, name: &str) -> Result<VmInfo> {
+    pub async fn stop_vm(&self, name: &VmName) -> Result<VmInfo> {
         let _serial = self.changes.lock().await;
         let v = self.vm_record(name)?;
         let op = self.ops.begin("vm.stop").map_err(VmError::Store)?;
@@ -756,29 +713,30 @@ impl Vms {
             .unwrap()
             .set_vm_state(&v.id, VmState::Stopped, None)?;
         op.finish(OperationStage::Done);
-        tracing::info!(vm = name, id = v.id, "VM stopped");
+        tracing::info!(vm = name.as_str(), id = v.id, "VM stopped");
         Ok(self.info(&v).await)
     }
 
     /// Deletes a stopped VM: its record and its files.
-    pub async fn delete_vm(&self, name: &str) -> Result<()> {
+    pub async fn delete_vm(&self, name: &VmName) -> Result<()> {
         let _serial = self.changes.lock().await;
         let v = self.vm_record(name)?;
         let state = self.live(&v.id).await;
         if state.is_live() {
-            return Err(VmError::InUse(format!(
-                "VM {name} is {state}; stop it first (`banger vm stop {name}`) or use \
-                 `banger vm rm --force {name}`; nothing was deleted"
-            )));
+            return Err(VmError::VmIsLive {
+                name: name.to_string(),
+                state,
+            });
         }
         let op = self.ops.begin("vm.delete").map_err(VmError::Store)?;
         op.stage(&format!("deleting {name}"));
         // Leftovers of a VM that died on its own (its tap, a failed unit) go first.
         if let Err(e) = self.host.stop_vmm(&v.id).await {
             op.finish(OperationStage::Failed);
-            return Err(VmError::Root(format!(
-                "cleaning up after VM {name}: {e}; nothing was deleted"
-            )));
+            return Err(VmError::Cleanup {
+                name: name.to_string(),
+                error: Box::new(e),
+            });
         }
         self.store.lock().unwrap().delete_vm(&v.id)?;
         let dir = self.vm_dir(&v.id);
@@ -788,7 +746,7 @@ impl Vms {
             tracing::warn!("removing {}: {e}", dir.display());
         }
         op.finish(OperationStage::Done);
-        tracing::info!(vm = name, id = v.id, "VM deleted");
+        tracing::info!(vm = name.as_str(), id = v.id, "VM deleted");
         Ok(())
     }
 
@@ -803,13 +761,13 @@ impl Vms {
     }
 
     /// One VM with its live state.
-    pub async fn get_vm(&self, name: &str) -> Result<VmInfo> {
+    pub async fn get_vm(&self, name: &VmName) -> Result<VmInfo> {
         let v = self.vm_record(name)?;
         Ok(self.info(&v).await)
     }
 
     /// How to reach a VM over SSH.
-    pub fn ssh_target(&self, name: &str) -> Result<SshTarget> {
+    pub fn ssh_target(&self, name: &VmName) -> Result<SshTarget> {
         let v = self.vm_record(name)?;
         Ok(SshTarget {
             address: v.address,
@@ -820,27 +778,22 @@ impl Vms {
     }
 
     /// Pins a VM's SSH host key on first contact; a different pinned key is never replaced.
+    /// The key is checked first; `name` is then looked up as the request sent it.
     pub fn pin_host_key(&self, name: &str, key: &str) -> Result<()> {
         if !valid_host_key(key) {
-            return Err(VmError::Invalid(format!(
-                "{key:?} is not an ssh-ed25519 public key (`ssh-ed25519 BASE64`); nothing was \
-                 pinned"
-            )));
+            return Err(VmError::BadHostKey(key.to_string()));
         }
-        let v = self.vm_record(name)?;
+        let v = self.vm_record(&vm_name_to_find(name)?)?;
         let pinned = self.store.lock().unwrap().pin_host_key(&v.id, key)?;
         if pinned != key {
-            return Err(VmError::InUse(format!(
-                "VM {name} already has a different host key pinned; the new one was not \
-                 accepted"
-            )));
+            return Err(VmError::HostKeyMismatch(name.to_string()));
         }
         Ok(())
     }
 
     /// Reads the serial console log from `offset`; a negative offset reads the last -offset
     /// bytes (at most 1 MiB per call). Returns the bytes and where to continue.
-    pub fn read_log(&self, name: &str, offset: i64) -> Result<(Vec<u8>, u64)> {
+    pub fn read_log(&self, name: &VmName, offset: i64) -> Result<(Vec<u8>, u64)> {
         use std::io::Seek;
         const MAX: u64 = 1 << 20;
         let v = self.vm_record(name)?;
@@ -848,7 +801,7 @@ impl Vms {
         let mut f = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-            Err(e) => return Err(VmError::Io(format!("reading {}: {e}", path.display()))),
+            Err(error) => return Err(VmError::Read { path, error }),
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         let start = if offset < 0 {
@@ -856,12 +809,14 @@ impl Vms {
         } else {
             (offset as u64).min(len)
         };
+        let unreadable = |error| VmError::Read {
+            path: path.clone(),
+            error,
+        };
         f.seek(std::io::SeekFrom::Start(start))
-            .map_err(|e| VmError::Io(format!("reading {}: {e}", path.display())))?;
+            .map_err(unreadable)?;
         let mut buf = Vec::new();
-        f.take(MAX)
-            .read_to_end(&mut buf)
-            .map_err(|e| VmError::Io(format!("reading {}: {e}", path.display())))?;
+        f.take(MAX).read_to_end(&mut buf).map_err(unreadable)?;
         let next = start + buf.len() as u64;
         Ok((buf, next))
     }
@@ -958,46 +913,239 @@ impl Vms {
     }
 }
 
-/// bangerd has a /tmp of its own (PrivateTmp=): a file the caller sees in /tmp is not there.
-fn private_tmp_hint(p: &Path, e: &std::io::Error) -> &'static str {
-    if e.kind() == std::io::ErrorKind::NotFound
-        && (p.starts_with("/tmp") || p.starts_with("/var/tmp"))
-    {
-        " (bangerd has a private /tmp and /var/tmp and cannot see files there: move the file \
-         elsewhere, for example to your home directory)"
-    } else {
-        ""
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn names() {
-        for ok in ["web", "a", "web-1", "0x"] {
-            assert!(valid_vm_name(ok), "{ok}");
+    fn every_message_reads_as_the_smoke_suite_expects() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let p = || PathBuf::from("/srv/k");
+        let cases: Vec<(VmError, &str)> = vec![
+            (
+                VmError::BadImageName("A".into()),
+                "image name \"A\" is not valid: use 1 to 63 of a-z 0-9 . _ - starting with a \
+                 letter or digit; nothing was imported",
+            ),
+            (
+                VmError::NoKernel,
+                "an image needs a kernel; nothing was imported",
+            ),
+            (
+                VmError::RelativePath {
+                    role: "initrd",
+                    path: "k".into(),
+                },
+                "initrd path k is not absolute; nothing was imported",
+            ),
+            (
+                VmError::NotAFile {
+                    role: "rootfs",
+                    path: p(),
+                },
+                "rootfs /srv/k is not a regular file; nothing was imported",
+            ),
+            (
+                VmError::Inaccessible {
+                    role: "kernel",
+                    path: "/tmp/k".into(),
+                    error: io(),
+                },
+                "kernel /tmp/k: entity not found (bangerd has a private /tmp and /var/tmp and \
+                 cannot see files there: move the file elsewhere, for example to your home \
+                 directory); nothing was imported",
+            ),
+            (
+                VmError::Inaccessible {
+                    role: "kernel",
+                    path: p(),
+                    error: io(),
+                },
+                "kernel /srv/k: entity not found; nothing was imported",
+            ),
+            (
+                VmError::NotAKernel { path: p() },
+                "kernel /srv/k is not a Linux kernel (neither an ELF vmlinux nor a bzImage); \
+                 nothing was imported",
+            ),
+            (
+                VmError::KernelUnreadable {
+                    path: p(),
+                    error: io(),
+                },
+                "kernel /srv/k: entity not found; nothing was imported",
+            ),
+            (
+                VmError::ImageExists("deb".into()),
+                "an image named \"deb\" already exists; nothing was imported (remove it first \
+                 with `banger image rm deb`)",
+            ),
+            (
+                VmError::ImportDir {
+                    path: p(),
+                    error: io(),
+                },
+                "creating /srv/k: entity not found; nothing was imported",
+            ),
+            (
+                VmError::ImportCopy {
+                    role: "kernel",
+                    path: p(),
+                    error: std::io::Error::other("larger than the 1 MiB allowed"),
+                },
+                "copying kernel /srv/k: larger than the 1 MiB allowed; nothing was imported",
+            ),
+            (
+                VmError::ImportLeftover { path: p() },
+                "/srv/k exists without a record; remove it by hand; nothing was imported",
+            ),
+            (
+                VmError::ImportMove {
+                    path: p(),
+                    error: io(),
+                },
+                "moving the image into /srv/k: entity not found; nothing was imported",
+            ),
+            (VmError::NoSuchImage("deb".into()), "no image named \"deb\""),
+            (
+                VmError::ImageInUse {
+                    name: "deb".into(),
+                    users: vec!["web".into(), "db".into()],
+                },
+                "image \"deb\" is used by VM(s) web, db; delete them first; nothing was removed",
+            ),
+            (
+                VmError::BadVmName("../etc".into()),
+                "VM name \"../etc\" is not valid: use 1 to 63 of a-z 0-9 - (a hostname), not \
+                 starting or ending with -; nothing was created",
+            ),
+            (
+                VmError::Cpus { cpus: 999, max: 2 },
+                "999 CPUs is impossible here: choose 1 to 2; nothing was created",
+            ),
+            (
+                VmError::Memory {
+                    mib: 8,
+                    min: MIN_MEMORY_MIB,
+                    host_mib: 4096,
+                },
+                "8 MiB of memory is impossible here: choose 64 MiB to 4096 MiB (this host's \
+                 memory); nothing was created",
+            ),
+            (
+                VmError::VmExists("web".into()),
+                "a VM named \"web\" already exists; nothing was created",
+            ),
+            (
+                VmError::NoImageForVm("nope".into()),
+                "no image named \"nope\" (see `banger image list`); nothing was created",
+            ),
+            (
+                VmError::DamagedImage {
+                    image: "broken".into(),
+                    role: "initrd",
+                    path: "/var/lib/banger/images/broken/initrd".into(),
+                },
+                "image \"broken\" is damaged: its initrd /var/lib/banger/images/broken/initrd \
+                 is missing; re-import it; nothing was created",
+            ),
+            (
+                VmError::UnusableNetwork {
+                    subnet: "10.0.0.0/31".into(),
+                    host: "10.0.0.1".into(),
+                },
+                "bangerd-root reported an unusable VM network 10.0.0.0/31 (host 10.0.0.1)",
+            ),
+            (
+                VmError::NetworkFull {
+                    network: Ipv4Addr::new(10, 0, 0, 0),
+                    prefix: 30,
+                },
+                "the VM network 10.0.0.0/30 has no free address left; nothing was created",
+            ),
+            (
+                VmError::Random(io()),
+                "reading /dev/urandom: entity not found",
+            ),
+            (
+                VmError::WriteVm {
+                    path: p(),
+                    error: io(),
+                },
+                "writing /srv/k: entity not found; nothing was created",
+            ),
+            (
+                VmError::CreateDir {
+                    path: p(),
+                    error: io(),
+                },
+                "creating /srv/k: entity not found",
+            ),
+            (
+                VmError::NoSshKeygen,
+                "ssh-keygen is not installed (Debian package openssh-client); it makes the key \
+                 banger logs into VMs with",
+            ),
+            (
+                VmError::SshKeygenRun(io()),
+                "running ssh-keygen: entity not found",
+            ),
+            (
+                VmError::SshKeygenFailed("bad".into()),
+                "ssh-keygen failed: bad",
+            ),
+            (
+                VmError::Read {
+                    path: p(),
+                    error: io(),
+                },
+                "reading /srv/k: entity not found",
+            ),
+            (VmError::NoSuchVm("ghost".into()), "no VM named \"ghost\""),
+            (
+                VmError::VmIsLive {
+                    name: "web".into(),
+                    state: VmState::Running,
+                },
+                "VM web is running; stop it first (`banger vm stop web`) or use \
+                 `banger vm rm --force web`; nothing was deleted",
+            ),
+            (
+                VmError::Cleanup {
+                    name: "web".into(),
+                    error: Box::new(VmError::Root("the helper said no".into())),
+                },
+                "cleaning up after VM web: the helper said no; nothing was deleted",
+            ),
+            (
+                VmError::BadHostKey("ssh-rsa x".into()),
+                "\"ssh-rsa x\" is not an ssh-ed25519 public key (`ssh-ed25519 BASE64`); nothing \
+                 was pinned",
+            ),
+            (
+                VmError::HostKeyMismatch("web".into()),
+                "VM web already has a different host key pinned; the new one was not accepted",
+            ),
+        ];
+        for (e, message) in cases {
+            assert_eq!(e.to_string(), message, "{e:?}");
         }
-        for bad in [
-            "",
-            "-a",
-            "a-",
-            "Web",
-            "a_b",
-            "a.b",
-            &"a".repeat(64),
-            "a b",
-            "ä",
-        ] {
-            assert!(!valid_vm_name(bad), "{bad}");
-        }
-        for ok in ["debian-12", "d.1_2", "0"] {
-            assert!(valid_image_name(ok), "{ok}");
-        }
-        for bad in ["", ".x", "-x", "X", "a/b", "..", &"a".repeat(64)] {
-            assert!(!valid_image_name(bad), "{bad}");
-        }
+    }
+
+    #[test]
+    fn names_as_requests_send_them() {
+        assert_eq!(vm_name_to_create("web").unwrap().as_str(), "web");
+        assert!(matches!(
+            vm_name_to_create("../etc"),
+            Err(VmError::BadVmName(n)) if n == "../etc"
+        ));
+        assert_eq!(vm_name_to_find("web").unwrap().as_str(), "web");
+        assert!(matches!(
+            vm_name_to_find("Web"),
+            Err(VmError::NoSuchVm(n)) if n == "Web"
+        ));
+        let id = random_id().unwrap();
+        assert_eq!(VmId::parse(id.as_str()), Ok(id));
     }
 
     #[test]
@@ -1022,42 +1170,6 @@ mod tests {
         assert!(!valid_host_key(&format!("{k}\nssh-ed25519 AAAA")));
         assert!(!valid_host_key("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ"));
         assert!(!valid_host_key(""));
-    }
-
-    #[test]
-    fn kernels_are_recognized() {
-        let dir = tempfile::tempdir().unwrap();
-        let elf = dir.path().join("vmlinux");
-        std::fs::write(&elf, b"\x7fELF\x02\x01\x01rest").unwrap();
-        let mut bz = vec![0u8; 0x300];
-        bz[0x202..0x206].copy_from_slice(b"HdrS");
-        let bzp = dir.path().join("bzImage");
-        std::fs::write(&bzp, &bz).unwrap();
-        let junk = dir.path().join("junk");
-        std::fs::write(&junk, b"#!/bin/sh\necho hi\n").unwrap();
-        assert!(looks_like_kernel(&elf).unwrap());
-        assert!(looks_like_kernel(&bzp).unwrap());
-        assert!(!looks_like_kernel(&junk).unwrap());
-    }
-
-    #[test]
-    fn hashed_copy_is_capped_and_exact() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::write(&src, b"abc").unwrap();
-        let (sha, n) = copy_hashed(&src, &dir.path().join("dst"), 10).unwrap();
-        assert_eq!(n, 3);
-        assert_eq!(
-            sha,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        assert_eq!(std::fs::read(dir.path().join("dst")).unwrap(), b"abc");
-        let e = copy_hashed(&src, &dir.path().join("dst2"), 2).unwrap_err();
-        assert!(e.to_string().contains("larger"), "{e}");
-        assert!(
-            copy_hashed(&src, &dir.path().join("dst"), 10).is_err(),
-            "never overwrites"
-        );
     }
 
     #[test]

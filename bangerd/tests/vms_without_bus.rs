@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use banger_api::ids::{ImageName, VmName};
 use banger_api::options::StartVmmOptions;
 use banger_api::wire::{BackendKind, OperationStage, VmState};
 use bangerd::core::Daemon;
@@ -76,6 +77,10 @@ impl VmHost for FakeHost {
     }
 }
 
+fn named(name: &str) -> VmName {
+    VmName::parse(name).unwrap()
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     core: Arc<Daemon>,
@@ -99,9 +104,14 @@ async fn fixture() -> Fixture {
     std::fs::create_dir(&src).unwrap();
     let kernel = src.join("vmlinux");
     std::fs::write(&kernel, b"\x7fELF\x02\x01\x01 a tiny stand-in kernel").unwrap();
-    vms.import_image("deb", kernel.to_str().unwrap(), "", "")
-        .await
-        .unwrap();
+    vms.import_image(
+        &ImageName::parse("deb").unwrap(),
+        kernel.to_str().unwrap(),
+        "",
+        "",
+    )
+    .await
+    .unwrap();
     Fixture {
         _dir: dir,
         core,
@@ -131,14 +141,14 @@ fn stages(core: &Daemon) -> Vec<String> {
 #[tokio::test]
 async fn a_vm_is_created_started_stopped_and_deleted_through_the_host() {
     let f = fixture().await;
-    let vm = f.vms.create_vm("web", "deb", 2, 512).await.unwrap();
+    let vm = f.vms.create_vm(&named("web"), "deb", 2, 512).await.unwrap();
     assert_eq!(vm.state, VmState::Stopped.as_str());
     assert!(
         f.host.started.lock().unwrap().is_empty(),
         "create starts nothing"
     );
 
-    let vm = f.vms.start_vm("web").await.unwrap();
+    let vm = f.vms.start_vm(&named("web")).await.unwrap();
     assert_eq!(vm.state, VmState::Running.as_str());
     assert_eq!(
         vm.backend,
@@ -154,9 +164,9 @@ async fn a_vm_is_created_started_stopped_and_deleted_through_the_host() {
             StartVmmOptions {
                 image: "deb".into(),
                 rootfs: false,
-                cpus: 2,
-                memory_mib: 512,
-                mac: record.mac.clone(),
+                cpus: Some(2),
+                memory_mib: Some(512),
+                mac: Some(record.mac.clone()),
             }
         )],
         "the host is asked with the record's resources"
@@ -164,17 +174,17 @@ async fn a_vm_is_created_started_stopped_and_deleted_through_the_host() {
     assert_eq!(recorded_state(&f.core, "web"), VmState::Running.as_str());
 
     // Starting a running VM asks nothing more.
-    f.vms.start_vm("web").await.unwrap();
+    f.vms.start_vm(&named("web")).await.unwrap();
     assert_eq!(f.host.started.lock().unwrap().len(), 1);
 
-    let err = f.vms.delete_vm("web").await.unwrap_err();
-    assert!(matches!(err, VmError::InUse(_)), "{err:?}");
+    let err = f.vms.delete_vm(&named("web")).await.unwrap_err();
+    assert!(matches!(err, VmError::VmIsLive { .. }), "{err:?}");
     assert!(f.core.store().lock().unwrap().vm("web").unwrap().is_some());
 
-    let vm = f.vms.stop_vm("web").await.unwrap();
+    let vm = f.vms.stop_vm(&named("web")).await.unwrap();
     assert_eq!(vm.state, VmState::Stopped.as_str());
     assert_eq!(recorded_state(&f.core, "web"), VmState::Stopped.as_str());
-    f.vms.delete_vm("web").await.unwrap();
+    f.vms.delete_vm(&named("web")).await.unwrap();
     assert!(f.core.store().lock().unwrap().vm("web").unwrap().is_none());
     assert!(f.vms.list_vms().await.unwrap().is_empty());
     let done = OperationStage::Done.as_str();
@@ -190,10 +200,10 @@ async fn a_vm_is_created_started_stopped_and_deleted_through_the_host() {
 #[tokio::test]
 async fn a_start_the_host_refuses_stays_a_refusal_and_changes_nothing() {
     let f = fixture().await;
-    f.vms.create_vm("web", "deb", 1, 256).await.unwrap();
+    f.vms.create_vm(&named("web"), "deb", 1, 256).await.unwrap();
     let before = f.core.store().lock().unwrap().vm("web").unwrap();
     *f.host.refuse_start.lock().unwrap() = Some(VmError::NotAuthorized("polkit said no".into()));
-    let err = f.vms.start_vm("web").await.unwrap_err();
+    let err = f.vms.start_vm(&named("web")).await.unwrap_err();
     assert!(
         matches!(&err, VmError::NotAuthorized(m) if m == "polkit said no"),
         "{err:?}"
@@ -210,10 +220,10 @@ async fn a_start_the_host_refuses_stays_a_refusal_and_changes_nothing() {
 #[tokio::test]
 async fn a_vm_that_ended_while_the_daemon_was_away_is_recorded_stopped_and_cleaned_up() {
     let f = fixture().await;
-    f.vms.create_vm("web", "deb", 1, 256).await.unwrap();
-    f.vms.create_vm("db", "deb", 1, 256).await.unwrap();
-    f.vms.start_vm("web").await.unwrap();
-    f.vms.start_vm("db").await.unwrap();
+    f.vms.create_vm(&named("web"), "deb", 1, 256).await.unwrap();
+    f.vms.create_vm(&named("db"), "deb", 1, 256).await.unwrap();
+    f.vms.start_vm(&named("web")).await.unwrap();
+    f.vms.start_vm(&named("db")).await.unwrap();
     let web = f
         .core
         .store()

@@ -86,6 +86,38 @@ words! {
     }
 }
 
+words! {
+    /// The properties of `org.banger.Root1.Job`, by their names on the bus: what a client
+    /// reads, and what `PropertiesChanged` on a job's object carries.
+    JobProperty {
+        /// `u`: the job's id.
+        Id => "Id",
+        /// `s`: what the job does (`update`).
+        Kind => "Kind",
+        /// `s`: a [`JobState`].
+        State => "State",
+        /// `s`: a [`Stage`].
+        Stage => "Stage",
+        /// `d`: progress from 0 to 1.
+        Progress => "Progress",
+        /// `t`: bytes downloaded so far.
+        BytesDone => "BytesDone",
+        /// `t`: bytes to download.
+        BytesTotal => "BytesTotal",
+        /// `s`: the version being installed.
+        TargetVersion => "TargetVersion",
+        /// `s`: the version installed when the job started.
+        FromVersion => "FromVersion",
+        /// `s`: a [`JobResult`], "" while the job runs.
+        Result => "Result",
+        /// `s`: why the job failed; a change is announced without its value.
+        Error => "Error",
+    }
+}
+
+/// The one kind of job the helper runs (`Job.Kind`).
+pub const JOB_KIND_UPDATE: &str = "update";
+
 impl JobResult {
     /// What the `Finished` signal's `success` says.
     pub fn is_success(self) -> bool {
@@ -106,6 +138,7 @@ mod tests {
         check(JobState::ALL, JobState::as_str, JobState::parse);
         check(Stage::ALL, Stage::as_str, Stage::parse);
         check(JobResult::ALL, JobResult::as_str, JobResult::parse);
+        check(JobProperty::ALL, JobProperty::as_str, JobProperty::parse);
     }
 
     #[test]

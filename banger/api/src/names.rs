@@ -13,6 +13,11 @@ pub const DAEMON1_PATH: &str = "/org/banger/Daemon1";
 pub const JOB_INTERFACE: &str = "org.banger.Root1.Job";
 /// Every update job object lives under this path (`<this>/<id>`).
 pub const JOB_PATH_NAMESPACE: &str = "/org/banger/Root1/job";
+
+/// The object path of update job `id`.
+pub fn job_path(id: u32) -> String {
+    format!("{JOB_PATH_NAMESPACE}/{id}")
+}
 /// The name of the polkit policy file (under `/usr/share/polkit-1/actions`).
 pub const POLKIT_POLICY: &str = "org.banger.policy";
 /// Prefix of every banger D-Bus error name.
@@ -48,15 +53,11 @@ pub fn vm_unit_name(id: &str) -> String {
     format!("{VM_UNIT_PREFIX}{id}.service")
 }
 
-/// Whether `name` is a valid image name: `[a-z0-9][a-z0-9._-]{0,62}`. The daemon refuses to
-/// import, and the helper to start, anything else.
+/// Whether `name` is a valid image name: `[a-z0-9][a-z0-9._-]{0,62}` (the rule is
+/// [`crate::ids::ImageName::parse`]). The daemon refuses to import, and the helper to start,
+/// anything else.
 pub fn is_image_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
+    crate::ids::ImageName::parse(name).is_ok()
 }
 
 /// The VM bridge unless `[network] bridge` in /etc/banger/config.toml names another.

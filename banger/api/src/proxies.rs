@@ -54,6 +54,13 @@ pub trait Root1 {
         id: &str,
         options: std::collections::HashMap<&str, zbus::Variant<'_>>,
     ) -> zbus::Result<String>;
+    /// As `start_vmm`, answering what the daemon records about the VM: `unit` (s) and
+    /// `backend` (s); read it with [`crate::options::VmmStarted::from_dict`].
+    fn start_vmm_with_info(
+        &self,
+        id: &str,
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
     /// Stops a VM's unit and removes its tap (same authorization as `start_vmm`).
     fn stop_vmm(&self, id: &str) -> zbus::Result<()>;
     /// Back end, accelerator and network checks for `banger doctor`.
@@ -125,7 +132,9 @@ pub trait Daemon1 {
     /// Whether the daemon has opened its store and is serving.
     #[zbus(property)]
     fn ready(&self) -> zbus::Result<bool>;
-    /// Operations in flight and recently finished.
+    /// Operations in flight and recently finished. Never starts the daemon: one that is not
+    /// running has nothing in flight (the caller sees `ServiceUnknown` or `NameHasNoOwner`).
+    #[zbus(no_autostart)]
     fn list_operations(&self) -> zbus::Result<Vec<OperationInfo>>;
     /// The daemon's own health checks.
     fn doctor(&self) -> zbus::Result<Vec<DoctorCheck>>;

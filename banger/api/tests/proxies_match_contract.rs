@@ -142,3 +142,18 @@ fn the_reference_documents_every_member() {
         missing.join("\n")
     );
 }
+
+#[test]
+fn job_property_words_are_the_job_interface_properties() {
+    let xml = xml_members();
+    let in_xml: BTreeSet<String> = xml[banger_api::names::JOB_INTERFACE]
+        .iter()
+        .filter(|(kind, _)| kind == "property")
+        .map(|(_, name)| name.clone())
+        .collect();
+    let words: BTreeSet<String> = banger_api::job::JobProperty::ALL
+        .iter()
+        .map(|p| p.as_str().to_string())
+        .collect();
+    assert_eq!(words, in_xml);
+}

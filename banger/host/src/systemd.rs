@@ -116,6 +116,14 @@ pub trait Service {
     fn main_pid(&self) -> zbus::Result<u32>;
 }
 
+/// The error systemd answers for a unit it has not loaded.
+const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
+
+/// Whether a bus error is systemd saying it has no such unit.
+fn is_no_such_unit(e: &zbus::Error) -> bool {
+    matches!(e, zbus::Error::MethodError(name, _, _) if name.as_str() == NO_SUCH_UNIT)
+}
+
 /// Errors talking to systemd.
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
@@ -148,6 +156,13 @@ pub enum SystemdError {
         /// The wait.
         secs: u64,
     },
+}
+
+impl SystemdError {
+    /// Whether systemd said it has no such unit loaded.
+    pub fn is_no_such_unit(&self) -> bool {
+        matches!(self, SystemdError::Call { source, .. } if is_no_such_unit(source))
+    }
 }
 
 /// The kind of job to run on a unit.
@@ -479,8 +494,7 @@ impl Systemd {
     pub async fn disable(&self, unit: &str) -> Result<(), SystemdError> {
         match self.manager.disable_unit_files(&[unit], false).await {
             Ok(_) => {}
-            Err(zbus::Error::MethodError(name, _, _))
-                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" => {}
+            Err(e) if is_no_such_unit(&e) => {}
             Err(source) => {
                 return Err(SystemdError::Call {
                     what: format!("disable {unit}"),

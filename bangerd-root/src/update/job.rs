@@ -1,15 +1,11 @@
-//! The state of one update job, shared between the engine (which changes it) and the
-//! `org.banger.Root1.Job` object (which shows it). Every change is published as
-//! `PropertiesChanged` on the job's object.
+//! The state of one update job, shared between the engine (which changes it) and the bus
+//! layer (which shows it). Every change goes to the job's [`JobPublisher`] as the status
+//! before and after; this module never exports or emits anything itself.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use banger_api::job::{JobResult, JobState, Stage};
-use zbus::{Connection, OwnedObjectPath, Variant};
-
-use banger_api::names::JOB_INTERFACE;
 
 /// Everything a client can read about a job.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,8 +50,8 @@ pub fn result_word(result: Option<JobResult>) -> &'static str {
 
 /// A job: its status, who started it, and its cancellation flag.
 pub struct JobHandle {
-    /// Object path.
-    pub path: OwnedObjectPath,
+    /// The job's id.
+    pub id: u32,
     /// UID of the caller that started it (may cancel without a password).
     pub initiator_uid: u32,
     /// Set to ask the engine to stop before the point of no return.
@@ -65,7 +61,7 @@ pub struct JobHandle {
     /// is either honoured or refused, never accepted and then ignored.
     past_point_of_no_return: Mutex<bool>,
     status: Mutex<JobStatus>,
-    conn: Connection,
+    events: Arc<dyn JobPublisher>,
 }
 
 /// The answer to a cancel request.
@@ -82,37 +78,75 @@ pub enum CancelAnswer {
 /// A boxed future of a [`JobPublisher`] call.
 pub type PublishFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
-/// Where the engine makes its jobs visible. The engine decides when; the bus layer
-/// ([`crate::job1::BusJobs`]) decides how (the job's object, `JobNew`, `JobRemoved`, the
-/// helper's `PropertiesChanged`), so the engine exports nothing itself.
+/// Where the engine makes its jobs and their changes visible. The engine decides when; the bus
+/// layer ([`crate::bus::job1::BusJobs`]) decides how (the job's object, `JobNew`,
+/// `PropertiesChanged`, `Finished`, `JobRemoved`, the helper's own properties), so the engine
+/// exports and emits nothing itself.
 pub trait JobPublisher: Send + Sync {
     /// A job was created: make it readable, then announce it. Done before `Update` returns
     /// the job's path, so the path is readable as soon as a client has it.
     fn job_new<'a>(&'a self, handle: &'a Arc<JobHandle>) -> PublishFuture<'a, Result<(), String>>;
 
-    /// A job ended with `result` (its status already says so).
+    /// The job's status changed from `before` to `after` (they differ).
+    fn job_changed<'a>(
+        &'a self,
+        handle: &'a JobHandle,
+        before: &'a JobStatus,
+        after: &'a JobStatus,
+    ) -> PublishFuture<'a, ()>;
+
+    /// The job ended with `result` (its status already says so), after its last change.
+    fn job_finished<'a>(
+        &'a self,
+        handle: &'a JobHandle,
+        result: JobResult,
+    ) -> PublishFuture<'a, ()>;
+
+    /// The job is no longer the helper's concern: it ended with `result`.
     fn job_removed<'a>(&'a self, handle: &'a JobHandle, result: JobResult)
     -> PublishFuture<'a, ()>;
 
-    /// The helper's `UpdateState` or `ActiveJob` changed to these.
-    fn state_changed(
-        &self,
-        update_state: String,
-        active_job: OwnedObjectPath,
-    ) -> PublishFuture<'_, ()>;
+    /// The helper's update state (`idle` or the running job's stage) or its active job (the
+    /// running job's id, if any) may have changed.
+    fn state_changed(&self) -> PublishFuture<'_, ()>;
 }
 
-/// The object path of job `id`.
-pub fn job_path(id: u32) -> OwnedObjectPath {
-    OwnedObjectPath::try_from(format!("{}/{id}", banger_api::names::JOB_PATH_NAMESPACE))
-        .expect("job paths are valid")
+/// A publisher that shows nothing, for jobs nobody follows (and for tests).
+pub struct Unpublished;
+
+impl JobPublisher for Unpublished {
+    fn job_new<'a>(&'a self, _: &'a Arc<JobHandle>) -> PublishFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn job_changed<'a>(
+        &'a self,
+        _: &'a JobHandle,
+        _: &'a JobStatus,
+        _: &'a JobStatus,
+    ) -> PublishFuture<'a, ()> {
+        Box::pin(async {})
+    }
+    fn job_finished<'a>(&'a self, _: &'a JobHandle, _: JobResult) -> PublishFuture<'a, ()> {
+        Box::pin(async {})
+    }
+    fn job_removed<'a>(&'a self, _: &'a JobHandle, _: JobResult) -> PublishFuture<'a, ()> {
+        Box::pin(async {})
+    }
+    fn state_changed(&self) -> PublishFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 impl JobHandle {
     /// A new running job.
-    pub fn new(conn: Connection, id: u32, initiator_uid: u32, from_version: &str) -> Arc<Self> {
+    pub fn new(
+        events: Arc<dyn JobPublisher>,
+        id: u32,
+        initiator_uid: u32,
+        from_version: &str,
+    ) -> Arc<Self> {
         Arc::new(JobHandle {
-            path: job_path(id),
+            id,
             initiator_uid,
             cancel: AtomicBool::new(false),
             past_point_of_no_return: Mutex::new(false),
@@ -128,7 +162,7 @@ impl JobHandle {
                 result: None,
                 error: String::new(),
             }),
-            conn,
+            events,
         })
     }
 
@@ -162,7 +196,7 @@ impl JobHandle {
         true
     }
 
-    /// Changes the status and publishes what changed.
+    /// Changes the status and publishes the change, if there is one.
     pub async fn update(&self, f: impl FnOnce(&mut JobStatus)) {
         let (before, after) = {
             let mut s = self.status.lock().unwrap();
@@ -170,59 +204,14 @@ impl JobHandle {
             f(&mut s);
             (before, s.clone())
         };
-        let mut changed: HashMap<&str, Variant<'_>> = HashMap::new();
-        if before.state != after.state {
-            changed.insert("State", Variant::from(after.state.as_str()));
+        if before != after {
+            self.events.job_changed(self, &before, &after).await;
         }
-        if before.stage != after.stage {
-            changed.insert("Stage", Variant::from(after.stage.as_str()));
-        }
-        if before.progress != after.progress {
-            changed.insert("Progress", Variant::from(after.progress));
-        }
-        if before.bytes_done != after.bytes_done {
-            changed.insert("BytesDone", Variant::from(after.bytes_done));
-        }
-        if before.bytes_total != after.bytes_total {
-            changed.insert("BytesTotal", Variant::from(after.bytes_total));
-        }
-        if before.target_version != after.target_version {
-            changed.insert("TargetVersion", Variant::from(after.target_version.clone()));
-        }
-        if before.from_version != after.from_version {
-            changed.insert("FromVersion", Variant::from(after.from_version.clone()));
-        }
-        if before.result != after.result {
-            changed.insert("Result", Variant::from(result_word(after.result)));
-        }
-        // The error is private (see `Job1::error`): signals go to everyone, so a change is only
-        // announced, and whoever may read it reads it.
-        let mut invalidated: Vec<&str> = Vec::new();
-        if before.error != after.error {
-            invalidated.push("Error");
-        }
-        if changed.is_empty() && invalidated.is_empty() {
-            return;
-        }
-        let _ = self
-            .conn
-            .emit_signal(
-                None::<&str>,
-                &self.path,
-                "org.freedesktop.DBus.Properties",
-                "PropertiesChanged",
-                &(JOB_INTERFACE, changed, invalidated),
-            )
-            .await;
     }
 
     /// Moves to `stage` at `progress`.
     pub async fn stage(&self, stage: Stage, progress: f64) {
-        tracing::info!(
-            job = self.status().id,
-            stage = stage.as_str(),
-            "update stage"
-        );
+        tracing::info!(job = self.id, stage = stage.as_str(), "update stage");
         self.update(|s| {
             s.stage = stage;
             s.progress = progress;
@@ -230,30 +219,15 @@ impl JobHandle {
         .await;
     }
 
-    /// Marks the job finished and emits `Finished`.
+    /// Marks the job finished and publishes its end.
     pub async fn finish(&self, result: JobResult, error: &str) {
         tracing::info!(
-            job = self.status().id,
+            job = self.id,
             result = result.as_str(),
             error,
             "update finished"
         );
         self.update(|s| s.end(result, error)).await;
-        let success = result.is_success();
-        let public_error = if error.is_empty() {
-            ""
-        } else {
-            banger_api::names::JOB_ERROR_WITHHELD
-        };
-        let _ = self
-            .conn
-            .emit_signal(
-                None::<&str>,
-                &self.path,
-                JOB_INTERFACE,
-                "Finished",
-                &(success, result.as_str(), public_error),
-            )
-            .await;
+        self.events.job_finished(self, result).await;
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::vmm::{self, Backend, VmmSpec};
+use crate::vmm::{self, Backend, BackendKind, VmmSpec};
 use banger_api::names;
 use banger_host::install::{InstallMeta, Layout, MetaError, Owner};
 use banger_host::systemd::{JobKind, Systemd, SystemdError, TransientService};
@@ -38,12 +38,35 @@ pub const ROOTFS: &str = "rootfs.img";
 /// Why a VM operation failed. Each message says what was left as it was.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
-    /// The caller asked for something malformed.
-    #[error("{0}")]
-    InvalidArgument(String),
-    /// The image or the VM's directory is missing.
-    #[error("{0}")]
-    NotFound(String),
+    /// A file of the image or of the VM is missing.
+    #[error("{0}; nothing was started")]
+    Missing(FsError),
+    /// The image is not in the state directory.
+    #[error("image {image:?} is not in {images} ({source}); nothing was started")]
+    NoImage {
+        /// The image asked for.
+        image: String,
+        /// The images directory.
+        images: String,
+        /// What opening it said.
+        source: FsError,
+    },
+    /// A file of the image or of the VM is unusable (a link, the wrong type, unreadable).
+    #[error("{0}; nothing was started")]
+    Files(FsError),
+    /// The VM's directory belongs to someone other than the install owner.
+    #[error(
+        "{dir} belongs to uid {uid}, not to the install owner (uid {owner}); refusing to use \
+         it; nothing was started"
+    )]
+    NotOwners {
+        /// The VM's directory.
+        dir: String,
+        /// Its owner.
+        uid: u32,
+        /// The install owner.
+        owner: u32,
+    },
     /// The VM's unit is already running.
     #[error("VM {id} is already running (unit {unit} is {state}); it was left as it is")]
     AlreadyRunning {
@@ -55,20 +78,109 @@ pub enum VmError {
         state: String,
     },
     /// `/etc/banger/config.toml` is unusable.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// `/etc/banger/install.toml` is unusable.
-    #[error("{0}")]
+    #[error(transparent)]
     Install(#[from] MetaError),
-    /// The host cannot run the VM (files, back end, network); nothing was started.
-    #[error("{0}")]
-    Host(String),
-    /// systemd could not be asked.
-    #[error("{0}")]
-    Systemd(String),
-    /// The start failed after host changes were made; says what was undone.
-    #[error("{0}")]
-    StartFailed(String),
+    /// systemd could not be asked about the VM's unit before the start.
+    #[error("{0}; nothing was started")]
+    UnitState(SystemdError),
+    /// The VMM may not use `/dev/kvm`.
+    #[error("{0}; nothing was started")]
+    Kvm(String),
+    /// No back end can run here.
+    #[error("no VMM can run: {0}; nothing was started")]
+    NoVmm(String),
+    /// The back end wants its API socket outside the VM's directory.
+    #[error("the back end's API socket {socket} is not in {dir}; nothing was started")]
+    ApiSocket {
+        /// The socket.
+        socket: String,
+        /// The VM's directory.
+        dir: String,
+    },
+    /// `ip` cannot be run.
+    #[error("{0}; nothing was started")]
+    Ip(NetError),
+    /// The bridge could not be set up.
+    #[error("setting up the VM bridge: {0}; no VM was started")]
+    Bridge(NetError),
+    /// The VM's tap could not be created.
+    #[error("creating tap {tap}: {source}; no VM was started")]
+    Tap {
+        /// The tap.
+        tap: String,
+        /// What `ip` said.
+        source: NetError,
+    },
+    /// The start failed after host changes were made, and they were undone.
+    #[error(
+        "starting VM {id} failed: {why}; {unit} was stopped and tap {tap} removed, so nothing \
+         is left running"
+    )]
+    StartUndone {
+        /// The VM.
+        id: String,
+        /// Why the start failed.
+        why: String,
+        /// Its unit.
+        unit: String,
+        /// Its tap.
+        tap: String,
+    },
+    /// The start failed after host changes were made, and undoing them failed too.
+    #[error(
+        "starting VM {id} failed: {why}; cleaning up failed too ({left}): check `systemctl \
+         status {unit}` and `ip link show {tap}`"
+    )]
+    StartLeftOvers {
+        /// The VM.
+        id: String,
+        /// Why the start failed.
+        why: String,
+        /// What could not be undone.
+        left: String,
+        /// Its unit.
+        unit: String,
+        /// Its tap.
+        tap: String,
+    },
+    /// systemd could not stop the VM's unit.
+    #[error("{source}; tap {tap} was left in place")]
+    StopUnit {
+        /// What systemd said.
+        source: SystemdError,
+        /// The tap left.
+        tap: String,
+    },
+    /// The unit stopped but `ip` cannot be run.
+    #[error("{unit} is stopped, but {source}")]
+    StopIp {
+        /// The unit.
+        unit: String,
+        /// Why `ip` cannot be run.
+        source: NetError,
+    },
+    /// The unit stopped but its tap could not be removed.
+    #[error("{unit} is stopped, but removing tap {tap}: {source}")]
+    StopTap {
+        /// The unit.
+        unit: String,
+        /// The tap.
+        tap: String,
+        /// What `ip` said.
+        source: NetError,
+    },
+}
+
+/// A VM that was started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// Its unit, `banger-vm-<id>.service`.
+    pub unit: String,
+    /// The back end that runs it.
+    pub backend: BackendKind,
 }
 
 /// Where VM plumbing finds its files.
@@ -158,11 +270,10 @@ struct CheckedVm {
 }
 
 fn fs_error(e: FsError) -> VmError {
-    let msg = format!("{e}; nothing was started");
     if e.not_found {
-        VmError::NotFound(msg)
+        VmError::Missing(e)
     } else {
-        VmError::Host(msg)
+        VmError::Files(e)
     }
 }
 
@@ -181,11 +292,11 @@ fn check_files(
         .and_then(|d| d.subdir(&opts.image))
         .map_err(|e| {
             if e.not_found {
-                VmError::NotFound(format!(
-                    "image {:?} is not in {} ({e}); nothing was started",
-                    opts.image,
-                    state.display_path("images").display()
-                ))
+                VmError::NoImage {
+                    image: opts.image.clone(),
+                    images: state.display_path("images").display().to_string(),
+                    source: e,
+                }
             } else {
                 fs_error(e)
             }
@@ -198,12 +309,11 @@ fn check_files(
         .map_err(fs_error)?;
     let md = dir.metadata().map_err(fs_error)?;
     if md.uid() != owner_uid {
-        return Err(VmError::Host(format!(
-            "{} belongs to uid {}, not to the install owner (uid {owner_uid}); refusing to use \
-             it; nothing was started",
-            dir.path().display(),
-            md.uid()
-        )));
+        return Err(VmError::NotOwners {
+            dir: dir.path().display().to_string(),
+            uid: md.uid(),
+            owner: owner_uid,
+        });
     }
     let config_disk = dir.regular_file(CONFIG_DISK).map_err(fs_error)?;
     let rootfs = if opts.rootfs {
@@ -304,17 +414,6 @@ fn is_running(active_state: &str) -> bool {
     )
 }
 
-/// Whether `e` says systemd has no such unit loaded.
-fn is_no_such_unit(e: &SystemdError) -> bool {
-    matches!(
-        e,
-        SystemdError::Call {
-            source: zbus::Error::MethodError(name, _, _),
-            ..
-        } if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit"
-    )
-}
-
 /// VM plumbing on this host.
 pub struct VmHost {
     systemd: Systemd,
@@ -406,7 +505,7 @@ impl VmHost {
 
     /// Starts VM `id` (checked by the caller) with `opts`; returns its unit. Refused without
     /// touching anything when the unit is already running.
-    pub async fn start_vmm(&self, id: &str, opts: &StartOptions) -> Result<String, VmError> {
+    pub async fn start_vmm(&self, id: &str, opts: &StartOptions) -> Result<Started, VmError> {
         let _guard = self.lock(id).await;
         let unit = unit_name(id);
         let tap = tap_name(id);
@@ -418,7 +517,7 @@ impl VmHost {
             .systemd
             .unit_state(&unit)
             .await
-            .map_err(|e| VmError::Systemd(format!("{e}; nothing was started")))?;
+            .map_err(VmError::UnitState)?;
         if is_running(&state.active_state) {
             return Err(VmError::AlreadyRunning {
                 id: id.into(),
@@ -433,15 +532,11 @@ impl VmHost {
         let (firecracker, qemu) = self.programs.vmms();
         let accel = self.accelerator();
         if matches!(accel, Accelerator::Kvm { .. }) {
-            self.kvm_access()
-                .map_err(|e| VmError::Host(format!("{e}; nothing was started")))?;
+            self.kvm_access().map_err(VmError::Kvm)?;
         }
         let selection = vmm::select(cfg.backend, firecracker, qemu, &accel);
         let (Some(kind), Some(program)) = (selection.kind, selection.program.clone()) else {
-            return Err(VmError::Host(format!(
-                "no VMM can run: {}; nothing was started",
-                selection.why
-            )));
+            return Err(VmError::NoVmm(selection.why));
         };
         tracing::info!(id, backend = %kind, why = %selection.why, "back end picked");
         tracing::info!(id, ?accel, "accelerator detected");
@@ -473,16 +568,17 @@ impl VmHost {
             None => None,
         };
 
-        let ip = self
-            .ip()
-            .map_err(|e| VmError::Host(format!("{e}; nothing was started")))?;
-        ip.ensure_bridge(&cfg.network).await.map_err(|e| {
-            VmError::Host(format!("setting up the VM bridge: {e}; no VM was started"))
-        })?;
+        let ip = self.ip().map_err(VmError::Ip)?;
+        ip.ensure_bridge(&cfg.network)
+            .await
+            .map_err(VmError::Bridge)?;
         tracing::info!(id, bridge = %cfg.network.bridge, "bridge ready");
         ip.create_tap(&tap, owner.uid, &cfg.network.bridge)
             .await
-            .map_err(|e| VmError::Host(format!("creating tap {tap}: {e}; no VM was started")))?;
+            .map_err(|source| VmError::Tap {
+                tap: tap.clone(),
+                source,
+            })?;
         tracing::info!(id, tap, "tap ready");
 
         let launched = self
@@ -498,7 +594,10 @@ impl VmHost {
         match launched {
             Ok(()) => {
                 tracing::info!(id, unit, "VM started");
-                Ok(unit)
+                Ok(Started {
+                    unit,
+                    backend: kind,
+                })
             }
             Err(why) => Err(self.undo_start(id, &ip, why).await),
         }
@@ -620,17 +719,17 @@ impl VmHost {
         if let Err(e) = ip.delete_tap(&tap).await {
             left.push(format!("removing tap {tap}: {e}"));
         }
+        let id = id.to_string();
         if left.is_empty() {
-            VmError::StartFailed(format!(
-                "starting VM {id} failed: {why}; {unit} was stopped and tap {tap} removed, so \
-                 nothing is left running"
-            ))
+            VmError::StartUndone { id, why, unit, tap }
         } else {
-            VmError::StartFailed(format!(
-                "starting VM {id} failed: {why}; cleaning up failed too ({}): check `systemctl \
-                 status {unit}` and `ip link show {tap}`",
-                left.join("; ")
-            ))
+            VmError::StartLeftOvers {
+                id,
+                why,
+                left: left.join("; "),
+                unit,
+                tap,
+            }
         }
     }
 
@@ -639,7 +738,7 @@ impl VmHost {
     async fn stop_unit(&self, unit: &str) -> Result<bool, SystemdError> {
         match self.systemd.run_job(JobKind::Stop, unit).await {
             Ok(()) => Ok(true),
-            Err(e) if is_no_such_unit(&e) => Ok(false),
+            Err(e) if e.is_no_such_unit() => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -653,15 +752,24 @@ impl VmHost {
         let had_unit = self
             .stop_unit(&unit)
             .await
-            .map_err(|e| VmError::Systemd(format!("{e}; tap {tap} was left in place")))?;
+            .map_err(|source| VmError::StopUnit {
+                source,
+                tap: tap.clone(),
+            })?;
         self.systemd.reset_failed(&unit).await;
         tracing::info!(id, unit, had_unit, "VMM unit stopped");
-        let ip = self
-            .ip()
-            .map_err(|e| VmError::Host(format!("{unit} is stopped, but {e}")))?;
-        let had_tap = ip.delete_tap(&tap).await.map_err(|e| {
-            VmError::Host(format!("{unit} is stopped, but removing tap {tap}: {e}"))
+        let ip = self.ip().map_err(|source| VmError::StopIp {
+            unit: unit.clone(),
+            source,
         })?;
+        let had_tap = ip
+            .delete_tap(&tap)
+            .await
+            .map_err(|source| VmError::StopTap {
+                unit: unit.clone(),
+                tap: tap.clone(),
+                source,
+            })?;
         tracing::info!(id, tap, had_tap, "VM stopped");
         Ok(())
     }
@@ -671,11 +779,10 @@ impl VmHost {
 fn api_socket_name(sock: &Path, vm_dir: &Path) -> Result<String, VmError> {
     match (sock.parent(), sock.file_name().and_then(|n| n.to_str())) {
         (Some(parent), Some(name)) if parent == vm_dir => Ok(name.to_string()),
-        _ => Err(VmError::Host(format!(
-            "the back end's API socket {} is not in {}; nothing was started",
-            sock.display(),
-            vm_dir.display()
-        ))),
+        _ => Err(VmError::ApiSocket {
+            socket: sock.display().to_string(),
+            dir: vm_dir.display().to_string(),
+        }),
     }
 }
 
@@ -761,7 +868,7 @@ mod tests {
         // rootfs asked for but missing: NotFound naming it.
         let e = check_files(t.path(), ID, &opts(true), 4321).err().unwrap();
         assert!(
-            matches!(&e, VmError::NotFound(m) if m.contains("rootfs.img")),
+            matches!(&e, VmError::Missing(m) if m.path.ends_with("rootfs.img")),
             "{e}"
         );
         std::fs::write(dir.join(ROOTFS), "r").unwrap();
@@ -790,13 +897,13 @@ mod tests {
         o.image = "other".into();
         let e = check_files(t.path(), ID, &o, 4321).err().unwrap();
         assert!(
-            matches!(&e, VmError::NotFound(m) if m.contains("image \"other\"")),
+            matches!(&e, VmError::NoImage { image, .. } if image == "other"),
             "{e}"
         );
         let e = check_files(t.path(), "ffffffffffff", &opts(false), 4321)
             .err()
             .unwrap();
-        assert!(matches!(e, VmError::NotFound(_)), "{e}");
+        assert!(matches!(e, VmError::Missing(_)), "{e}");
     }
 
     #[test]
@@ -935,7 +1042,7 @@ mod tests {
                     .unwrap(),
             ),
         };
-        assert!(is_no_such_unit(&e));
-        assert!(!is_no_such_unit(&SystemdError::Invalid("x".into())));
+        assert!(e.is_no_such_unit());
+        assert!(!SystemdError::Invalid("x".into()).is_no_such_unit());
     }
 }

@@ -22,4 +22,4 @@ pub mod sandbox;
 #[doc(hidden)]
 pub mod testns;
 
-pub use launch::{Programs, VmError, VmHost, VmPaths};
+pub use launch::{Programs, Started, VmError, VmHost, VmPaths};

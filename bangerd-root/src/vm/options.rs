@@ -1,13 +1,48 @@
 //! What a caller may ask of `StartVmm`, checked before anything is touched: the VM id, the
-//! options dictionary, and the names derived from the id (unit, tap).
+//! options (read from the bus by [`banger_api::options::StartVmmOptions`]), and the names
+//! derived from the id (unit, tap).
 //!
 //! Everything here is pure; a value that passes is safe to put in a path, an `ip` argument and a
 //! unit name.
 
-use std::collections::HashMap;
+use banger_api::options::{OptionError, StartVmmOptions};
 
-use banger_api::options::start_vmm as keys;
-use zbus::OwnedVariant;
+/// Why `StartVmm`'s arguments were refused. Nothing was done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadStart {
+    /// The options dictionary itself (an unknown key, a wrong type, no image).
+    #[error(transparent)]
+    Options(#[from] OptionError),
+    /// Not an image name.
+    #[error(
+        "image {0:?} is not a valid image name ([a-z0-9][a-z0-9._-]{{0,62}}); nothing was done"
+    )]
+    ImageName(String),
+    /// Not a MAC address banger hands out.
+    #[error(
+        "mac {0:?} is not of the form 52:54:00:xx:xx:xx (lowercase hexadecimal); nothing was done"
+    )]
+    Mac(String),
+    /// More CPUs than allowed, or none.
+    #[error("cpus = {cpus} is out of range: 1 to {max} on this host; nothing was done")]
+    Cpus {
+        /// Asked for.
+        cpus: u32,
+        /// The most allowed here.
+        max: u32,
+    },
+    /// Too little or too much memory.
+    #[error(
+        "memory_mib = {mib} is out of range: {MIN_MEMORY_MIB} to {max} on this host; nothing \
+         was done"
+    )]
+    Memory {
+        /// Asked for.
+        mib: u32,
+        /// The most allowed here.
+        max: u32,
+    },
+}
 
 /// Checks a VM id: exactly 12 lowercase hexadecimal digits.
 pub fn check_id(id: &str) -> Result<(), String> {
@@ -31,19 +66,16 @@ pub fn tap_name(id: &str) -> String {
 }
 
 /// Checks an image name: `[a-z0-9][a-z0-9._-]{0,62}`.
-pub fn check_image_name(name: &str) -> Result<(), String> {
+pub fn check_image_name(name: &str) -> Result<(), BadStart> {
     if banger_api::names::is_image_name(name) {
         Ok(())
     } else {
-        Err(format!(
-            "image {name:?} is not a valid image name ([a-z0-9][a-z0-9._-]{{0,62}}); nothing was \
-             done"
-        ))
+        Err(BadStart::ImageName(name.into()))
     }
 }
 
 /// Checks a MAC address: `52:54:00:xx:xx:xx` in lowercase hexadecimal.
-pub fn check_mac(mac: &str) -> Result<(), String> {
+pub fn check_mac(mac: &str) -> Result<(), BadStart> {
     let ok = mac.len() == 17
         && mac.starts_with("52:54:00:")
         && mac.bytes().enumerate().all(|(i, b)| {
@@ -56,10 +88,7 @@ pub fn check_mac(mac: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "mac {mac:?} is not of the form 52:54:00:xx:xx:xx (lowercase hexadecimal); nothing \
-             was done"
-        ))
+        Err(BadStart::Mac(mac.into()))
     }
 }
 
@@ -150,65 +179,30 @@ pub const MIN_MEMORY_MIB: u32 = 64;
 pub const MAX_CPUS: u32 = 32;
 
 impl StartOptions {
-    /// Parses the `a{sv}` of `StartVmm` for VM `id` (already checked): `image` (s, required),
-    /// `rootfs` (b), `cpus` (u), `memory_mib` (u), `mac` (s). Unknown keys, wrong types and
-    /// values out of range are refused, naming them.
-    pub fn from_dbus(
-        id: &str,
-        map: &HashMap<String, OwnedVariant>,
-        limits: HostLimits,
-    ) -> Result<Self, String> {
-        let mut image = None;
-        let mut o = StartOptions {
-            image: String::new(),
-            rootfs: false,
-            cpus: DEFAULT_CPUS,
-            memory_mib: DEFAULT_MEMORY_MIB,
-            mac: default_mac(id),
+    /// Checks what the daemon asked for VM `id` (already checked), filling in the defaults:
+    /// values out of range or malformed are refused, naming them.
+    pub fn check(id: &str, asked: StartVmmOptions, limits: HostLimits) -> Result<Self, BadStart> {
+        let o = StartOptions {
+            image: asked.image,
+            rootfs: asked.rootfs,
+            cpus: asked.cpus.unwrap_or(DEFAULT_CPUS),
+            memory_mib: asked.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
+            mac: asked.mac.unwrap_or_else(|| default_mac(id)),
         };
-        let mut keys: Vec<&String> = map.keys().collect();
-        keys.sort();
-        for k in keys {
-            let v = &map[k];
-            let bad = |want: &str| {
-                format!(
-                    "option {k:?} has the wrong type {} (want {want}); nothing was done",
-                    v.value_signature()
-                )
-            };
-            match k.as_str() {
-                keys::IMAGE => image = Some(String::try_from(v.clone()).map_err(|_| bad("s"))?),
-                keys::ROOTFS => o.rootfs = bool::try_from(v.clone()).map_err(|_| bad("b"))?,
-                keys::CPUS => o.cpus = u32::try_from(v.clone()).map_err(|_| bad("u"))?,
-                keys::MEMORY_MIB => {
-                    o.memory_mib = u32::try_from(v.clone()).map_err(|_| bad("u"))?
-                }
-                keys::MAC => o.mac = String::try_from(v.clone()).map_err(|_| bad("s"))?,
-                other => {
-                    return Err(format!(
-                        "unknown option {other:?} (known: {}); nothing was done",
-                        keys::ALL.join(", ")
-                    ));
-                }
-            }
-        }
-        o.image = image
-            .ok_or_else(|| format!("option {:?} is required; nothing was done", keys::IMAGE))?;
         check_image_name(&o.image)?;
         check_mac(&o.mac)?;
         let max_cpus = MAX_CPUS.min(limits.cpus.max(1));
         if !(1..=max_cpus).contains(&o.cpus) {
-            return Err(format!(
-                "cpus = {} is out of range: 1 to {max_cpus} on this host; nothing was done",
-                o.cpus
-            ));
+            return Err(BadStart::Cpus {
+                cpus: o.cpus,
+                max: max_cpus,
+            });
         }
         if o.memory_mib < MIN_MEMORY_MIB || o.memory_mib > limits.memory_mib {
-            return Err(format!(
-                "memory_mib = {} is out of range: {MIN_MEMORY_MIB} to {} on this host; nothing \
-                 was done",
-                o.memory_mib, limits.memory_mib
-            ));
+            return Err(BadStart::Memory {
+                mib: o.memory_mib,
+                max: limits.memory_mib,
+            });
         }
         Ok(o)
     }
@@ -216,7 +210,9 @@ impl StartOptions {
 
 #[cfg(test)]
 mod tests {
-    use zbus::Variant;
+    use std::collections::HashMap;
+
+    use zbus::{OwnedVariant, Variant};
 
     use super::*;
 
@@ -225,6 +221,15 @@ mod tests {
         cpus: 2,
         memory_mib: 2048,
     };
+
+    /// What the helper does with a received dictionary.
+    fn parse(
+        id: &str,
+        map: &HashMap<String, OwnedVariant>,
+        limits: HostLimits,
+    ) -> Result<StartOptions, BadStart> {
+        StartOptions::check(id, StartVmmOptions::from_dict(map)?, limits)
+    }
 
     fn opts(pairs: &[(&str, Variant<'static>)]) -> HashMap<String, OwnedVariant> {
         pairs
@@ -273,7 +278,7 @@ mod tests {
 
     #[test]
     fn options_with_defaults_and_all_set() {
-        let o = StartOptions::from_dbus(ID, &opts(&[("image", "deb".into())]), LIMITS).unwrap();
+        let o = parse(ID, &opts(&[("image", "deb".into())]), LIMITS).unwrap();
         assert_eq!(
             o,
             StartOptions {
@@ -284,7 +289,7 @@ mod tests {
                 mac: "52:54:00:67:89:ab".into(),
             }
         );
-        let o = StartOptions::from_dbus(
+        let o = parse(
             ID,
             &opts(&[
                 ("image", "deb".into()),
@@ -345,7 +350,7 @@ mod tests {
                 "mac \"52:54",
             ),
         ] {
-            let e = StartOptions::from_dbus(ID, &opts(&pairs), LIMITS).unwrap_err();
+            let e = parse(ID, &opts(&pairs), LIMITS).unwrap_err().to_string();
             assert!(e.contains(want), "{want}: {e}");
             assert!(e.contains("nothing was done"), "{e}");
         }
@@ -353,13 +358,13 @@ mod tests {
             cpus: 64,
             memory_mib: 1 << 20,
         };
-        let e = StartOptions::from_dbus(
+        let e = parse(
             ID,
             &opts(&[("image", "d".into()), ("cpus", 33u32.into())]),
             big,
         )
         .unwrap_err();
-        assert!(e.contains("1 to 32"), "{e}");
+        assert_eq!(e, BadStart::Cpus { cpus: 33, max: 32 });
     }
 
     #[test]

@@ -1,23 +1,52 @@
-//! `org.banger.Root1.Job`: the D-Bus adapter over one update job's status.
+//! `org.banger.Root1.Job`: the D-Bus adapter over one update job's status, and [`BusJobs`],
+//! which puts the engine's jobs on the bus and publishes what changes in them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use banger_api::error::BusError;
-use banger_api::job::{JobResult, JobState};
+use banger_api::job::{JobProperty, JobResult, JobState};
 use banger_api::names::{self, action};
-use zbus::OwnedObjectPath;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
+use zbus::{OwnedObjectPath, Variant, fdo};
 
-use crate::authz::{Authorizer, Trust};
+use super::authz::{Authorizer, Trust};
+use super::root1::Root1;
 use crate::limits::Caller;
-use crate::root1::Root1;
-use crate::update::job::{CancelAnswer, JobHandle, JobPublisher, PublishFuture, result_word};
+use crate::update::job::{
+    CancelAnswer, JobHandle, JobPublisher, JobStatus, PublishFuture, result_word,
+};
+
+/// The object path of job `id`.
+pub fn job_path(id: u32) -> OwnedObjectPath {
+    OwnedObjectPath::try_from(names::job_path(id)).expect("job paths are valid")
+}
+
+/// A job's properties as `PropertiesChanged` carries them, `Error` aside: signals reach every
+/// user, so a change of the error is announced without its value (see [`Job1::error`]).
+fn shown(s: &JobStatus) -> [(JobProperty, Variant<'static>); 8] {
+    [
+        (JobProperty::State, Variant::from(s.state.as_str())),
+        (JobProperty::Stage, Variant::from(s.stage.as_str())),
+        (JobProperty::Progress, Variant::from(s.progress)),
+        (JobProperty::BytesDone, Variant::from(s.bytes_done)),
+        (JobProperty::BytesTotal, Variant::from(s.bytes_total)),
+        (
+            JobProperty::TargetVersion,
+            Variant::from(s.target_version.clone()),
+        ),
+        (
+            JobProperty::FromVersion,
+            Variant::from(s.from_version.clone()),
+        ),
+        (JobProperty::Result, Variant::from(result_word(s.result))),
+    ]
+}
 
 /// The engine's jobs on the bus: the newest job's object at its path (only the newest stays),
-/// `JobNew` and `JobRemoved`, and `PropertiesChanged` of the helper's `UpdateState` and
-/// `ActiveJob`.
+/// `JobNew` and `JobRemoved`, each job's `PropertiesChanged` and `Finished`, and
+/// `PropertiesChanged` of the helper's `UpdateState` and `ActiveJob`.
 pub struct BusJobs {
     conn: zbus::Connection,
     authz: Arc<Authorizer>,
@@ -37,24 +66,81 @@ impl BusJobs {
     fn root1(&self) -> zbus::Result<SignalEmitter<'static>> {
         SignalEmitter::new(&self.conn, names::ROOT1_PATH)
     }
+
+    fn job(&self, id: u32) -> zbus::Result<SignalEmitter<'static>> {
+        SignalEmitter::new(&self.conn, job_path(id))
+    }
 }
 
 impl JobPublisher for BusJobs {
     fn job_new<'a>(&'a self, handle: &'a Arc<JobHandle>) -> PublishFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let server = self.conn.object_server();
-            let old = self.exported.lock().unwrap().replace(handle.path.clone());
+            let path = job_path(handle.id);
+            let old = self.exported.lock().unwrap().replace(path.clone());
             if let Some(old) = old {
                 let _ = server.remove::<Job1, _>(old.as_str()).await;
             }
             server
-                .at(&handle.path, Job1::new(handle.clone(), self.authz.clone()))
+                .at(&path, Job1::new(handle.clone(), self.authz.clone()))
                 .await
                 .map_err(|e| e.to_string())?;
             if let Ok(emitter) = self.root1() {
-                let _ = Root1::job_new(&emitter, handle.status().id, handle.path.clone()).await;
+                let _ = Root1::job_new(&emitter, handle.id, path).await;
             }
             Ok(())
+        })
+    }
+
+    fn job_changed<'a>(
+        &'a self,
+        handle: &'a JobHandle,
+        before: &'a JobStatus,
+        after: &'a JobStatus,
+    ) -> PublishFuture<'a, ()> {
+        Box::pin(async move {
+            let changed: HashMap<&str, Variant<'_>> = shown(before)
+                .into_iter()
+                .zip(shown(after))
+                .filter(|((_, old), (_, new))| old != new)
+                .map(|(_, (property, new))| (property.as_str(), new))
+                .collect();
+            let invalidated: &[&str] = if before.error != after.error {
+                &[JobProperty::Error.as_str()]
+            } else {
+                &[]
+            };
+            if changed.is_empty() && invalidated.is_empty() {
+                return;
+            }
+            if let Ok(emitter) = self.job(handle.id) {
+                let _ = fdo::Properties::properties_changed(
+                    &emitter,
+                    zbus::names::InterfaceName::from_static_str_unchecked(names::JOB_INTERFACE),
+                    changed,
+                    std::borrow::Cow::Borrowed(invalidated),
+                )
+                .await;
+            }
+        })
+    }
+
+    fn job_finished<'a>(
+        &'a self,
+        handle: &'a JobHandle,
+        result: JobResult,
+    ) -> PublishFuture<'a, ()> {
+        Box::pin(async move {
+            let public_error = if handle.status().error.is_empty() {
+                ""
+            } else {
+                names::JOB_ERROR_WITHHELD
+            };
+            if let Ok(emitter) = self.job(handle.id) {
+                let _ =
+                    Job1::finished(&emitter, result.is_success(), result.as_str(), public_error)
+                        .await;
+            }
         })
     }
 
@@ -65,35 +151,28 @@ impl JobPublisher for BusJobs {
     ) -> PublishFuture<'a, ()> {
         Box::pin(async move {
             if let Ok(emitter) = self.root1() {
-                let _ = Root1::job_removed(
-                    &emitter,
-                    handle.status().id,
-                    handle.path.clone(),
-                    result.as_str(),
-                )
-                .await;
+                let _ =
+                    Root1::job_removed(&emitter, handle.id, job_path(handle.id), result.as_str())
+                        .await;
             }
         })
     }
 
-    fn state_changed(
-        &self,
-        update_state: String,
-        active_job: OwnedObjectPath,
-    ) -> PublishFuture<'_, ()> {
+    fn state_changed(&self) -> PublishFuture<'_, ()> {
         Box::pin(async move {
-            let mut changed: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
-            changed.insert("UpdateState", zbus::Variant::from(update_state));
-            changed.insert("ActiveJob", zbus::Variant::from(active_job));
-            if let Ok(emitter) = self.root1() {
-                let _ = zbus::fdo::Properties::properties_changed(
-                    &emitter,
-                    zbus::names::InterfaceName::from_static_str_unchecked(names::ROOT1_NAME),
-                    changed,
-                    std::borrow::Cow::Borrowed(&[]),
-                )
-                .await;
-            }
+            let Ok(root1) = self
+                .conn
+                .object_server()
+                .interface::<_, Root1>(names::ROOT1_PATH)
+                .await
+            else {
+                // Not served (the recovery engine): nobody to tell.
+                return;
+            };
+            let emitter = root1.signal_emitter();
+            let root1 = root1.get().await;
+            let _ = root1.update_state_changed(emitter).await;
+            let _ = root1.active_job_changed(emitter).await;
         })
     }
 }
@@ -133,13 +212,13 @@ impl Job1 {
     /// Job id.
     #[zbus(property)]
     fn id(&self) -> u32 {
-        self.handle.status().id
+        self.handle.id
     }
 
     /// What the job does: `update`.
     #[zbus(property)]
     fn kind(&self) -> &str {
-        "update"
+        banger_api::job::JOB_KIND_UPDATE
     }
 
     /// `running` or `finished`.

@@ -1,194 +1,23 @@
-//! `banger update`: asks the root helper whether a newer release exists, or starts an update job
-//! and follows it to its end — across the helper's own restart, which every update goes through —
-//! then turns the job's result into the last line and the exit code.
+//! What `banger update` shows: the job's properties as banger knows them ([`JobView`]), the
+//! events they make ([`Event`]) as lines for people and as JSON, and the last line and exit code
+//! of a run ([`Outcome`]).
 //!
-//! It never decides anything about the update itself (which release, whether it is allowed,
-//! whether it may still be canceled): the helper does. This module only asks, watches and reports.
+//! It is a pure view model: it reads no bus, no terminal and no signal, and it never decides
+//! anything about the update; it only words what the helper reported.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::io::{IsTerminal, Write};
-use std::num::NonZeroUsize;
-use std::pin::Pin;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
-use banger_api::error::ErrorKind;
 use banger_api::job::{JobResult, Stage};
-use banger_api::names::{JOB_INTERFACE, JOB_PATH_NAMESPACE, ROOT1_NAME};
-use banger_api::proxies::{JobProxy, Root1Proxy};
-use futures_util::{FutureExt, StreamExt};
+use banger_api::names::{JOB_INTERFACE, ROOT1_NAME};
 use serde_json::json;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::time::Instant;
-use zbus::message::Sequence;
-use zbus::proxy::CacheProperties;
-use zbus::{Connection, MatchRule, Message, MessageStream, OwnedObjectPath, OwnedVariant, Variant};
+use zbus::OwnedVariant;
 
-use super::bus::{self, CallError};
-use super::{CmdResult, EXIT_CANCELED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROLLED_BACK};
-
-/// How long to wait for the helper to come back after it went away.
-const HELPER_RETURN_PATIENCE: Duration = Duration::from_secs(120);
-/// Pause between two attempts to read the job while the helper comes back.
-const RETRY_INTERVAL: Duration = Duration::from_millis(250);
-/// How many "no such object" answers in a row mean the job is really gone (a helper that has
-/// just taken its name is given a moment to serve the job it resumes).
-const GONE_CONFIRMATIONS: u32 = 4;
-/// How long a `Cancel()` may take before banger stops waiting for its answer.
-const CANCEL_PATIENCE: Duration = Duration::from_secs(30);
-/// Queue for the job's signals; progress comes in bursts while a read or a cancel is pending.
-const SIGNAL_QUEUE: NonZeroUsize = NonZeroUsize::new(4096).expect("non-zero");
-
-/// Options of `banger update`.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct UpdateArgs {
-    /// Only say whether a newer release is available; changes nothing and asks for no password.
-    #[arg(long, conflicts_with_all = ["dry_run", "force", "to", "allow_downgrade"])]
-    pub check: bool,
-    /// Download, verify and stage the release, then stop: nothing installed is changed.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Go ahead even while bangerd reports operations in flight (they may be cut short when it
-    /// restarts).
-    #[arg(long)]
-    pub force: bool,
-    /// Install this version (e.g. 0.2.0) instead of the latest stable release; asks polkit for
-    /// org.banger.update.pinned.
-    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
-    pub to: Option<String>,
-    /// Allow installing a version older than the one installed; asks polkit for
-    /// org.banger.update.downgrade.
-    #[arg(long)]
-    pub allow_downgrade: bool,
-    /// Print JSON on stdout instead of text: one object per line for each event of the update
-    /// (the last one is "finished"), or a single object with --check.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Accepts `0.2.0` and `v0.2.0`; the helper gets `0.2.0`.
-fn parse_version(s: &str) -> Result<String, String> {
-    let v = s.strip_prefix('v').unwrap_or(s).trim();
-    if v.is_empty() || v.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "{s:?} is not a version (expected something like 0.2.0)"
-        ));
-    }
-    Ok(v.to_string())
-}
-
-/// `banger update`.
-pub async fn run(args: UpdateArgs) -> CmdResult {
-    let conn = bus::system_bus().await?;
-    if args.check {
-        return check(&conn, args.json).await;
-    }
-    // Subscribe before the job exists, so that none of its signals and no restart of the helper
-    // can be missed.
-    let signals = subscribe_job_signals(&conn).await?;
-    let owners = zbus::fdo::DBusProxy::new(&conn)
-        .await?
-        .receive_name_owner_changed_with_args(&[(0, ROOT1_NAME)])
-        .await
-        .context("watching org.banger.Root1 on the bus")?;
-    let options = update_options(&args);
-    let job: OwnedObjectPath =
-        match bus::call_gated(&conn, "Update", &(options,), "starting the update").await {
-            Ok(job) => job,
-            Err(e) => return Err(explain_busy(&conn, e).await.into()),
-        };
-    let mut follow = Follow {
-        conn,
-        job,
-        view: JobView::default(),
-        helper: None,
-        out: Output::new(args.json),
-    };
-    Ok(follow.run(signals, owners).await?)
-}
-
-/// `banger update --check`.
-async fn check(conn: &Connection, json: bool) -> CmdResult {
-    let root1 = Root1Proxy::new(conn).await?;
-    let (current, latest, available) = root1
-        .check_for_update()
-        .await
-        .map_err(|e| anyhow::Error::new(CallError::from(&e)))
-        .context("asking bangerd-root whether an update is available")?;
-    if json {
-        println!("{}", check_json(&current, &latest, available));
-    } else {
-        println!("{}", check_line(&current, &latest, available));
-    }
-    Ok(EXIT_OK)
-}
-
-/// The line `--check` prints.
-fn check_line(current: &str, latest: &str, available: bool) -> String {
-    if available {
-        format!(
-            "update available: {} → {}",
-            version_label(current),
-            version_label(latest)
-        )
-    } else {
-        format!("up to date ({})", version_label(current))
-    }
-}
-
-/// The object `--check --json` prints.
-fn check_json(current: &str, latest: &str, available: bool) -> String {
-    json!({"current": current, "latest": latest, "available": available}).to_string()
-}
-
-/// The options of `Update(a{sv})`: only those given on the command line.
-fn update_options(args: &UpdateArgs) -> HashMap<&'static str, Variant<'static>> {
-    banger_api::options::UpdateOptions {
-        version: args.to.clone(),
-        dry_run: args.dry_run,
-        force: args.force,
-        allow_downgrade: args.allow_downgrade,
-    }
-    .to_dict()
-}
-
-/// Turns "another update is running" into a message that says what to do; other errors pass.
-async fn explain_busy(conn: &Connection, e: anyhow::Error) -> anyhow::Error {
-    let Some(busy) = bus::call_error(&e).filter(|c| c.is(ErrorKind::Busy)) else {
-        return e;
-    };
-    let running = match Root1Proxy::new(conn).await {
-        Ok(root1) => root1.active_job().await.ok(),
-        Err(_) => None,
-    };
-    let mut msg = format!(
-        "another update is already running ({}); nothing was changed",
-        busy.message
-    );
-    if let Some(job) = running.filter(|j| j.as_str() != "/") {
-        msg.push_str(&format!(". Watch it with: {}", watch_command(job.as_str())));
-    }
-    anyhow::anyhow!(msg)
-}
+use super::HELPER_RETURN_PATIENCE;
+use crate::cli::{EXIT_CANCELED, EXIT_FAILED, EXIT_OK, EXIT_ROLLED_BACK};
 
 /// A command that shows a job's stage without banger.
-fn watch_command(job: &str) -> String {
+pub fn watch_command(job: &str) -> String {
     format!("busctl get-property {ROOT1_NAME} {job} {JOB_INTERFACE} Stage")
-}
-
-/// Subscribes to every signal of every job object of the helper, whichever process owns the name
-/// at the time (the bus matches the well-known sender against its current owner, so the
-/// subscription outlives restarts of the helper).
-async fn subscribe_job_signals(conn: &Connection) -> anyhow::Result<MessageStream> {
-    let rule = MatchRule::builder()
-        .msg_type(zbus::message::Type::Signal)
-        .sender(ROOT1_NAME)
-        .path_namespace(JOB_PATH_NAMESPACE)
-        .build()?;
-    MessageStream::for_match_rule(rule, conn, Some(SIGNAL_QUEUE))
-        .await
-        .context("subscribing to the signals of update jobs")
 }
 
 /// The last line of a run and its exit code.
@@ -294,7 +123,7 @@ fn past_point_of_no_return(stage: &str) -> bool {
 }
 
 /// `v0.2.0` for `0.2.0`.
-fn version_label(v: &str) -> String {
+pub fn version_label(v: &str) -> String {
     if v.is_empty() {
         "an unknown version".to_string()
     } else if v.starts_with('v') {
@@ -320,7 +149,7 @@ fn human_bytes(n: u64) -> String {
 }
 
 /// The download progress line shown on a terminal.
-fn progress_line(done: u64, total: u64) -> String {
+pub fn progress_line(done: u64, total: u64) -> String {
     if total == 0 {
         return format!("downloading: {}", human_bytes(done));
     }
@@ -589,9 +418,19 @@ impl JobView {
         self.apply(&properties)
     }
 
+    /// The job's stage as last reported ("" before the first report).
+    pub fn stage(&self) -> &str {
+        &self.stage
+    }
+
     /// Whether the properties say the job has ended.
     pub fn is_finished(&self) -> bool {
         self.state == "finished" && !self.result.is_empty()
+    }
+
+    /// The `Finished` event the properties describe, for a job a read found ended.
+    pub fn finished_from_properties(&self) -> Event {
+        self.finished(None, &self.result, &self.error)
     }
 
     /// The `Finished` event for this job.
@@ -618,352 +457,10 @@ pub fn helper_changed(helper: Option<&str>, old: Option<&str>, new: Option<&str>
     }
 }
 
-/// Where events go: JSON lines, or lines for people with a progress line redrawn in place when
-/// stdout is a terminal.
-struct Output {
-    json: bool,
-    terminal: bool,
-    progress_drawn: bool,
-}
-
-impl Output {
-    fn new(json: bool) -> Self {
-        Output {
-            json,
-            terminal: !json && std::io::stdout().is_terminal(),
-            progress_drawn: false,
-        }
-    }
-
-    fn emit(&mut self, event: &Event) {
-        let mut stdout = std::io::stdout().lock();
-        if self.json {
-            let _ = writeln!(stdout, "{}", event.to_json());
-        } else if let Event::Progress {
-            bytes_done,
-            bytes_total,
-        } = event
-        {
-            if self.terminal {
-                let _ = write!(
-                    stdout,
-                    "\r{}\x1b[K",
-                    progress_line(*bytes_done, *bytes_total)
-                );
-                self.progress_drawn = true;
-            }
-        } else if let Some(line) = event.to_line() {
-            if self.progress_drawn {
-                let _ = write!(stdout, "\r\x1b[K");
-                self.progress_drawn = false;
-            }
-            let _ = writeln!(stdout, "{line}");
-        }
-        let _ = stdout.flush();
-    }
-}
-
-impl Drop for Output {
-    /// Ends a progress line left drawn, so that an error printed next starts on its own line.
-    fn drop(&mut self) {
-        if self.progress_drawn {
-            println!();
-        }
-    }
-}
-
-/// A read of all the job's properties.
-enum Read {
-    /// The properties, when they were received, and who answered.
-    Snapshot {
-        properties: HashMap<String, OwnedVariant>,
-        received: Sequence,
-        helper: Option<String>,
-    },
-    /// The job object does not exist.
-    Gone,
-}
-
-type Pending<T> = Pin<Box<dyn Future<Output = T>>>;
-
-/// Reads all the job's properties. A call to a name without an owner starts the helper through
-/// bus activation, so this also brings a helper back that did not come back by itself. Retries
-/// while the helper is away, for `patience`.
-async fn read_job(
-    conn: Connection,
-    job: OwnedObjectPath,
-    patience: Duration,
-) -> anyhow::Result<Read> {
-    let deadline = Instant::now() + patience;
-    let mut gone = 0;
-    loop {
-        let call = conn.call_method(
-            Some(ROOT1_NAME),
-            job.as_str(),
-            Some("org.freedesktop.DBus.Properties"),
-            "GetAll",
-            &(JOB_INTERFACE,),
-        );
-        let left = deadline.saturating_duration_since(Instant::now());
-        let error = match tokio::time::timeout(left.max(RETRY_INTERVAL), call).await {
-            Ok(Ok(reply)) => {
-                let properties = reply
-                    .body()
-                    .deserialize::<HashMap<String, OwnedVariant>>()
-                    .with_context(|| format!("reading the properties of {job}"))?;
-                return Ok(Read::Snapshot {
-                    properties,
-                    received: reply.recv_position(),
-                    helper: reply.header().sender().map(|s| s.to_string()),
-                });
-            }
-            Ok(Err(e)) => CallError::from(&e),
-            Err(_) => CallError::without_reply("no answer from bangerd-root"),
-        };
-        if error.kind.is_some_and(ErrorKind::is_no_such_object) {
-            gone += 1;
-            if gone >= GONE_CONFIRMATIONS {
-                return Ok(Read::Gone);
-            }
-        } else {
-            gone = 0;
-        }
-        if Instant::now() >= deadline {
-            return Err(anyhow::Error::new(error).context(format!(
-                "bangerd-root did not answer about {job} for {}s; the update may still be \
-                 running — see: systemctl status bangerd-root",
-                patience.as_secs()
-            )));
-        }
-        tokio::time::sleep(RETRY_INTERVAL).await;
-    }
-}
-
-/// Following one job to its end.
-struct Follow {
-    conn: Connection,
-    job: OwnedObjectPath,
-    view: JobView,
-    /// The unique name of the helper that last answered for the job.
-    helper: Option<String>,
-    out: Output,
-}
-
-impl Follow {
-    async fn run(
-        &mut self,
-        mut signals: MessageStream,
-        mut owners: zbus::fdo::NameOwnerChangedStream,
-    ) -> anyhow::Result<i32> {
-        let mut interrupts = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
-        let job_proxy = JobProxy::builder(&self.conn)
-            .path(self.job.clone())
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await?;
-        self.out.emit(&Event::Job {
-            job: self.job.to_string(),
-        });
-
-        // Property changes received before the newest full read are older than it.
-        let mut read_at: Option<Sequence> = None;
-        let mut pending_read: Option<Pending<anyhow::Result<Read>>> = Some(Box::pin(read_job(
-            self.conn.clone(),
-            self.job.clone(),
-            HELPER_RETURN_PATIENCE,
-        )));
-        let mut restarted = false;
-        let mut read_again = false;
-        let mut pending_cancel: Option<Pending<Option<zbus::Result<()>>>> = None;
-        let mut cancel_asked = false;
-
-        loop {
-            tokio::select! {
-                msg = signals.next() => {
-                    let Some(msg) = msg else {
-                        bail!("the bus connection closed while following {}", self.job);
-                    };
-                    let Ok(msg) = msg else { continue };
-                    if let Some(end) = self.on_signal(&msg, read_at) {
-                        let end = self.with_private_error(end, &job_proxy).await;
-                        return Ok(self.end(end));
-                    }
-                }
-                change = owners.next() => {
-                    let Some(change) = change else {
-                        bail!("the bus connection closed while following {}", self.job);
-                    };
-                    let Ok(args) = change.args() else { continue };
-                    let old = args.old_owner().as_ref().map(|n| n.to_string());
-                    let new = args.new_owner().as_ref().map(|n| n.to_string());
-                    if pending_read.is_some() {
-                        // The read in flight may have been answered by the helper that left.
-                        read_again |= old.is_some();
-                        continue;
-                    }
-                    if helper_changed(self.helper.as_deref(), old.as_deref(), new.as_deref()) {
-                        if !restarted {
-                            let stage = self.view.stage.clone();
-                            let planned = helper_restart_is_planned(&stage);
-                            self.out.emit(&Event::HelperRestarting { stage, planned });
-                        }
-                        restarted = true;
-                        pending_read = Some(Box::pin(read_job(
-                            self.conn.clone(),
-                            self.job.clone(),
-                            HELPER_RETURN_PATIENCE,
-                        )));
-                    }
-                }
-                read = async { pending_read.as_mut().expect("guarded").await }, if pending_read.is_some() => {
-                    pending_read = None;
-                    match read? {
-                        Read::Snapshot { properties, received, helper } => {
-                            read_at = Some(received);
-                            self.helper = helper;
-                            for event in self.view.apply_read(&properties) {
-                                self.out.emit(&event);
-                            }
-                            if self.view.is_finished() {
-                                let (result, error) = (self.view.result.clone(), self.view.error.clone());
-                                return Ok(self.end(self.view.finished(None, &result, &error)));
-                            }
-                            if restarted {
-                                restarted = false;
-                                self.out.emit(&Event::Reattached { job: self.job.to_string() });
-                            }
-                        }
-                        Read::Gone => {
-                            // A Finished signal may be queued behind the answer.
-                            while let Some(Some(Ok(msg))) = signals.next().now_or_never() {
-                                if let Some(end) = self.on_signal(&msg, read_at) {
-                                    let end = self.with_private_error(end, &job_proxy).await;
-                                    return Ok(self.end(end));
-                                }
-                            }
-                            if read_at.is_none() {
-                                bail!(
-                                    "the update job {} ended before banger could read it, so its \
-                                     result is unknown; check the install with: banger system status",
-                                    self.job
-                                );
-                            }
-                            return Ok(self.end(Event::Lost { outcome: lost_outcome(&self.view.stage) }));
-                        }
-                    }
-                    if std::mem::take(&mut read_again) {
-                        pending_read = Some(Box::pin(read_job(
-                            self.conn.clone(),
-                            self.job.clone(),
-                            HELPER_RETURN_PATIENCE,
-                        )));
-                    }
-                }
-                answer = async { pending_cancel.as_mut().expect("guarded").await }, if pending_cancel.is_some() => {
-                    pending_cancel = None;
-                    let step = match answer {
-                        Some(Ok(())) => CancelStep::Accepted,
-                        Some(Err(e)) => {
-                            let e = CallError::from(&e);
-                            if e.is(ErrorKind::Busy) {
-                                CancelStep::PastPointOfNoReturn
-                            } else {
-                                CancelStep::Failed(e.message)
-                            }
-                        }
-                        None => CancelStep::Failed("bangerd-root did not answer".to_string()),
-                    };
-                    self.out.emit(&Event::Cancel(step));
-                }
-                _ = interrupts.recv() => {
-                    if cancel_asked {
-                        self.out.emit(&Event::Detached { job: self.job.to_string() });
-                        return Ok(EXIT_INTERRUPTED);
-                    }
-                    cancel_asked = true;
-                    self.out.emit(&Event::Cancel(CancelStep::Asked));
-                    let proxy = job_proxy.clone();
-                    pending_cancel = Some(Box::pin(async move {
-                        tokio::time::timeout(CANCEL_PATIENCE, proxy.cancel()).await.ok()
-                    }));
-                }
-            }
-        }
-    }
-
-    /// Handles one signal of some job; returns the end event when it says our job ended.
-    fn on_signal(&mut self, msg: &Message, read_at: Option<Sequence>) -> Option<Event> {
-        let header = msg.header();
-        if header.path().map(|p| p.as_str()) != Some(self.job.as_str()) {
-            return None;
-        }
-        let interface = header.interface().map(|i| i.to_string());
-        let member = header.member().map(|m| m.to_string());
-        match (interface.as_deref(), member.as_deref()) {
-            (Some("org.freedesktop.DBus.Properties"), Some("PropertiesChanged")) => {
-                if read_at.is_some_and(|at| msg.recv_position() < at) {
-                    return None;
-                }
-                let Ok((iface, changed, _)) =
-                    msg.body()
-                        .deserialize::<(String, HashMap<String, OwnedVariant>, Vec<String>)>()
-                else {
-                    return None;
-                };
-                if iface == JOB_INTERFACE {
-                    for event in self.view.apply(&changed) {
-                        self.out.emit(&event);
-                    }
-                }
-                None
-            }
-            (Some(JOB_INTERFACE), Some("Finished")) => {
-                let (success, result, error) =
-                    msg.body().deserialize::<(bool, String, String)>().ok()?;
-                Some(self.view.finished(Some(success), &result, &error))
-            }
-            _ => None,
-        }
-    }
-
-    /// A `Finished` signal carries only a placeholder for the error (it reaches every user);
-    /// the reason itself is read from `Job.Error`, which the helper shows to root, the owner
-    /// and the initiator. Keeps the placeholder when the read fails.
-    async fn with_private_error(&mut self, event: Event, job: &JobProxy<'_>) -> Event {
-        let Event::Finished {
-            success,
-            result,
-            error,
-            ..
-        } = &event
-        else {
-            return event;
-        };
-        if error.is_empty() {
-            return event;
-        }
-        match tokio::time::timeout(Duration::from_secs(10), job.error()).await {
-            Ok(Ok(detail)) if !detail.is_empty() => {
-                let (success, result) = (*success, result.clone());
-                self.view.finished(Some(success), &result, &detail)
-            }
-            _ => event,
-        }
-    }
-
-    /// Reports the end and returns its exit code.
-    fn end(&mut self, event: Event) -> i32 {
-        let code = match &event {
-            Event::Finished { outcome, .. } | Event::Lost { outcome } => outcome.code,
-            _ => EXIT_FAILED,
-        };
-        self.out.emit(&event);
-        code
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use zbus::Variant;
+
     use super::*;
 
     fn props(pairs: &[(&str, OwnedVariant)]) -> HashMap<String, OwnedVariant> {
@@ -1076,39 +573,6 @@ mod tests {
             assert!(o.line.contains("after the point of no return"), "{stage}");
             assert!(!o.line.contains("nothing was changed"), "{stage}");
         }
-    }
-
-    #[test]
-    fn check_lines() {
-        assert_eq!(check_line("0.1.0", "0.1.0", false), "up to date (v0.1.0)");
-        assert_eq!(
-            check_line("0.1.0", "0.2.0", true),
-            "update available: v0.1.0 → v0.2.0"
-        );
-        let v: serde_json::Value =
-            serde_json::from_str(&check_json("0.1.0", "0.2.0", true)).unwrap();
-        assert_eq!(
-            v,
-            json!({"current": "0.1.0", "latest": "0.2.0", "available": true})
-        );
-    }
-
-    #[test]
-    fn options_hold_only_what_was_given() {
-        assert!(update_options(&UpdateArgs::default()).is_empty());
-        let o = update_options(&UpdateArgs {
-            to: Some("0.2.0".into()),
-            dry_run: true,
-            allow_downgrade: true,
-            ..UpdateArgs::default()
-        });
-        let mut keys: Vec<_> = o.keys().copied().collect();
-        keys.sort();
-        assert_eq!(keys, ["allow_downgrade", "dry_run", "version"]);
-        assert_eq!(o["version"], Variant::from("0.2.0"));
-        assert_eq!(o["dry_run"], Variant::from(true));
-        assert_eq!(parse_version("v0.2.0").unwrap(), "0.2.0");
-        assert!(parse_version("v").is_err());
     }
 
     #[test]

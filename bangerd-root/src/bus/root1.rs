@@ -16,12 +16,16 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{OwnedObjectPath, OwnedVariant};
 
-use crate::authz::{Authorizer, Trust};
+use banger_api::options::{StartVmmOptions, UpdateOptions, VmmStarted};
+use banger_release::Version;
+
+use super::authz::{Authorizer, Trust};
+use super::job1::job_path;
 use crate::core::RootCore;
 use crate::limits::{Admitted, CallLimits, Caller, Shared};
-use crate::update::engine::{Engine, UpdateOptions};
+use crate::update::engine::{Engine, EngineError};
 use crate::vm::options::{HostLimits, StartOptions, check_id};
-use crate::vm::{VmError, VmHost, VmPaths};
+use crate::vm::{Started, VmError, VmHost, VmPaths};
 
 /// The object served at `/org/banger/Root1`.
 pub struct Root1 {
@@ -39,15 +43,65 @@ const DOCTOR_MAX_AGE: Duration = Duration::from_secs(2);
 
 /// Maps VM plumbing errors to bus errors.
 fn vm_error(e: VmError) -> BusError {
+    let message = e.to_string();
     match e {
-        VmError::InvalidArgument(m) => BusError::InvalidArgument(m),
-        VmError::NotFound(m) => BusError::NotFound(m),
-        VmError::Install(e) => BusError::InstallMetadata(e.to_string()),
-        VmError::Systemd(m) => BusError::Systemd(m),
-        e @ (VmError::AlreadyRunning { .. }
+        VmError::Missing(_) | VmError::NoImage { .. } => BusError::NotFound(message),
+        VmError::Install(_) => BusError::InstallMetadata(message),
+        VmError::UnitState(_) | VmError::StopUnit { .. } => BusError::Systemd(message),
+        VmError::Files(_)
+        | VmError::NotOwners { .. }
+        | VmError::AlreadyRunning { .. }
         | VmError::Config(_)
-        | VmError::Host(_)
-        | VmError::StartFailed(_)) => BusError::Vm(e.to_string()),
+        | VmError::Kvm(_)
+        | VmError::NoVmm(_)
+        | VmError::ApiSocket { .. }
+        | VmError::Ip(_)
+        | VmError::Bridge(_)
+        | VmError::Tap { .. }
+        | VmError::StartUndone { .. }
+        | VmError::StartLeftOvers { .. }
+        | VmError::StopIp { .. }
+        | VmError::StopTap { .. } => BusError::Vm(message),
+    }
+}
+
+/// Maps update engine errors to bus errors.
+fn engine_error(e: EngineError) -> BusError {
+    let message = e.to_string();
+    match e {
+        EngineError::Busy { .. } => BusError::Busy(message),
+        EngineError::InstallMetadata(_) | EngineError::InstalledVersion(_) => {
+            BusError::InstallMetadata(message)
+        }
+        EngineError::Config(_)
+        | EngineError::Release(_)
+        | EngineError::Download(_)
+        | EngineError::State(_)
+        | EngineError::Journal(_)
+        | EngineError::Publish(_) => BusError::Failed(message),
+    }
+}
+
+/// Reads `Update`'s options: the dictionary, then the version if one is pinned (`v0.2.0` and
+/// `0.2.0` name the same).
+fn update_options(map: &HashMap<String, OwnedVariant>) -> Result<UpdateOptions, BusError> {
+    let invalid = |e: String| BusError::InvalidArgument(e);
+    let mut o = UpdateOptions::from_dict(map).map_err(|e| invalid(e.to_string()))?;
+    if let Some(v) = &o.version {
+        Version::parse(v).map_err(|e| invalid(format!("{e}; nothing was done")))?;
+        o.version = Some(v.trim_start_matches('v').to_string());
+    }
+    Ok(o)
+}
+
+/// The polkit action an update with these options needs.
+fn update_action(o: &UpdateOptions) -> &'static str {
+    if o.allow_downgrade {
+        action::UPDATE_DOWNGRADE
+    } else if o.version.is_some() {
+        action::UPDATE_PINNED
+    } else {
+        action::UPDATE
     }
 }
 
@@ -91,6 +145,28 @@ impl Root1 {
     pub fn with_vm_host(mut self, vms: Arc<VmHost>) -> Self {
         self.vms = vms;
         self
+    }
+
+    /// `StartVmm` and `StartVmmWithInfo`: admits, authorizes, checks, starts.
+    async fn start(
+        &self,
+        hdr: &Header<'_>,
+        id: String,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<Started, BusError> {
+        let _call = self.calls.enter();
+        let _admitted = self.admit(hdr).await?;
+        let grant = self
+            .authz
+            .authorize(hdr, action::VM_MANAGE, Trust::OwnerDaemon)
+            .await?;
+        tracing::info!(?grant, id, "StartVmm");
+        check_id(&id).map_err(BusError::InvalidArgument)?;
+        let invalid = |e: String| BusError::InvalidArgument(e);
+        let asked = StartVmmOptions::from_dict(&options).map_err(|e| invalid(e.to_string()))?;
+        let opts = StartOptions::check(&id, asked, HostLimits::detect())
+            .map_err(|e| invalid(e.to_string()))?;
+        self.vms.start_vmm(&id, &opts).await.map_err(vm_error)
     }
 
     async fn daemon_job(&self, hdr: &Header<'_>, kind: JobKind) -> Result<(), BusError> {
@@ -183,7 +259,10 @@ impl Root1 {
     /// The running update job, `/` when none.
     #[zbus(property)]
     fn active_job(&self) -> OwnedObjectPath {
-        self.engine.active_job()
+        match self.engine.active_job() {
+            Some(id) => job_path(id),
+            None => OwnedObjectPath::try_from("/").expect("the root path"),
+        }
     }
 
     /// Reads the signed release manifest: (current, latest, available). polkit action
@@ -197,7 +276,10 @@ impl Root1 {
         self.authz
             .authorize(&hdr, action::UPDATE_CHECK, Trust::PolkitOnly)
             .await?;
-        self.engine.check_for_update(caller).await
+        self.engine
+            .check_for_update(caller)
+            .await
+            .map_err(engine_error)
     }
 
     /// Starts an update and returns its job at once. Options: version (s), dry_run (b),
@@ -211,12 +293,13 @@ impl Root1 {
     ) -> Result<OwnedObjectPath, BusError> {
         let _call = self.calls.enter();
         let _admitted = self.admit(&hdr).await?;
-        let opts = UpdateOptions::from_dbus(&options)?;
+        let opts = update_options(&options)?;
         self.authz
-            .authorize(&hdr, opts.action(), Trust::PolkitOnly)
+            .authorize(&hdr, update_action(&opts), Trust::PolkitOnly)
             .await?;
         let uid = self.authz.caller_uid(&hdr).await?;
-        self.engine.start(opts, uid).await
+        let id = self.engine.start(opts, uid).await.map_err(engine_error)?;
+        Ok(job_path(id))
     }
 
     /// The VM network: (bridge, subnet in CIDR form, host address on the bridge), from
@@ -247,17 +330,24 @@ impl Root1 {
         id: String,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<String, BusError> {
-        let _call = self.calls.enter();
-        let _admitted = self.admit(&hdr).await?;
-        let grant = self
-            .authz
-            .authorize(&hdr, action::VM_MANAGE, Trust::OwnerDaemon)
-            .await?;
-        tracing::info!(?grant, id, "StartVmm");
-        check_id(&id).map_err(BusError::InvalidArgument)?;
-        let opts = StartOptions::from_dbus(&id, &options, HostLimits::detect())
-            .map_err(BusError::InvalidArgument)?;
-        self.vms.start_vmm(&id, &opts).await.map_err(vm_error)
+        Ok(self.start(&hdr, id, options).await?.unit)
+    }
+
+    /// As StartVmm, and answers what was started: unit (s), the VM's unit, and backend (s),
+    /// qemu or firecracker. A client ignores keys it does not know. Same authorization,
+    /// checks and errors as StartVmm.
+    async fn start_vmm_with_info(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        id: String,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<HashMap<String, OwnedVariant>, BusError> {
+        let started = self.start(&hdr, id, options).await?;
+        Ok(VmmStarted {
+            unit: started.unit,
+            backend: Some(started.backend),
+        }
+        .to_dict())
     }
 
     /// Stops VM `id`'s unit (waiting for it) and removes its tap. Same authorization as
