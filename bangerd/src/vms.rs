@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use banger_api::ids::{ImageName, VmId, VmName};
+use banger_api::net::Subnet;
 use banger_api::options::StartVmmOptions;
 use banger_api::time::unix_now;
 use banger_api::wire::{DoctorCheck, Level, OperationStage, SshTarget, VmInfo, VmState};
@@ -196,12 +197,14 @@ pub enum VmError {
         path: String,
     },
     /// The root helper reported a VM network banger cannot use.
-    #[error("bangerd-root reported an unusable VM network {subnet} (host {host})")]
+    #[error("bangerd-root reported an unusable VM network {subnet} (host {host}): {why}")]
     UnusableNetwork {
         /// The subnet as reported.
         subnet: String,
         /// The host's address as reported.
         host: String,
+        /// What is wrong with it.
+        why: String,
     },
     /// Every guest address of the VM network is taken.
     #[error("the VM network {network}/{prefix} has no free address left; nothing was created")]
@@ -304,42 +307,22 @@ pub enum VmError {
 /// The result of an image or VM request.
 pub(crate) type Result<T> = std::result::Result<T, VmError>;
 
-/// The VM network as the root helper reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Network {
-    /// Network address.
-    pub network: Ipv4Addr,
-    /// Prefix length.
-    pub prefix: u8,
-    /// The host's address (the guests' gateway).
-    pub host: Ipv4Addr,
+/// The VM network as the root helper reports it: its range, whose first address is the host's
+/// (the guests' gateway).
+pub fn parse_network(subnet: &str, host: &str) -> std::result::Result<Subnet, String> {
+    let net = Subnet::parse(subnet).map_err(|e| format!("subnet {e}"))?;
+    if host != net.host_address().to_string() {
+        return Err(format!(
+            "the host's address is not {}, the range's first",
+            net.host_address()
+        ));
+    }
+    Ok(net)
 }
 
-impl Network {
-    /// Parses `a.b.c.d/p` plus the host address.
-    pub fn parse(subnet: &str, host: &str) -> Option<Self> {
-        let (net, prefix) = subnet.split_once('/')?;
-        let network: Ipv4Addr = net.parse().ok()?;
-        let prefix: u8 = prefix.parse().ok()?;
-        let host: Ipv4Addr = host.parse().ok()?;
-        if !(8..=30).contains(&prefix) {
-            return None;
-        }
-        Some(Network {
-            network,
-            prefix,
-            host,
-        })
-    }
-
-    /// The lowest guest address not in `used` (never the network, host or broadcast address).
-    pub fn allocate(&self, used: &[Ipv4Addr]) -> Option<Ipv4Addr> {
-        let base = u32::from(self.network) & (u32::MAX << (32 - self.prefix));
-        let size = 1u32 << (32 - self.prefix);
-        (1..size - 1)
-            .map(|i| Ipv4Addr::from(base + i))
-            .find(|a| *a != self.host && !used.contains(a))
-    }
+/// The lowest guest address of `net` not in `used`.
+pub fn allocate(net: &Subnet, used: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+    net.guest_addresses().find(|a| !used.contains(a))
 }
 
 /// The MAC address derived from a guest address: unique on the VM network.
@@ -522,9 +505,9 @@ impl Vms {
             })
     }
 
-    async fn network(&self) -> Result<Network> {
+    async fn network(&self) -> Result<Subnet> {
         let (_bridge, subnet, host) = self.host.vm_network().await?;
-        Network::parse(&subnet, &host).ok_or(VmError::UnusableNetwork { subnet, host })
+        parse_network(&subnet, &host).map_err(|why| VmError::UnusableNetwork { subnet, host, why })
     }
 
     /// Creates a stopped VM: record, address, config disk and (if the image has one) its own
@@ -589,9 +572,9 @@ impl Vms {
         let op = self.ops.begin("vm.create").map_err(VmError::Store)?;
         op.stage(&format!("creating {name}"));
         let net = self.network().await?;
-        let address = net.allocate(&used).ok_or(VmError::NetworkFull {
-            network: net.network,
-            prefix: net.prefix,
+        let address = allocate(&net, &used).ok_or(VmError::NetworkFull {
+            network: net.network(),
+            prefix: net.prefix(),
         })?;
         let public_key = self.ensure_ssh_key().await?;
         let id = random_id().map_err(VmError::Random)?;
@@ -600,8 +583,8 @@ impl Vms {
             vm_id: id.to_string(),
             hostname: name.to_string(),
             address,
-            prefix: net.prefix,
-            gateway: net.host,
+            prefix: net.prefix(),
+            gateway: net.host_address(),
             authorized_keys: vec![public_key],
         }
         .render()
@@ -1053,8 +1036,12 @@ mod tests {
                 VmError::UnusableNetwork {
                     subnet: "10.0.0.0/31".into(),
                     host: "10.0.0.1".into(),
+                    why: "subnet has prefix /31; it must be /16 to /29 (room for the host and \
+                          some VMs)"
+                        .into(),
                 },
-                "bangerd-root reported an unusable VM network 10.0.0.0/31 (host 10.0.0.1)",
+                "bangerd-root reported an unusable VM network 10.0.0.0/31 (host 10.0.0.1): \
+                 subnet has prefix /31; it must be /16 to /29 (room for the host and some VMs)",
             ),
             (
                 VmError::NetworkFull {
@@ -1150,15 +1137,29 @@ mod tests {
 
     #[test]
     fn addresses() {
-        let n = Network::parse("172.30.0.0/24", "172.30.0.1").unwrap();
-        assert_eq!(n.allocate(&[]), Some(Ipv4Addr::new(172, 30, 0, 2)));
+        let n = parse_network("172.30.0.0/24", "172.30.0.1").unwrap();
+        assert_eq!(allocate(&n, &[]), Some(Ipv4Addr::new(172, 30, 0, 2)));
         let used = [Ipv4Addr::new(172, 30, 0, 2), Ipv4Addr::new(172, 30, 0, 3)];
-        assert_eq!(n.allocate(&used), Some(Ipv4Addr::new(172, 30, 0, 4)));
-        let tiny = Network::parse("10.0.0.0/30", "10.0.0.1").unwrap();
-        assert_eq!(tiny.allocate(&[]), Some(Ipv4Addr::new(10, 0, 0, 2)));
-        assert_eq!(tiny.allocate(&[Ipv4Addr::new(10, 0, 0, 2)]), None);
-        assert!(Network::parse("172.30.0.0/31", "172.30.0.1").is_none());
-        assert!(Network::parse("nonsense", "172.30.0.1").is_none());
+        assert_eq!(allocate(&n, &used), Some(Ipv4Addr::new(172, 30, 0, 4)));
+        let tiny = parse_network("10.0.0.0/29", "10.0.0.1").unwrap();
+        let all: Vec<Ipv4Addr> = (2..=6).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect();
+        assert_eq!(allocate(&tiny, &all[..4]), Some(Ipv4Addr::new(10, 0, 0, 6)));
+        assert_eq!(allocate(&tiny, &all), None, "never the broadcast address");
+        assert!(
+            parse_network("172.30.0.0/31", "172.30.0.1")
+                .unwrap_err()
+                .contains("/16 to /29")
+        );
+        assert!(
+            parse_network("nonsense", "172.30.0.1")
+                .unwrap_err()
+                .contains("CIDR")
+        );
+        assert!(
+            parse_network("172.30.0.0/24", "172.30.0.9")
+                .unwrap_err()
+                .contains("not 172.30.0.1")
+        );
         assert_eq!(mac_for(Ipv4Addr::new(172, 30, 0, 2)), "52:54:00:1e:00:02");
     }
 

@@ -14,6 +14,7 @@ pub mod error;
 pub mod ids;
 pub mod job;
 pub mod names;
+pub mod net;
 pub mod options;
 pub mod proxies;
 pub mod time;

@@ -145,9 +145,16 @@ pub enum SystemdError {
         /// systemd's job result (`failed`, `timeout`, `dependency`, `canceled`, …).
         result: String,
     },
-    /// The request was malformed before anything was sent.
-    #[error("{0}")]
-    Invalid(String),
+    /// A command given to systemd does not start with an absolute path; nothing was sent.
+    #[error("{what}: the {which} must start with an absolute path, got {argv:?}")]
+    RelativeCommand {
+        /// What was asked.
+        what: String,
+        /// Which command ("command", "stop-post command").
+        which: &'static str,
+        /// The command line.
+        argv: Vec<String>,
+    },
     /// No `JobRemoved` arrived in time.
     #[error("systemd did not finish the job to {what} within {secs} s")]
     Timeout {
@@ -330,10 +337,11 @@ impl Systemd {
         let what = format!("start transient unit {}", svc.name);
         let argv: Vec<&str> = svc.argv.iter().map(String::as_str).collect();
         if argv.first().is_none_or(|p| !p.starts_with('/')) {
-            return Err(SystemdError::Invalid(format!(
-                "{what}: the command must start with an absolute path, got {:?}",
-                svc.argv
-            )));
+            return Err(SystemdError::RelativeCommand {
+                what,
+                which: "command",
+                argv: svc.argv.clone(),
+            });
         }
         let exec: Vec<(&str, Vec<&str>, bool)> = vec![(argv[0], argv.clone(), false)];
         let mut props: Vec<(&str, Variant<'_>)> = vec![
@@ -364,9 +372,11 @@ impl Systemd {
         }
         if let Some(post) = &svc.stop_post_as_root {
             if post.first().is_none_or(|p| !p.starts_with('/')) {
-                return Err(SystemdError::Invalid(format!(
-                    "{what}: the stop-post command must start with an absolute path, got {post:?}"
-                )));
+                return Err(SystemdError::RelativeCommand {
+                    what,
+                    which: "stop-post command",
+                    argv: post.clone(),
+                });
             }
             let argv: Vec<&str> = post.iter().map(String::as_str).collect();
             let cmd: Vec<(&str, Vec<&str>, Vec<&str>)> =

@@ -106,16 +106,13 @@ impl Manifest {
             )));
         }
         if m.product != PRODUCT {
-            return Err(ReleaseError::Mismatch(format!(
-                "the release manifest is for product {:?}, not {PRODUCT}",
-                m.product
-            )));
+            return Err(ReleaseError::WrongProduct { found: m.product });
         }
         if m.channel != channel {
-            return Err(ReleaseError::Mismatch(format!(
-                "the release manifest is for channel {:?}, but this host follows {channel:?}",
-                m.channel
-            )));
+            return Err(ReleaseError::WrongChannel {
+                found: m.channel,
+                follows: channel.to_string(),
+            });
         }
         let issued = parse_rfc3339(&m.issued_at)
             .ok_or_else(|| bad(format!("issued_at {:?} is not RFC 3339 UTC", m.issued_at)))?;
@@ -125,18 +122,16 @@ impl Manifest {
             return Err(bad("it expires before it was issued".into()));
         }
         if now >= expires {
-            return Err(ReleaseError::Expired(format!(
-                "the release manifest expired at {} (now {}): the release server must publish a freshly signed manifest",
-                m.expires_at,
-                rfc3339(now)
-            )));
+            return Err(ReleaseError::Expired {
+                expires_at: m.expires_at,
+                now: rfc3339(now),
+            });
         }
         if issued > now + MAX_CLOCK_SKEW_SECS {
-            return Err(ReleaseError::Expired(format!(
-                "the release manifest claims to be issued at {}, in the future (now {}): check this host's clock",
-                m.issued_at,
-                rfc3339(now)
-            )));
+            return Err(ReleaseError::NotYetValid {
+                issued_at: m.issued_at,
+                now: rfc3339(now),
+            });
         }
         let latest = Version::parse(&m.latest).map_err(bad)?;
         for r in &m.releases {
@@ -144,10 +139,12 @@ impl Manifest {
             let file = r.tarball.rsplit('/').next().unwrap_or_default();
             let want = format!("{PRODUCT}-{v}-{}.tar.gz", r.target);
             if file != want {
-                return Err(ReleaseError::Mismatch(format!(
-                    "the manifest entry for v{v} ({}) points at {file:?}, not {want:?}",
-                    r.target
-                )));
+                return Err(ReleaseError::WrongTarball {
+                    version: v,
+                    target: r.target.clone(),
+                    file: file.to_string(),
+                    want,
+                });
             }
             if r.size == 0 {
                 return Err(bad(format!("the entry for v{v} has size 0")));
@@ -172,30 +169,22 @@ impl VerifiedManifest {
             .find(|r| r.target == TARGET && Version::parse(&r.version).as_ref() == Ok(version))
             .ok_or_else(|| {
                 let offered = self.offered();
-                ReleaseError::Mismatch(if offered.is_empty() {
-                    let mut targets: Vec<&str> = self
+                if offered.is_empty() {
+                    let mut targets: Vec<String> = self
                         .manifest
                         .releases
                         .iter()
-                        .map(|r| r.target.as_str())
+                        .map(|r| r.target.clone())
                         .collect();
                     targets.sort_unstable();
                     targets.dedup();
-                    format!(
-                        "the release manifest offers no release at all for this host's target \
-                         {TARGET} (its releases are for: {}); this host cannot be updated from it",
-                        if targets.is_empty() {
-                            "no target".to_string()
-                        } else {
-                            targets.join(", ")
-                        }
-                    )
+                    ReleaseError::NoReleaseForTarget { targets }
                 } else {
-                    format!(
-                        "the release manifest offers no v{version} for {TARGET} (it offers: {})",
-                        offered.join(", ")
-                    )
-                })
+                    ReleaseError::NotOffered {
+                        version: version.clone(),
+                        offered,
+                    }
+                }
             })
     }
 

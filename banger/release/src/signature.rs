@@ -55,14 +55,13 @@ impl TrustedKeys {
     /// Refuses when no key is usable, saying why.
     pub fn require_some(&self) -> Result<(), ReleaseError> {
         if self.keys.is_empty() {
-            return Err(ReleaseError::NoTrustedKey(format!(
-                "no trusted release key: {}; nothing was changed",
-                if self.refused.is_empty() {
+            return Err(ReleaseError::NoTrustedKey {
+                why: if self.refused.is_empty() {
                     "none is configured".to_string()
                 } else {
                     self.refused.join("; ")
-                }
-            )));
+                },
+            });
         }
         Ok(())
     }
@@ -198,7 +197,7 @@ mod tests {
 
         let placeholder = TrustedKeys::embedded();
         let e = verify_signature(&placeholder, "m", b"x", &sig).unwrap_err();
-        assert!(matches!(e, ReleaseError::NoTrustedKey(_)));
+        assert!(matches!(e, ReleaseError::NoTrustedKey { .. }));
         assert!(e.to_string().contains("placeholder"), "{e}");
         assert!(e.to_string().contains("nothing was changed"), "{e}");
     }

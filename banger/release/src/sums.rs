@@ -47,7 +47,9 @@ impl Sha256Sums {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, d)| *d)
-            .ok_or_else(|| ReleaseError::Mismatch(format!("SHA256SUMS does not list {name}")))
+            .ok_or_else(|| ReleaseError::NotInSums {
+                name: name.to_string(),
+            })
     }
 }
 

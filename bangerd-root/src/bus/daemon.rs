@@ -7,7 +7,7 @@ use zbus::Connection;
 use zbus::proxy::CacheProperties;
 
 use crate::update::daemon::{DaemonPeer, Unreachable};
-use crate::update::job::PublishFuture;
+use crate::update::job::PortFuture;
 
 /// The owner's daemon on the system bus.
 pub struct BusDaemon {
@@ -40,7 +40,7 @@ fn not_running(e: &zbus::Error) -> bool {
 }
 
 impl DaemonPeer for BusDaemon {
-    fn operations(&self) -> PublishFuture<'_, Result<Vec<OperationInfo>, Unreachable>> {
+    fn operations(&self) -> PortFuture<'_, Result<Vec<OperationInfo>, Unreachable>> {
         Box::pin(async move {
             let d = self.proxy().await.map_err(|e| Unreachable(e.to_string()))?;
             match d.list_operations().await {
@@ -51,7 +51,7 @@ impl DaemonPeer for BusDaemon {
         })
     }
 
-    fn ready(&self) -> PublishFuture<'_, bool> {
+    fn ready(&self) -> PortFuture<'_, bool> {
         Box::pin(async move {
             match self.proxy().await {
                 Ok(d) => d.ready().await.unwrap_or(false),

@@ -15,7 +15,7 @@ use super::authz::{Authorizer, Trust};
 use super::root1::Root1;
 use crate::limits::Caller;
 use crate::update::job::{
-    CancelAnswer, JobHandle, JobPublisher, JobStatus, PublishFuture, result_word,
+    CancelAnswer, JobHandle, JobPublisher, JobStatus, PortFuture, result_word,
 };
 
 /// The object path of job `id`.
@@ -73,7 +73,7 @@ impl BusJobs {
 }
 
 impl JobPublisher for BusJobs {
-    fn job_new<'a>(&'a self, handle: &'a Arc<JobHandle>) -> PublishFuture<'a, Result<(), String>> {
+    fn job_new<'a>(&'a self, handle: &'a Arc<JobHandle>) -> PortFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let server = self.conn.object_server();
             let path = job_path(handle.id);
@@ -97,7 +97,7 @@ impl JobPublisher for BusJobs {
         handle: &'a JobHandle,
         before: &'a JobStatus,
         after: &'a JobStatus,
-    ) -> PublishFuture<'a, ()> {
+    ) -> PortFuture<'a, ()> {
         Box::pin(async move {
             let changed: HashMap<&str, Variant<'_>> = shown(before)
                 .into_iter()
@@ -125,11 +125,7 @@ impl JobPublisher for BusJobs {
         })
     }
 
-    fn job_finished<'a>(
-        &'a self,
-        handle: &'a JobHandle,
-        result: JobResult,
-    ) -> PublishFuture<'a, ()> {
+    fn job_finished<'a>(&'a self, handle: &'a JobHandle, result: JobResult) -> PortFuture<'a, ()> {
         Box::pin(async move {
             let public_error = if handle.status().error.is_empty() {
                 ""
@@ -144,11 +140,7 @@ impl JobPublisher for BusJobs {
         })
     }
 
-    fn job_removed<'a>(
-        &'a self,
-        handle: &'a JobHandle,
-        result: JobResult,
-    ) -> PublishFuture<'a, ()> {
+    fn job_removed<'a>(&'a self, handle: &'a JobHandle, result: JobResult) -> PortFuture<'a, ()> {
         Box::pin(async move {
             if let Ok(emitter) = self.root1() {
                 let _ =
@@ -158,7 +150,7 @@ impl JobPublisher for BusJobs {
         })
     }
 
-    fn state_changed(&self) -> PublishFuture<'_, ()> {
+    fn state_changed(&self) -> PortFuture<'_, ()> {
         Box::pin(async move {
             let Ok(root1) = self
                 .conn

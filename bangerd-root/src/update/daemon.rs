@@ -4,7 +4,7 @@
 
 use banger_api::wire::OperationInfo;
 
-use super::job::PublishFuture;
+use super::job::PortFuture;
 
 /// Why the daemon could not be asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,8 +15,8 @@ pub struct Unreachable(pub String);
 pub trait DaemonPeer: Send + Sync {
     /// The operations it has registered (done ones included), or none when it is not running
     /// (nothing can be in flight then); an error when it runs but could not be asked.
-    fn operations(&self) -> PublishFuture<'_, Result<Vec<OperationInfo>, Unreachable>>;
+    fn operations(&self) -> PortFuture<'_, Result<Vec<OperationInfo>, Unreachable>>;
 
     /// Whether it says it is ready; `false` when it cannot be asked (yet).
-    fn ready(&self) -> PublishFuture<'_, bool>;
+    fn ready(&self) -> PortFuture<'_, bool>;
 }

@@ -75,8 +75,8 @@ pub enum CancelAnswer {
     Finished(Option<JobResult>),
 }
 
-/// A boxed future of a [`JobPublisher`] call.
-pub type PublishFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+/// A boxed future returned by the engine's ports ([`JobPublisher`], [`super::daemon::DaemonPeer`]).
+pub type PortFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Where the engine makes its jobs and their changes visible. The engine decides when; the bus
 /// layer ([`crate::bus::job1::BusJobs`]) decides how (the job's object, `JobNew`,
@@ -85,7 +85,7 @@ pub type PublishFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output
 pub trait JobPublisher: Send + Sync {
     /// A job was created: make it readable, then announce it. Done before `Update` returns
     /// the job's path, so the path is readable as soon as a client has it.
-    fn job_new<'a>(&'a self, handle: &'a Arc<JobHandle>) -> PublishFuture<'a, Result<(), String>>;
+    fn job_new<'a>(&'a self, handle: &'a Arc<JobHandle>) -> PortFuture<'a, Result<(), String>>;
 
     /// The job's status changed from `before` to `after` (they differ).
     fn job_changed<'a>(
@@ -93,29 +93,24 @@ pub trait JobPublisher: Send + Sync {
         handle: &'a JobHandle,
         before: &'a JobStatus,
         after: &'a JobStatus,
-    ) -> PublishFuture<'a, ()>;
+    ) -> PortFuture<'a, ()>;
 
     /// The job ended with `result` (its status already says so), after its last change.
-    fn job_finished<'a>(
-        &'a self,
-        handle: &'a JobHandle,
-        result: JobResult,
-    ) -> PublishFuture<'a, ()>;
+    fn job_finished<'a>(&'a self, handle: &'a JobHandle, result: JobResult) -> PortFuture<'a, ()>;
 
     /// The job is no longer the helper's concern: it ended with `result`.
-    fn job_removed<'a>(&'a self, handle: &'a JobHandle, result: JobResult)
-    -> PublishFuture<'a, ()>;
+    fn job_removed<'a>(&'a self, handle: &'a JobHandle, result: JobResult) -> PortFuture<'a, ()>;
 
     /// The helper's update state (`idle` or the running job's stage) or its active job (the
     /// running job's id, if any) may have changed.
-    fn state_changed(&self) -> PublishFuture<'_, ()>;
+    fn state_changed(&self) -> PortFuture<'_, ()>;
 }
 
 /// A publisher that shows nothing, for jobs nobody follows (and for tests).
 pub struct Unpublished;
 
 impl JobPublisher for Unpublished {
-    fn job_new<'a>(&'a self, _: &'a Arc<JobHandle>) -> PublishFuture<'a, Result<(), String>> {
+    fn job_new<'a>(&'a self, _: &'a Arc<JobHandle>) -> PortFuture<'a, Result<(), String>> {
         Box::pin(async { Ok(()) })
     }
     fn job_changed<'a>(
@@ -123,16 +118,16 @@ impl JobPublisher for Unpublished {
         _: &'a JobHandle,
         _: &'a JobStatus,
         _: &'a JobStatus,
-    ) -> PublishFuture<'a, ()> {
+    ) -> PortFuture<'a, ()> {
         Box::pin(async {})
     }
-    fn job_finished<'a>(&'a self, _: &'a JobHandle, _: JobResult) -> PublishFuture<'a, ()> {
+    fn job_finished<'a>(&'a self, _: &'a JobHandle, _: JobResult) -> PortFuture<'a, ()> {
         Box::pin(async {})
     }
-    fn job_removed<'a>(&'a self, _: &'a JobHandle, _: JobResult) -> PublishFuture<'a, ()> {
+    fn job_removed<'a>(&'a self, _: &'a JobHandle, _: JobResult) -> PortFuture<'a, ()> {
         Box::pin(async {})
     }
-    fn state_changed(&self) -> PublishFuture<'_, ()> {
+    fn state_changed(&self) -> PortFuture<'_, ()> {
         Box::pin(async {})
     }
 }

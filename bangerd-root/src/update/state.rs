@@ -1,10 +1,33 @@
 //! What the helper remembers between updates: the anti-rollback high-water mark, the newest
 //! manifest seen, and the next job id. Root-only file in the helper's state directory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use banger_release::Version;
 use serde::{Deserialize, Serialize};
+
+/// Why the state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// It exists and does not parse.
+    #[error("{} is unreadable ({why}); fix or remove it", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, on one line.
+        why: String,
+    },
+    /// Reading, creating its directory or writing failed.
+    #[error("{doing} {}: {source}", path.display())]
+    Io {
+        /// "reading", "creating", "writing".
+        doing: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
 
 /// The helper's persistent update state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,34 +44,45 @@ pub struct HelperState {
 
 impl HelperState {
     /// Loads the state; a missing file is the empty state, a corrupt one is an error.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, StateError> {
         match std::fs::read_to_string(path) {
-            Ok(t) => toml::from_str(&t).map_err(|e| {
-                format!(
-                    "{} is unreadable ({}); fix or remove it",
-                    path.display(),
-                    e.to_string()
-                        .split_whitespace()
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                )
+            Ok(t) => toml::from_str(&t).map_err(|e| StateError::Corrupt {
+                path: path.to_path_buf(),
+                why: e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(format!("reading {}: {e}", path.display())),
+            Err(source) => Err(StateError::Io {
+                doing: "reading",
+                path: path.to_path_buf(),
+                source,
+            }),
         }
     }
 
     /// Saves the state atomically.
-    pub fn save(&self, path: &Path) -> Result<(), String> {
+    pub fn save(&self, path: &Path) -> Result<(), StateError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+                doing: "creating",
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
         let text = format!(
             "# bangerd-root update state: anti-rollback high-water mark. Do not edit.\n{}",
             toml::to_string(self).expect("state serializes")
         );
-        banger_host::fsutil::atomic_write(path, text.as_bytes(), 0o600)
-            .map_err(|e| format!("writing {}: {e}", path.display()))
+        banger_host::fsutil::atomic_write(path, text.as_bytes(), 0o600).map_err(|source| {
+            StateError::Io {
+                doing: "writing",
+                path: path.to_path_buf(),
+                source,
+            }
+        })
     }
 
     /// The high-water mark as a version.
@@ -91,6 +125,9 @@ mod tests {
         s.save(&p).unwrap();
         assert_eq!(HelperState::load(&p).unwrap(), s);
         std::fs::write(&p, "next_job_id = \"x\"").unwrap();
-        assert!(HelperState::load(&p).unwrap_err().contains("unreadable"));
+        assert!(matches!(
+            HelperState::load(&p).unwrap_err(),
+            StateError::Corrupt { .. }
+        ));
     }
 }

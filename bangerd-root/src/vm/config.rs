@@ -5,9 +5,10 @@
 //! others, unknown keys refused). Every value is checked here, and an error names the file, the
 //! key and the bad value. Nothing a D-Bus caller sends reaches this module.
 
-use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::Path;
+
+pub use banger_api::net::Subnet;
 
 use crate::vmm::BackendChoice;
 
@@ -19,68 +20,6 @@ pub use banger_api::names::DEFAULT_BRIDGE;
 pub const DEFAULT_SUBNET: &str = "172.30.0.0/24";
 /// Prefix of every tap device; a bridge may not use it.
 pub const TAP_PREFIX: &str = "bt-";
-
-/// A private IPv4 range in CIDR form; the host takes its first address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Subnet {
-    /// The network address (host bits zero).
-    pub network: Ipv4Addr,
-    /// Prefix length, 16..=29.
-    pub prefix: u8,
-}
-
-impl Subnet {
-    /// Parses and checks `a.b.c.d/n`: an RFC 1918 network address with a prefix of /16 to /29.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| "is not in CIDR form (like 172.30.0.0/24)".to_string())?;
-        let network: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("has no valid IPv4 address ({addr:?})"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .map_err(|_| format!("has no valid prefix length ({prefix:?})"))?;
-        if !(16..=29).contains(&prefix) {
-            return Err(format!(
-                "has prefix /{prefix}; it must be /16 to /29 (room for the host and some VMs)"
-            ));
-        }
-        let mask = u32::MAX << (32 - prefix);
-        let bits = u32::from(network);
-        if bits & !mask != 0 {
-            return Err(format!(
-                "is not a network address (did you mean {}/{prefix}?)",
-                Ipv4Addr::from(bits & mask)
-            ));
-        }
-        if !network.is_private() {
-            return Err(
-                "is not a private (RFC 1918) range: use part of 10.0.0.0/8, 172.16.0.0/12 or \
-                 192.168.0.0/16"
-                    .into(),
-            );
-        }
-        Ok(Subnet { network, prefix })
-    }
-
-    /// The host's address on the bridge: the first address of the range.
-    pub fn host_address(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.network) + 1)
-    }
-
-    /// Whether `addr` lies in the range.
-    pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        let mask = u32::MAX << (32 - self.prefix);
-        u32::from(addr) & mask == u32::from(self.network)
-    }
-}
-
-impl fmt::Display for Subnet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
-}
 
 /// Checks a bridge name: 1 to 15 characters of `[a-zA-Z0-9_-]`, not starting with `-`, and not
 /// using the taps' prefix `bt-`.
@@ -174,7 +113,7 @@ impl VmConfig {
         }
         if let Some(s) = &network.subnet {
             cfg.network.subnet =
-                Subnet::parse(s).map_err(|why| invalid("network.subnet", s, why))?;
+                Subnet::parse(s).map_err(|why| invalid("network.subnet", s, why.to_string()))?;
         }
         Ok(cfg)
     }
@@ -185,37 +124,6 @@ mod tests {
     use crate::vmm::BackendKind;
 
     use super::*;
-
-    #[test]
-    fn subnets() {
-        let s = Subnet::parse("172.30.0.0/24").unwrap();
-        assert_eq!(s.host_address(), Ipv4Addr::new(172, 30, 0, 1));
-        assert_eq!(s.to_string(), "172.30.0.0/24");
-        assert!(s.contains(Ipv4Addr::new(172, 30, 0, 200)));
-        assert!(!s.contains(Ipv4Addr::new(172, 30, 1, 1)));
-        for ok in [
-            "10.0.0.0/16",
-            "10.9.8.0/29",
-            "192.168.0.0/16",
-            "172.31.255.248/29",
-        ] {
-            Subnet::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
-        }
-        for (bad, why) in [
-            ("172.30.0.0", "CIDR"),
-            ("172.30.0/24", "IPv4"),
-            ("172.30.0.0/x", "prefix length"),
-            ("10.0.0.0/8", "/16 to /29"),
-            ("10.0.0.0/30", "/16 to /29"),
-            ("172.30.0.5/24", "did you mean 172.30.0.0/24"),
-            ("8.8.8.0/24", "RFC 1918"),
-            ("172.32.0.0/24", "RFC 1918"),
-            ("100.64.0.0/24", "RFC 1918"),
-        ] {
-            let e = Subnet::parse(bad).unwrap_err();
-            assert!(e.contains(why), "{bad}: {e}");
-        }
-    }
 
     #[test]
     fn bridge_names() {

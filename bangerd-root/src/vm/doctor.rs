@@ -78,7 +78,7 @@ pub fn accelerator_check(accel: &Accelerator) -> DoctorCheck {
 
 /// The `vm network` check, from what `ip` said about the bridge.
 pub fn network_check(net: &NetworkConfig, found: Result<Option<Link>, NetError>) -> DoctorCheck {
-    let want = format!("{}/{}", net.host_address(), net.subnet.prefix);
+    let want = format!("{}/{}", net.host_address(), net.subnet.prefix());
     let bridge = &net.bridge;
     match found {
         Err(e) => DoctorCheck::new(Level::Fail, "vm network", e.to_string()),

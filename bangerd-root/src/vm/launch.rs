@@ -1043,6 +1043,13 @@ mod tests {
             ),
         };
         assert!(e.is_no_such_unit());
-        assert!(!SystemdError::Invalid("x".into()).is_no_such_unit());
+        assert!(
+            !SystemdError::RelativeCommand {
+                what: "x".into(),
+                which: "command",
+                argv: vec![],
+            }
+            .is_no_such_unit()
+        );
     }
 }

@@ -35,9 +35,23 @@ pub enum NetError {
         /// Its stderr, exit status, or why it did not run.
         why: String,
     },
-    /// The host's interfaces are not what banger needs.
-    #[error("{0}")]
-    Conflict(String),
+    /// The bridge was created but is gone when read back.
+    #[error("bridge {bridge} vanished right after creation")]
+    BridgeVanished {
+        /// The bridge.
+        bridge: String,
+    },
+    /// An interface with the bridge's name exists and is something else.
+    #[error(
+        "interface {bridge} exists but is not a bridge (it is {kind}); rename it or set \
+         [network] bridge in /etc/banger/config.toml"
+    )]
+    NotABridge {
+        /// The interface.
+        bridge: String,
+        /// What it is ("a plain device", "veth", …).
+        kind: String,
+    },
 }
 
 /// The IPv6 settings of the bridge and of every tap (`/proc/sys/net/ipv6/conf/<if>/…`), as
@@ -203,7 +217,7 @@ impl Ip {
     pub async fn ensure_bridge(&self, net: &NetworkConfig) -> Result<(), NetError> {
         let bridge = net.bridge.as_str();
         let host = net.host_address();
-        let cidr = format!("{host}/{}", net.subnet.prefix);
+        let cidr = format!("{host}/{}", net.subnet.prefix());
         let link = match self.link(bridge).await? {
             Some(l) => l,
             None => {
@@ -217,26 +231,27 @@ impl Ip {
                         .await?;
                     tracing::info!(bridge, "created the VM bridge");
                 }
-                self.link(bridge).await?.ok_or_else(|| {
-                    NetError::Conflict(format!("bridge {bridge} vanished right after creation"))
-                })?
+                self.link(bridge)
+                    .await?
+                    .ok_or_else(|| NetError::BridgeVanished {
+                        bridge: bridge.to_string(),
+                    })?
             }
         };
         if link.kind != "bridge" {
-            return Err(NetError::Conflict(format!(
-                "interface {bridge} exists but is not a bridge (it is {}); rename it or set \
-                 [network] bridge in /etc/banger/config.toml",
-                if link.kind.is_empty() {
-                    "a plain device"
+            return Err(NetError::NotABridge {
+                bridge: bridge.to_string(),
+                kind: if link.kind.is_empty() {
+                    "a plain device".to_string()
                 } else {
-                    &link.kind
-                }
-            )));
+                    link.kind.clone()
+                },
+            });
         }
         if !link
             .ipv4
             .iter()
-            .any(|(a, p)| *a == host && *p == net.subnet.prefix)
+            .any(|(a, p)| *a == host && *p == net.subnet.prefix())
         {
             let others: Vec<String> = link.ipv4.iter().map(|(a, p)| format!("{a}/{p}")).collect();
             if !others.is_empty() {
@@ -357,7 +372,7 @@ pub fn bridge_health(net: &NetworkConfig, link: Option<&Link>) -> BridgeHealth {
         Some(l)
             if l.ipv4
                 .iter()
-                .any(|(a, p)| *a == net.host_address() && *p == net.subnet.prefix) =>
+                .any(|(a, p)| *a == net.host_address() && *p == net.subnet.prefix()) =>
         {
             BridgeHealth::Ready
         }

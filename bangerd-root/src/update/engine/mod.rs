@@ -66,8 +66,8 @@ pub enum EngineError {
     #[error("{0}")]
     Download(String),
     /// The helper's own state file.
-    #[error("{0}")]
-    State(String),
+    #[error(transparent)]
+    State(#[from] super::state::StateError),
     /// The journal could not be written.
     #[error("{0}; nothing was done")]
     Journal(String),
@@ -298,9 +298,9 @@ impl Engine {
             }
             // Reserve the slot before any await, so two calls cannot both start.
             let meta = InstallMeta::read_trusted(&self.layout.install_toml())?;
-            let mut state = HelperState::load(&self.paths.state).map_err(EngineError::State)?;
+            let mut state = HelperState::load(&self.paths.state)?;
             let id = state.take_job_id();
-            state.save(&self.paths.state).map_err(EngineError::State)?;
+            state.save(&self.paths.state)?;
             let handle = JobHandle::new(
                 self.publisher.clone(),
                 id,

@@ -26,7 +26,7 @@ impl Engine {
         let cfg = UpdateConfig::load(&self.paths.config)?;
         cfg.keys.require_some()?;
         let vm = fetch_manifest(&cfg).await?;
-        let mut state = HelperState::load(&self.paths.state).map_err(Refused)?;
+        let mut state = HelperState::load(&self.paths.state)?;
         if vm.issued_at < state.newest_manifest_issued_at {
             return Err(Refused(format!(
                 "the release manifest was issued at {}, before one this host already verified ({}): refusing a replayed older manifest",
@@ -35,7 +35,7 @@ impl Engine {
             )));
         }
         state.newest_manifest_issued_at = vm.issued_at;
-        state.save(&self.paths.state).map_err(Refused)?;
+        state.save(&self.paths.state)?;
         let target = match &opts.version {
             Some(v) => Version::parse(v).map_err(Refused)?,
             None => vm.latest.clone(),
@@ -142,7 +142,7 @@ impl Engine {
         let (identity, migrates) =
             sanity_check(&j.staging.join("bin"), &target, &meta.owner).await?;
         state.raise(&target);
-        state.save(&self.paths.state).map_err(Refused)?;
+        state.save(&self.paths.state)?;
         handle
             .update(|s| s.target_version = identity.version.clone())
             .await;
