@@ -624,10 +624,14 @@ async fn the_owner_is_trusted_and_malformed_requests_are_invalid_arguments() {
     f.install_owner(banger_host::users::current_uid());
     let flags = MethodFlags::empty();
     let cases: Vec<(&str, HashMap<&str, Variant<'_>>, &str)> = vec![
-        ("../etc/x", image("deb"), "not a VM id"),
-        ("0123456789AB", image("deb"), "not a VM id"),
+        ("../etc/x", image("deb"), "VM id \"../etc/x\" contains '.'"),
+        (
+            "0123456789AB",
+            image("deb"),
+            "VM id \"0123456789AB\" contains 'A'",
+        ),
         (ID, HashMap::new(), "\"image\" is required"),
-        (ID, image("../x"), "not a valid image name"),
+        (ID, image("../x"), "image name \"../x\" contains '/'"),
         (
             ID,
             HashMap::from([

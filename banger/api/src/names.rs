@@ -13,6 +13,8 @@ pub const DAEMON1_PATH: &str = "/org/banger/Daemon1";
 pub const JOB_INTERFACE: &str = "org.banger.Root1.Job";
 /// Every update job object lives under this path (`<this>/<id>`).
 pub const JOB_PATH_NAMESPACE: &str = "/org/banger/Root1/job";
+/// The job's signal when it ends: `Finished(b success, s result, s error)`.
+pub const JOB_FINISHED_SIGNAL: &str = "Finished";
 
 /// The object path of update job `id`.
 pub fn job_path(id: u32) -> String {
@@ -51,13 +53,6 @@ pub const VM_UNIT_PREFIX: &str = "banger-vm-";
 /// The systemd unit of VM `id`: `banger-vm-<id>.service`.
 pub fn vm_unit_name(id: &str) -> String {
     format!("{VM_UNIT_PREFIX}{id}.service")
-}
-
-/// Whether `name` is a valid image name: `[a-z0-9][a-z0-9._-]{0,62}` (the rule is
-/// [`crate::ids::ImageName::parse`]). The daemon refuses to import, and the helper to start,
-/// anything else.
-pub fn is_image_name(name: &str) -> bool {
-    crate::ids::ImageName::parse(name).is_ok()
 }
 
 /// The VM bridge unless `[network] bridge` in /etc/banger/config.toml names another.

@@ -1,12 +1,12 @@
 //! Every protocol word is spelled once: outside `banger-api`, no program code (test modules
-//! aside) writes a D-Bus error name, an update job's stage or result, or a job's interface or
-//! path as a string literal; it uses the enums and constants here. A word that comes back
-//! fails this test with the file and line.
+//! aside) writes a D-Bus error name, an update job's stage, result, property or signal name, or
+//! a job's interface or path as a string literal; it uses the enums and constants here. A word
+//! that comes back fails this test with the file and line.
 
 use std::path::{Path, PathBuf};
 
 use banger_api::error::ErrorKind;
-use banger_api::job::{JobResult, Stage};
+use banger_api::job::{JobProperty, JobResult, Stage};
 use banger_api::names;
 
 /// Stage words that are also the update journal's own phase names (its on-disk format, spelled
@@ -35,6 +35,9 @@ fn words() -> Vec<String> {
             .filter(|s| s.contains('-') && !JOURNAL_PHASES.contains(s))
             .map(str::to_string),
     );
+    // A job's property names are read by name only through `JobProperty`.
+    w.extend(JobProperty::ALL.iter().map(|p| p.as_str().to_string()));
+    w.push(names::JOB_FINISHED_SIGNAL.to_string());
     w.push(names::JOB_INTERFACE.to_string());
     w.push(names::JOB_PATH_NAMESPACE.to_string());
     w

@@ -24,7 +24,7 @@ use super::job1::job_path;
 use crate::core::RootCore;
 use crate::limits::{Admitted, CallLimits, Caller, Shared};
 use crate::update::engine::{Engine, EngineError};
-use crate::vm::options::{HostLimits, StartOptions, check_id};
+use crate::vm::options::{HostLimits, StartOptions, parse_id};
 use crate::vm::{Started, VmError, VmHost, VmPaths};
 
 /// The object served at `/org/banger/Root1`.
@@ -161,10 +161,10 @@ impl Root1 {
             .authorize(hdr, action::VM_MANAGE, Trust::OwnerDaemon)
             .await?;
         tracing::info!(?grant, id, "StartVmm");
-        check_id(&id).map_err(BusError::InvalidArgument)?;
+        let id = parse_id(&id).map_err(BusError::InvalidArgument)?;
         let invalid = |e: String| BusError::InvalidArgument(e);
         let asked = StartVmmOptions::from_dict(&options).map_err(|e| invalid(e.to_string()))?;
-        let opts = StartOptions::check(&id, asked, HostLimits::detect())
+        let opts = StartOptions::check(id.as_str(), asked, HostLimits::detect())
             .map_err(|e| invalid(e.to_string()))?;
         self.vms.start_vmm(&id, &opts).await.map_err(vm_error)
     }
@@ -360,7 +360,7 @@ impl Root1 {
             .authorize(&hdr, action::VM_MANAGE, Trust::OwnerDaemon)
             .await?;
         tracing::info!(?grant, id, "StopVmm");
-        check_id(&id).map_err(BusError::InvalidArgument)?;
+        let id = parse_id(&id).map_err(BusError::InvalidArgument)?;
         self.vms.stop_vmm(&id).await.map_err(vm_error)
     }
 

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::vmm::{self, Backend, BackendKind, VmmSpec};
+use banger_api::ids::VmId;
 use banger_api::names;
 use banger_host::install::{InstallMeta, Layout, MetaError, Owner};
 use banger_host::systemd::{JobKind, Systemd, SystemdError, TransientService};
@@ -503,9 +504,10 @@ impl VmHost {
         Ok(VmConfig::load(&self.paths.config)?.network)
     }
 
-    /// Starts VM `id` (checked by the caller) with `opts`; returns its unit. Refused without
-    /// touching anything when the unit is already running.
-    pub async fn start_vmm(&self, id: &str, opts: &StartOptions) -> Result<Started, VmError> {
+    /// Starts VM `id` with `opts`; returns its unit. Refused without touching anything when the
+    /// unit is already running.
+    pub async fn start_vmm(&self, id: &VmId, opts: &StartOptions) -> Result<Started, VmError> {
+        let id = id.as_str();
         let _guard = self.lock(id).await;
         let unit = unit_name(id);
         let tap = tap_name(id);
@@ -743,8 +745,9 @@ impl VmHost {
         }
     }
 
-    /// Stops VM `id` (checked by the caller) and removes its tap. Safe to repeat.
-    pub async fn stop_vmm(&self, id: &str) -> Result<(), VmError> {
+    /// Stops VM `id` and removes its tap. Safe to repeat.
+    pub async fn stop_vmm(&self, id: &VmId) -> Result<(), VmError> {
+        let id = id.as_str();
         let _guard = self.lock(id).await;
         let unit = unit_name(id);
         let tap = tap_name(id);

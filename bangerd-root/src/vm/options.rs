@@ -5,6 +5,7 @@
 //! Everything here is pure; a value that passes is safe to put in a path, an `ip` argument and a
 //! unit name.
 
+use banger_api::ids::{IdError, ImageName, VmId};
 use banger_api::options::{OptionError, StartVmmOptions};
 
 /// Why `StartVmm`'s arguments were refused. Nothing was done.
@@ -14,10 +15,8 @@ pub enum BadStart {
     #[error(transparent)]
     Options(#[from] OptionError),
     /// Not an image name.
-    #[error(
-        "image {0:?} is not a valid image name ([a-z0-9][a-z0-9._-]{{0,62}}); nothing was done"
-    )]
-    ImageName(String),
+    #[error("{0}; nothing was done")]
+    ImageName(IdError),
     /// Not a MAC address banger hands out.
     #[error(
         "mac {0:?} is not of the form 52:54:00:xx:xx:xx (lowercase hexadecimal); nothing was done"
@@ -44,15 +43,9 @@ pub enum BadStart {
     },
 }
 
-/// Checks a VM id: exactly 12 lowercase hexadecimal digits.
-pub fn check_id(id: &str) -> Result<(), String> {
-    if id.len() == 12 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{id:?} is not a VM id (12 lowercase hexadecimal digits); nothing was done"
-        ))
-    }
+/// Reads a VM id sent over the bus (the rule is [`VmId::parse`]).
+pub fn parse_id(id: &str) -> Result<VmId, String> {
+    VmId::parse(id).map_err(|e| format!("{e}; nothing was done"))
 }
 
 /// The VM's systemd unit.
@@ -65,13 +58,11 @@ pub fn tap_name(id: &str) -> String {
     format!("{}{id}", super::config::TAP_PREFIX)
 }
 
-/// Checks an image name: `[a-z0-9][a-z0-9._-]{0,62}`.
+/// Checks an image name (the rule is [`ImageName::parse`]).
 pub fn check_image_name(name: &str) -> Result<(), BadStart> {
-    if banger_api::names::is_image_name(name) {
-        Ok(())
-    } else {
-        Err(BadStart::ImageName(name.into()))
-    }
+    ImageName::parse(name)
+        .map(drop)
+        .map_err(BadStart::ImageName)
 }
 
 /// Checks a MAC address: `52:54:00:xx:xx:xx` in lowercase hexadecimal.
@@ -240,7 +231,7 @@ mod tests {
 
     #[test]
     fn ids_and_names() {
-        check_id(ID).unwrap();
+        assert_eq!(parse_id(ID).unwrap().as_str(), ID);
         for bad in [
             "",
             "0123456789a",
@@ -249,7 +240,7 @@ mod tests {
             "../../etc/x",
             "g123456789ab",
         ] {
-            assert!(check_id(bad).is_err(), "{bad}");
+            assert!(parse_id(bad).unwrap_err().contains("VM id"), "{bad}");
         }
         assert_eq!(unit_name(ID), "banger-vm-0123456789ab.service");
         assert_eq!(tap_name(ID), "bt-0123456789ab");
@@ -328,7 +319,10 @@ mod tests {
                 vec![("image", "deb".into()), ("rootfs", "yes".into())],
                 "\"rootfs\" has the wrong",
             ),
-            (vec![("image", "../etc".into())], "not a valid image name"),
+            (
+                vec![("image", "../etc".into())],
+                "image name \"../etc\" contains '/'",
+            ),
             (
                 vec![("image", "deb".into()), ("cpus", 0u32.into())],
                 "cpus = 0 is out of range",

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use banger_api::error::ErrorKind;
-use banger_api::names::{JOB_INTERFACE, JOB_PATH_NAMESPACE, ROOT1_NAME};
+use banger_api::names::{JOB_FINISHED_SIGNAL, JOB_INTERFACE, JOB_PATH_NAMESPACE, ROOT1_NAME};
 use banger_api::proxies::JobProxy;
 use futures_util::{FutureExt, StreamExt};
 use tokio::signal::unix::{SignalKind, signal};
@@ -366,7 +366,7 @@ impl Follow {
                 }
                 None
             }
-            (Some(JOB_INTERFACE), Some("Finished")) => {
+            (Some(JOB_INTERFACE), Some(JOB_FINISHED_SIGNAL)) => {
                 let (success, result, error) =
                     msg.body().deserialize::<(bool, String, String)>().ok()?;
                 Some(self.view.finished(Some(success), &result, &error))

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use banger_api::job::{JobResult, Stage};
+use banger_api::job::{JobProperty, JobResult, Stage};
 use banger_api::names::{JOB_INTERFACE, ROOT1_NAME};
 use serde_json::json;
 use zbus::OwnedVariant;
@@ -350,15 +350,15 @@ impl JobView {
     /// Takes in changed (or all) properties and returns the events they make, in the order a
     /// person reads them: the stage first, then progress.
     pub fn apply(&mut self, changed: &HashMap<String, OwnedVariant>) -> Vec<Event> {
-        let text = |name: &str| {
+        let text = |p: JobProperty| {
             changed
-                .get(name)
+                .get(p.as_str())
                 .and_then(|v| <&str>::try_from(v).ok())
                 .map(str::to_string)
         };
-        let number = |name: &str| changed.get(name).and_then(|v| u64::try_from(v).ok());
+        let number = |p: JobProperty| changed.get(p.as_str()).and_then(|v| u64::try_from(v).ok());
         let mut events = Vec::new();
-        if let Some(stage) = text("Stage")
+        if let Some(stage) = text(JobProperty::Stage)
             && stage != self.stage
         {
             self.stage = stage;
@@ -368,7 +368,10 @@ impl JobView {
                 });
             }
         }
-        let (done, total) = (number("BytesDone"), number("BytesTotal"));
+        let (done, total) = (
+            number(JobProperty::BytesDone),
+            number(JobProperty::BytesTotal),
+        );
         let moved = done.is_some_and(|d| d != self.bytes_done)
             || total.is_some_and(|t| t != self.bytes_total);
         self.bytes_done = done.unwrap_or(self.bytes_done);
@@ -379,14 +382,14 @@ impl JobView {
                 bytes_total: self.bytes_total,
             });
         }
-        for (name, field) in [
-            ("State", &mut self.state),
-            ("FromVersion", &mut self.from_version),
-            ("TargetVersion", &mut self.target_version),
-            ("Result", &mut self.result),
-            ("Error", &mut self.error),
+        for (p, field) in [
+            (JobProperty::State, &mut self.state),
+            (JobProperty::FromVersion, &mut self.from_version),
+            (JobProperty::TargetVersion, &mut self.target_version),
+            (JobProperty::Result, &mut self.result),
+            (JobProperty::Error, &mut self.error),
         ] {
-            if let Some(v) = text(name) {
+            if let Some(v) = text(p) {
                 *field = v;
             }
         }
@@ -401,19 +404,19 @@ impl JobView {
             .filter_map(|(k, v)| Some((k.clone(), v.try_clone().ok()?)))
             .collect();
         let stage = properties
-            .get("Stage")
+            .get(JobProperty::Stage.as_str())
             .and_then(|v| <&str>::try_from(v).ok());
         if let (Some(read), Some(known)) = (stage.and_then(stage_index), stage_index(&self.stage))
             && read < known
         {
-            properties.remove("Stage");
+            properties.remove(JobProperty::Stage.as_str());
         }
         let done = properties
-            .get("BytesDone")
+            .get(JobProperty::BytesDone.as_str())
             .and_then(|v| u64::try_from(v).ok());
         if done.is_some_and(|d| d < self.bytes_done) {
-            properties.remove("BytesDone");
-            properties.remove("BytesTotal");
+            properties.remove(JobProperty::BytesDone.as_str());
+            properties.remove(JobProperty::BytesTotal.as_str());
         }
         self.apply(&properties)
     }
