@@ -54,6 +54,8 @@ pub(crate) struct VmSection {
 pub(crate) struct NetworkSection {
     pub(crate) bridge: Option<String>,
     pub(crate) subnet: Option<String>,
+    pub(crate) nat: Option<bool>,
+    pub(crate) isolate: Option<bool>,
 }
 
 /// Why the configuration was refused.

@@ -124,6 +124,7 @@ async fn serve() -> anyhow::Result<()> {
     );
     let root1 = Root1::new(core, authz, engine.clone());
     let calls = root1.calls();
+    let vms = root1.vm_host();
     conn.object_server()
         .at(names::ROOT1_PATH, root1)
         .await
@@ -136,8 +137,12 @@ async fn serve() -> anyhow::Result<()> {
         version = banger_host::build_info::VERSION,
         "bangerd-root ready"
     );
+    // VMs that ended while no helper ran (a guest powered off) left their outbound network.
+    vms.release_network_if_idle().await;
     banger_host::runtime::shutdown_signal().await;
     tracing::info!("bangerd-root stopping");
     banger_host::runtime::release_name_and_drain(&conn, names::ROOT1_NAME, &calls).await;
+    // The last chance before an uninstall; with VMs running (an update), nothing changes.
+    vms.release_network_if_idle().await;
     Ok(())
 }

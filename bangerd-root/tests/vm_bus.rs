@@ -453,6 +453,7 @@ fn programs() -> Programs {
         ip: banger_host::virt::find_program("ip"),
         qemu: Some("/usr/bin/qemu-system-x86_64".into()),
         firecracker: Some("/usr/local/bin/firecracker".into()),
+        nft: banger_host::virt::find_program("nft"),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod assets;
 pub mod build_info;
 pub mod fsutil;
 pub mod install;
+pub mod nat;
 pub mod runtime;
 pub mod systemd;
 #[cfg(feature = "test-support")]

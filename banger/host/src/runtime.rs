@@ -101,9 +101,13 @@ async fn describe_owner(conn: &Connection, name: &str) -> String {
     }
 }
 
-/// Counts the method calls a service is answering, so that shutdown can wait for them.
+/// Counts the method calls a service is answering, and every call it took, so that shutdown
+/// can wait for them.
 #[derive(Debug, Clone, Default)]
-pub struct InFlight(Arc<AtomicUsize>);
+pub struct InFlight {
+    active: Arc<AtomicUsize>,
+    taken: Arc<AtomicUsize>,
+}
 
 /// One call being answered; dropping it ends the call.
 #[derive(Debug)]
@@ -112,13 +116,19 @@ pub struct CallGuard(Arc<AtomicUsize>);
 impl InFlight {
     /// Starts counting one call; keep the guard for as long as the call runs.
     pub fn enter(&self) -> CallGuard {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        CallGuard(self.0.clone())
+        self.taken.fetch_add(1, Ordering::SeqCst);
+        self.active.fetch_add(1, Ordering::SeqCst);
+        CallGuard(self.active.clone())
     }
 
     /// Calls being answered now.
     pub fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Calls taken since the service started.
+    pub fn taken(&self) -> usize {
+        self.taken.load(Ordering::SeqCst)
     }
 }
 
@@ -128,21 +138,29 @@ impl Drop for CallGuard {
     }
 }
 
-/// How long a stopping service keeps answering what was already sent to it.
-const DRAIN_MIN: Duration = Duration::from_millis(250);
+/// How long no call may have arrived before a stopping service takes it that nothing more was
+/// sent to it.
+const DRAIN_QUIET: Duration = Duration::from_millis(250);
 /// The longest a stopping service waits for calls in progress (systemd's stop timeout is 90 s).
 const DRAIN_MAX: Duration = Duration::from_secs(30);
 
 /// Stops a service without dropping calls: gives `name` back first, so that calls made from now
 /// on queue at the bus (and activate the next instance) instead of failing; then keeps serving
-/// for a moment, so that calls already on their way to this connection are answered; then waits,
-/// bounded, until `calls` has none in progress.
+/// while calls already on their way to this connection still arrive (until none has come for
+/// [`DRAIN_QUIET`]: a storm can leave a long backlog routed here before the name was given
+/// back); then waits, bounded, until `calls` has none in progress.
 pub async fn release_name_and_drain(conn: &Connection, name: &str, calls: &InFlight) {
     if let Err(e) = conn.release_name(name).await {
         tracing::warn!("releasing {name}: {e}");
     }
-    tokio::time::sleep(DRAIN_MIN).await;
     let start = tokio::time::Instant::now();
+    loop {
+        let seen = calls.taken();
+        tokio::time::sleep(DRAIN_QUIET).await;
+        if calls.taken() == seen || start.elapsed() >= DRAIN_MAX {
+            break;
+        }
+    }
     let mut logged = false;
     while calls.count() > 0 && start.elapsed() < DRAIN_MAX {
         if !logged {
@@ -175,5 +193,6 @@ mod tests {
         assert_eq!(f.count(), 1);
         drop(b);
         assert_eq!(f.count(), 0);
+        assert_eq!(f.taken(), 2, "every call taken is counted for good");
     }
 }

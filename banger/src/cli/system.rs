@@ -430,6 +430,24 @@ pub async fn uninstall(purge: bool, stop_vms: bool) -> CmdResult {
     if let Some(bridge) = remove_own_bridge(&layout, &mut errors) {
         removed.push(PathBuf::from(format!("bridge {bridge}")));
     }
+    // The helper releases outbound network when the last VM stops; this finds anything a
+    // helper that could not do so left.
+    let nft = banger_host::virt::find_program(banger_host::nat::NFT_PROGRAM);
+    match banger_host::nat::release(nft.as_deref(), Path::new(banger_host::nat::RECORD)) {
+        Ok(done) => {
+            if done.table {
+                removed.push(PathBuf::from(format!(
+                    "nftables table {} {}",
+                    banger_host::nat::FAMILY,
+                    banger_host::nat::TABLE
+                )));
+            }
+            for p in done.restored {
+                println!("restored {} to its value before banger", p.display());
+            }
+        }
+        Err(e) => errors.push(format!("releasing outbound network: {e}")),
+    }
     for p in &removed {
         println!("removed {}", p.display());
     }

@@ -141,6 +141,11 @@ impl Root1 {
         self.calls.clone()
     }
 
+    /// The VM plumbing in use.
+    pub fn vm_host(&self) -> Arc<VmHost> {
+        self.vms.clone()
+    }
+
     /// Uses `vms` for VM plumbing instead (tests).
     pub fn with_vm_host(mut self, vms: Arc<VmHost>) -> Self {
         self.vms = vms;
@@ -365,7 +370,7 @@ impl Root1 {
     }
 
     /// VM checks for `banger doctor` as (level, check, detail): vm config, vm backend,
-    /// accelerator, firecracker, vm network, tun device. Needs no authorization; read-only,
+    /// accelerator, firecracker, vm network, vm nat, tun device. Needs no authorization; read-only,
     /// safe to repeat.
     async fn vmm_doctor(
         &self,

@@ -51,6 +51,12 @@ pub struct NetworkConfig {
     pub bridge: String,
     /// The range the bridge and the guests take addresses from.
     pub subnet: Subnet,
+    /// `[network] nat`: whether VMs reach the outside world through the host's default route
+    /// (masqueraded). Default on.
+    pub nat: bool,
+    /// `[network] isolate`: whether guests are kept from reaching each other on the bridge
+    /// (they always reach the host). Default on.
+    pub isolate: bool,
 }
 
 impl NetworkConfig {
@@ -76,6 +82,8 @@ impl Default for VmConfig {
             network: NetworkConfig {
                 bridge: DEFAULT_BRIDGE.into(),
                 subnet: Subnet::parse(DEFAULT_SUBNET).expect("the default subnet is valid"),
+                nat: true,
+                isolate: true,
             },
         }
     }
@@ -114,6 +122,12 @@ impl VmConfig {
         if let Some(s) = &network.subnet {
             cfg.network.subnet =
                 Subnet::parse(s).map_err(|why| invalid("network.subnet", s, why.to_string()))?;
+        }
+        if let Some(nat) = network.nat {
+            cfg.network.nat = nat;
+        }
+        if let Some(isolate) = network.isolate {
+            cfg.network.isolate = isolate;
         }
         Ok(cfg)
     }
@@ -172,6 +186,10 @@ mod tests {
         assert_eq!(c.backend, BackendChoice::Only(BackendKind::Qemu));
         assert_eq!(c.network.bridge, "vmbr1");
         assert_eq!(c.network.host_address().to_string(), "10.77.0.1");
+        assert!(c.network.nat && c.network.isolate, "both on by default");
+        let (_d2, p2) = write_config("[network]\nnat = false\nisolate = false\n");
+        let off = VmConfig::load(&p2).unwrap().network;
+        assert!(!off.nat && !off.isolate);
         // The update side still reads the same file.
         crate::update::config::UpdateConfig::load(&p).unwrap();
 
@@ -185,7 +203,8 @@ mod tests {
                 "[network]\nsubnet = \"8.8.8.0/24\"\n",
                 "network.subnet = \"8.8.8.0/24\"",
             ),
-            ("[network]\nnat = true\n", "unknown field"),
+            ("[network]\nmasquerade = true\n", "unknown field"),
+            ("[network]\nnat = \"yes\"\n", "invalid type"),
             ("[vm]\nbackend = 1\n", "invalid type"),
         ] {
             let (_d, p) = write_config(text);

@@ -8,6 +8,7 @@ use banger_host::virt::Accelerator;
 
 use super::config::{NetworkConfig, VmConfig};
 use super::launch::VmHost;
+use super::nat::NatStatus;
 use super::net::{BridgeHealth, Link, NetError, bridge_health};
 
 /// The `vm config` check.
@@ -132,6 +133,36 @@ pub fn network_check(net: &NetworkConfig, found: Result<Option<Link>, NetError>)
     }
 }
 
+/// The `vm nat` check: whether VMs reach beyond the host, and why not.
+pub fn nat_check(net: &NetworkConfig, status: NatStatus) -> DoctorCheck {
+    let subnet = &net.subnet;
+    match status {
+        NatStatus::Off => DoctorCheck::new(
+            Level::Pass,
+            "vm nat",
+            "off ([network] nat = false): VMs reach only this host",
+        ),
+        NatStatus::Active { uplink } => DoctorCheck::new(
+            Level::Pass,
+            "vm nat",
+            format!("{subnet} is masqueraded out of {uplink} (nftables table ip banger)"),
+        ),
+        NatStatus::Idle => DoctorCheck::new(
+            Level::Pass,
+            "vm nat",
+            format!(
+                "on; no rules now (no VM runs): the next VM start masquerades {subnet} out of the \
+                 default route"
+            ),
+        ),
+        NatStatus::Broken(why) => DoctorCheck::new(
+            Level::Warn,
+            "vm nat",
+            format!("{why}; VMs reach only this host"),
+        ),
+    }
+}
+
 impl VmHost {
     /// Every VM check, in a fixed order.
     pub async fn doctor(&self) -> Vec<DoctorCheck> {
@@ -186,11 +217,13 @@ impl VmHost {
             });
         }
 
-        let found = match self.programs().ip() {
-            Ok(ip) => ip.link(&cfg.network.bridge).await,
-            Err(e) => Err(e),
+        let (found, ip) = match self.programs().ip() {
+            Ok(ip) => (ip.link(&cfg.network.bridge).await, Some(ip)),
+            Err(e) => (Err(e), None),
         };
         out.push(network_check(&cfg.network, found));
+        let nat = self.nat().status(ip.as_ref(), &cfg.network).await;
+        out.push(nat_check(&cfg.network, nat));
         out.push(tun_check(std::fs::metadata(TUN_DEVICE).map(|m| {
             use std::os::unix::fs::PermissionsExt;
             m.permissions().mode()
@@ -305,6 +338,7 @@ mod tests {
             up: true,
             tap_user: None,
             ipv6_off: true,
+            isolated: None,
         };
         let c = network_check(&net, Ok(Some(bridge.clone())));
         assert_eq!(level(&c), Level::Pass);

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use banger_host::systemd::{JobKind, Systemd, SystemdError, TransientService};
 use banger_host::virt::Accelerator;
 
 use super::config::{NetworkConfig, VmConfig};
+use super::nat::Nat;
 use super::net::{Ip, NetError};
 use super::options::{StartOptions, tap_name, unit_name};
 use super::safefs::{self, Dir, FsError};
@@ -193,6 +195,10 @@ pub struct VmPaths {
     pub config: PathBuf,
     /// The install metadata naming the owner (`/etc/banger/install.toml`).
     pub install_toml: PathBuf,
+    /// What was changed for outbound network ([`banger_host::nat::RECORD`]).
+    pub nat_record: PathBuf,
+    /// The per-interface IPv4 sysctls ([`super::nat::IPV4_CONF`]).
+    pub ipv4_conf: PathBuf,
 }
 
 impl VmPaths {
@@ -206,6 +212,10 @@ impl VmPaths {
                     .expect("CONFIG_FILE names a file"),
             ),
             install_toml: layout.install_toml(),
+            nat_record: layout
+                .root
+                .join(banger_host::nat::RECORD.trim_start_matches('/')),
+            ipv4_conf: PathBuf::from(super::nat::IPV4_CONF),
         }
     }
 }
@@ -223,6 +233,8 @@ pub enum Programs {
         qemu: Option<PathBuf>,
         /// `firecracker`.
         firecracker: Option<PathBuf>,
+        /// nftables' `nft`.
+        nft: Option<PathBuf>,
     },
 }
 
@@ -232,6 +244,14 @@ impl Programs {
         match self {
             Programs::Host => Ip::find(),
             Programs::Fixed { ip, .. } => ip.clone().map(Ip::new).ok_or(NetError::MissingIp),
+        }
+    }
+
+    /// nftables' `nft`, if installed.
+    pub(crate) fn nft(&self) -> Option<PathBuf> {
+        match self {
+            Programs::Host => banger_host::virt::find_program(banger_host::nat::NFT_PROGRAM),
+            Programs::Fixed { nft, .. } => nft.clone(),
         }
     }
 
@@ -423,6 +443,10 @@ pub struct VmHost {
     accelerator: Option<Accelerator>,
     kvm: Option<super::kvm::KvmAccess>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serializes setting up and releasing outbound network.
+    nat_lock: tokio::sync::Mutex<()>,
+    /// VM starts under way (network set up, unit not running yet).
+    starting: Arc<AtomicUsize>,
     /// How long a VMM may take to open its API socket, and each API request.
     pub api_timeout: Duration,
     /// How long a started VMM must stay up before the start counts as a success.
@@ -439,6 +463,8 @@ impl VmHost {
             accelerator: None,
             kvm: None,
             locks: Mutex::new(HashMap::new()),
+            nat_lock: tokio::sync::Mutex::new(()),
+            starting: Arc::new(AtomicUsize::new(0)),
             api_timeout: Duration::from_secs(5),
             settle: Duration::from_millis(300),
         }
@@ -497,6 +523,45 @@ impl VmHost {
 
     fn ip(&self) -> Result<Ip, NetError> {
         self.programs.ip()
+    }
+
+    /// Outbound network on this host.
+    pub(crate) fn nat(&self) -> Nat {
+        Nat {
+            nft: self.programs.nft(),
+            record: self.paths.nat_record.clone(),
+            ipv4_conf: self.paths.ipv4_conf.clone(),
+        }
+    }
+
+    /// Whether any VM unit is running or on its way.
+    async fn any_vm_running(&self) -> Result<bool, SystemdError> {
+        Ok(self
+            .systemd
+            .units_matching(names::VM_UNIT_PATTERN)
+            .await?
+            .iter()
+            .any(|(_, state)| matches!(state.as_str(), "active" | "activating" | "reloading")))
+    }
+
+    /// Releases outbound network when no VM runs any more: the table goes and the sysctls are
+    /// put back. Errors are logged; nothing else depends on it. Safe to call any time.
+    pub async fn release_network_if_idle(&self) {
+        let _nat = self.nat_lock.lock().await;
+        if self.starting.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        match self.any_vm_running().await {
+            Ok(true) => {}
+            Ok(false) => match self.nat().release().await {
+                Ok(done) if done.table || !done.restored.is_empty() => {
+                    tracing::info!(?done, "no VM runs: outbound network released")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("releasing outbound network: {e}"),
+            },
+            Err(e) => tracing::warn!("listing VM units to release outbound network: {e}"),
+        }
     }
 
     /// The VM network from the configuration.
@@ -575,7 +640,18 @@ impl VmHost {
             .await
             .map_err(VmError::Bridge)?;
         tracing::info!(id, bridge = %cfg.network.bridge, "bridge ready");
-        ip.create_tap(&tap, owner.uid, &cfg.network.bridge)
+        // Counted until the unit runs or is undone, so a concurrent last stop does not release
+        // the network under this start.
+        let starting = Starting::new(&self.starting);
+        if cfg.network.nat {
+            let _nat = self.nat_lock.lock().await;
+            match self.nat().apply(&ip, &cfg.network).await {
+                Ok(plan) => tracing::info!(id, uplink = plan.uplink, "outbound network ready"),
+                // The VM still reaches the host; doctor says why it reaches nothing else.
+                Err(e) => tracing::warn!(id, "no outbound network for VMs: {e}"),
+            }
+        }
+        ip.create_tap(&tap, owner.uid, &cfg.network.bridge, cfg.network.isolate)
             .await
             .map_err(|source| VmError::Tap {
                 tap: tap.clone(),
@@ -601,7 +677,12 @@ impl VmHost {
                     backend: kind,
                 })
             }
-            Err(why) => Err(self.undo_start(id, &ip, why).await),
+            Err(why) => {
+                let e = self.undo_start(id, &ip, why).await;
+                drop(starting);
+                self.release_network_if_idle().await;
+                Err(e)
+            }
         }
     }
 
@@ -774,7 +855,24 @@ impl VmHost {
                 source,
             })?;
         tracing::info!(id, tap, had_tap, "VM stopped");
+        self.release_network_if_idle().await;
         Ok(())
+    }
+}
+
+/// One VM start under way, counted while it lives.
+struct Starting(Arc<AtomicUsize>);
+
+impl Starting {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Starting(count.clone())
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

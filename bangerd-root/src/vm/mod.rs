@@ -14,6 +14,7 @@ pub mod config;
 pub mod doctor;
 pub mod kvm;
 pub mod launch;
+pub mod nat;
 pub mod net;
 pub mod options;
 pub mod safefs;

@@ -119,6 +119,8 @@ pub struct Link {
     pub tap_user: Option<u32>,
     /// Whether IPv6 is off on it as banger leaves its bridge and taps ([`ipv6_is_off`]).
     pub ipv6_off: bool,
+    /// For a bridge port: whether it is isolated from the other isolated ports.
+    pub isolated: Option<bool>,
 }
 
 impl Ip {
@@ -273,8 +275,16 @@ impl Ip {
     }
 
     /// Creates tap `tap` owned by `uid`, attached to `bridge` and up; a stale tap of the same
-    /// name is removed first. On failure the tap is removed again.
-    pub async fn create_tap(&self, tap: &str, uid: u32, bridge: &str) -> Result<(), NetError> {
+    /// name is removed first. An `isolated` tap is a bridge port that exchanges frames only with
+    /// the bridge itself (the host), never with another isolated port (another guest). On
+    /// failure the tap is removed again.
+    pub async fn create_tap(
+        &self,
+        tap: &str,
+        uid: u32,
+        bridge: &str,
+        isolated: bool,
+    ) -> Result<(), NetError> {
         if self.delete_tap(tap).await? {
             tracing::info!(tap, "removed a stale tap");
         }
@@ -285,6 +295,18 @@ impl Ip {
             disable_ipv6(tap)?;
             self.run(&["link", "set", "dev", tap, "master", bridge])
                 .await?;
+            let isolated = if isolated { "on" } else { "off" };
+            self.run(&[
+                "link",
+                "set",
+                "dev",
+                tap,
+                "type",
+                "bridge_slave",
+                "isolated",
+                isolated,
+            ])
+            .await?;
             self.run(&["link", "set", "dev", tap, "up"]).await
         };
         if let Err(e) = attach.await {
@@ -337,6 +359,11 @@ fn parse_link(json: &str) -> Option<Link> {
                 .collect()
         })
         .unwrap_or_default();
+    let isolated = l
+        .get("linkinfo")
+        .and_then(|i| i.get("info_slave_data"))
+        .and_then(|d| d.get("isolated"))
+        .and_then(Value::as_bool);
     let up = l
         .get("flags")
         .and_then(Value::as_array)
@@ -348,6 +375,7 @@ fn parse_link(json: &str) -> Option<Link> {
         up,
         tap_user,
         ipv6_off: false,
+        isolated,
     })
 }
 
@@ -508,14 +536,16 @@ mod tests {
             r2.unwrap();
 
             // The tap: owned by the VM's user, on the bridge, up; a stale one is replaced.
-            ip.create_tap(tap, 1234, "banger0").await.unwrap();
+            ip.create_tap(tap, 1234, "banger0", true).await.unwrap();
             let t = ip.link(tap).await.unwrap().unwrap();
+            assert_eq!(t.isolated, Some(true), "guests do not see each other");
             assert_eq!((t.kind.as_str(), t.tap_user), ("tun", Some(1234)));
             assert_eq!(t.master.as_deref(), Some("banger0"));
             assert!(t.up);
             assert!(ipv6_is_off(tap), "IPv6 is off on the tap");
-            ip.create_tap(tap, 4321, "banger0").await.unwrap();
-            assert_eq!(ip.link(tap).await.unwrap().unwrap().tap_user, Some(4321));
+            ip.create_tap(tap, 4321, "banger0", false).await.unwrap();
+            let t = ip.link(tap).await.unwrap().unwrap();
+            assert_eq!((t.tap_user, t.isolated), (Some(4321), Some(false)));
 
             // Removal is idempotent.
             assert!(ip.delete_tap(tap).await.unwrap());
@@ -523,7 +553,10 @@ mod tests {
             assert_eq!(ip.link(tap).await.unwrap(), None);
 
             // Attaching to a missing bridge fails naming the command, and leaves no tap.
-            let e = ip.create_tap(tap, 1234, "nobridge").await.unwrap_err();
+            let e = ip
+                .create_tap(tap, 1234, "nobridge", true)
+                .await
+                .unwrap_err();
             assert!(e.to_string().contains("master nobridge"), "{e}");
             assert_eq!(ip.link(tap).await.unwrap(), None);
 
