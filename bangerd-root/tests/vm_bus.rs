@@ -812,8 +812,16 @@ async fn doctor_reports_backend_accelerator_firecracker_network_and_config() {
             "kvm access",
             "firecracker",
             "vm network",
+            "vm nat",
             "tun device"
         ]
+    );
+    // On (the default); whether this host has a default route decides which it says.
+    let nat = by_name["vm nat"];
+    assert!(
+        (nat.level == "PASS" && nat.detail.contains("masquerade"))
+            || (nat.level == "WARN" && nat.detail.ends_with("VMs reach only this host")),
+        "{nat}"
     );
     assert_eq!(
         by_name["vm config"].level, "PASS",

@@ -61,11 +61,11 @@ wait_for 15 "the upstream web server, reached from the box over up0" serving || 
 
 # A table banger must never touch.
 expect_rc 0 box_exec sh -c 'nft add table inet smoke_foreign &&
-    nft add chain inet smoke_foreign fwd "{ type filter hook forward priority 10; policy accept; }" &&
-    nft add rule inet smoke_foreign fwd counter'
+    nft add chain inet smoke_foreign smokechain "{ type filter hook forward priority 10; policy accept; }" &&
+    nft add rule inet smoke_foreign smokechain counter'
 sysctls() {
     box_exec sh -c 'for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/forwarding; do
-        printf "%s=%s\n" "$f" "$(cat "$f")"; done' | grep -v '/bt-'
+        printf "%s=%s\n" "$f" "$(cat "$f")"; done' | grep -v -e '/bt-' -e '/banger0/'
 }
 ruleset_without_counters() { box_exec nft list ruleset | sed 's/counter packets [0-9]* bytes [0-9]*/counter/'; }
 sysctls_before=$(sysctls)
@@ -74,8 +74,12 @@ foreign_before=$(box_exec nft list table inet smoke_foreign | sed 's/counter pac
 ruleset_before=$(ruleset_without_counters)
 expect_not_contains "$ruleset_before" "table ip banger" "banger's table before any VM"
 
-# The guest fetches a page upstream.
-fetch() { vm_ssh "$1" wget -q -T 5 -O - "http://$UPSTREAM:8080/token" 2>&1 | tr -d '\r'; }
+# The guest fetches a page upstream: an HTTP/1.0 request through busybox nc (5 s at most); the
+# body is the last line of the answer.
+fetch() {
+    { vm_ssh "$1" "printf 'GET /token HTTP/1.0\\r\\n\\r\\n' | nc -w 5 $UPSTREAM 8080" 2>&1 || true; } |
+        tr -d '\r' | tail -n 1
+}
 
 # --- 1. NAT on (the default)
 expect_rc 0 vm_up nat1
@@ -116,6 +120,7 @@ expect_contains "$(box_exec nft list tables)" "table ip banger" "tables while na
 expect_rc 0 as_owner "$BOX_BIN/banger" vm stop nat2
 expect_not_contains "$(box_exec nft list tables)" "table ip banger" "tables after the last VM stopped"
 expect_eq "$(sysctls)" "$sysctls_before" "the forwarding sysctls after the last VM stopped"
+expect_eq "$(box_exec cat /proc/sys/net/ipv4/conf/banger0/forwarding)" 0 "banger0 forwarding after the last VM stopped (the kernel's default when banger made it)"
 expect_eq "$(ruleset_without_counters)" "$ruleset_before" "the whole ruleset after the last VM stopped"
 expect_rc 1 box_exec test -e /run/bangerd-root/nat.toml
 proved "after the last VM stopped: no table ip banger, the forwarding sysctls and the whole ruleset are as before, no record left"

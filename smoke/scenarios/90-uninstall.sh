@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs last. `banger system uninstall` refuses while a VM runs (nothing removed); with
-# --stop-vms it stops the VM (unit and tap gone), removes the bridge banger created, removes
+# --stop-vms it stops the VM (unit and tap gone, its NAT table and forwarding sysctls put back),
+# removes the bridge banger created, removes
 # everything it installed and stops the services, keeping the owner's data (/var/lib/banger) and
 # /etc/banger; `--purge` (run from a copy of the binary, as an admin would once the installed one
 # is gone) removes those too.
@@ -21,9 +22,19 @@ is_kept() {
 expect_rc 0 box_exec cp "$BANGER_PREFIX/lib/banger/bin/banger" "$SPARE"
 wait_unit_state 15 bangerd.service active
 
-# --- a running VM ---------------------------------------------------------------------------
+# --- a running VM, with outbound network (a default route through a veth pair: 192.0.2.0/24) ---
+cleanup() {
+    local rc=$?
+    box_exec ip route del default via 192.0.2.254 2>/dev/null || true
+    box_exec ip link del up0 2>/dev/null || true
+    return "$rc"
+}
+trap cleanup EXIT
+expect_rc 0 box_exec sh -euc 'ip link add up0 type veth peer name up1; ip link set up1 up
+    ip addr add 192.0.2.1/24 dev up0; ip link set up0 up; ip route add default via 192.0.2.254'
 expect_rc 0 vm_up last --memory 128M
 id=$(vm_id last)
+expect_contains "$(box_exec nft list tables)" "table ip banger" "nftables tables while the VM runs"
 snapshot_install before-uninstall
 expect_rc 1 box_exec "$BANGER" system uninstall
 expect_contains "$LAST_OUT" "1 VM(s) still running (banger-vm-$id.service)" "uninstall with a VM running"
@@ -43,6 +54,10 @@ expect_eq "$(box_exec systemctl show -p LoadState --value "banger-vm-$id.service
 expect_rc 1 box_exec ip -o link show "bt-$id"
 expect_rc 1 box_exec ip -o link show banger0
 proved "the VM's unit, its tap bt-$id and the bridge banger0 are gone"
+expect_not_contains "$(box_exec nft list tables)" "table ip banger" "nftables tables after uninstall"
+expect_eq "$(box_exec cat /proc/sys/net/ipv4/conf/up0/forwarding)" 0 "up0 forwarding after uninstall"
+expect_rc 1 box_exec test -e /run/bangerd-root/nat.toml
+proved "no nftables table, forwarding sysctl or NAT record of banger's is left"
 
 # --- files ----------------------------------------------------------------------------------
 snapshot_install after-uninstall

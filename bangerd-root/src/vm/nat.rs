@@ -457,7 +457,9 @@ mod tests {
 
             // An uplink (one end of a veth pair, with a default route), and someone else's
             // table.
-            run(&["ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1"]);
+            run(&[
+                "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1",
+            ]);
             run(&["ip", "link", "set", "up1", "up"]);
             run(&["ip", "addr", "add", "192.0.2.1/24", "dev", "up0"]);
             run(&["ip", "link", "set", "up0", "up"]);
