@@ -197,7 +197,8 @@ impl Daemon1 {
         Ok(self.vms.delete_image(&image_name_to_find(&name)?).await?)
     }
 
-    /// Creates a stopped VM from an image. Not idempotent: the name must be new.
+    /// Creates a stopped VM from an image. Not idempotent: the name must be new. An empty name
+    /// asks the daemon to pick a free one (`adjective-animal`); the answer says which.
     async fn create_vm(
         &self,
         name: String,
@@ -211,7 +212,15 @@ impl Daemon1 {
         check_caller(conn, &hdr).await?;
         Ok(self
             .vms
-            .create_vm(&vm_name_to_create(&name)?, &image, cpus, memory_mib)
+            .create_vm(
+                (!name.is_empty())
+                    .then(|| vm_name_to_create(&name))
+                    .transpose()?
+                    .as_ref(),
+                &image,
+                cpus,
+                memory_mib,
+            )
             .await?)
     }
 

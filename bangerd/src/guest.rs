@@ -34,6 +34,10 @@ pub struct GuestConfig {
     pub gateway: Ipv4Addr,
     /// OpenSSH public key lines allowed to log in as root.
     pub authorized_keys: Vec<String>,
+    /// The guest's resolver (the host's address on the bridge: the VMs' resolver).
+    pub nameserver: Ipv4Addr,
+    /// The search domain, so that `web1` alone resolves (`banger.internal`).
+    pub search: String,
 }
 
 /// Why a config disk could not be made.
@@ -61,9 +65,16 @@ impl GuestConfig {
         if self.authorized_keys.is_empty() {
             return Err(DiskError("at least one SSH key is needed".into()));
         }
+        clean("search", &self.search)?;
         let mut text = format!(
-            "{MAGIC}\nvm_id={}\nhostname={}\nip={}/{}\ngateway={}\n",
-            self.vm_id, self.hostname, self.address, self.prefix, self.gateway
+            "{MAGIC}\nvm_id={}\nhostname={}\nip={}/{}\ngateway={}\nnameserver={}\nsearch={}\n",
+            self.vm_id,
+            self.hostname,
+            self.address,
+            self.prefix,
+            self.gateway,
+            self.nameserver,
+            self.search
         );
         for k in &self.authorized_keys {
             clean("ssh_authorized_key", k)?;
@@ -93,6 +104,8 @@ mod tests {
             address: Ipv4Addr::new(172, 30, 0, 2),
             prefix: 24,
             gateway: Ipv4Addr::new(172, 30, 0, 1),
+            nameserver: Ipv4Addr::new(172, 30, 0, 1),
+            search: "banger.internal".into(),
             authorized_keys: vec!["ssh-ed25519 AAAAC3Nza banger@host".into()],
         }
     }
@@ -106,7 +119,8 @@ mod tests {
         assert_eq!(
             text,
             "BANGER-CONFIG-V1\nvm_id=0123456789ab\nhostname=web\nip=172.30.0.2/24\n\
-             gateway=172.30.0.1\nssh_authorized_key=ssh-ed25519 AAAAC3Nza banger@host\nEND\n"
+             gateway=172.30.0.1\nnameserver=172.30.0.1\nsearch=banger.internal\n\
+             ssh_authorized_key=ssh-ed25519 AAAAC3Nza banger@host\nEND\n"
         );
         assert!(
             d[TEXT_BYTES..].iter().all(|b| *b == 0),

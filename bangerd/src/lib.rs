@@ -6,9 +6,11 @@
 
 pub mod core;
 pub mod daemon1;
+pub mod dns;
 pub mod guest;
 pub mod host;
 mod images;
+pub mod namegen;
 pub mod ops;
 pub mod service;
 pub mod store;

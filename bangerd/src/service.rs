@@ -123,6 +123,11 @@ async fn serve(store_path: PathBuf) -> anyhow::Result<()> {
         .context("serving /org/banger/Daemon1")?;
     // Running VMs are their own units: find them again before answering anyone.
     vms.reconcile().await;
+    // In the background: it asks bangerd-root for the VM network, which may be restarting.
+    tokio::spawn({
+        let vms = vms.clone();
+        async move { vms.start_resolver().await }
+    });
     ready.store(true, Ordering::SeqCst);
     // Request the name only once the object is served and ready.
     banger_host::runtime::own_name(&conn, names::DAEMON1_NAME).await?;

@@ -27,7 +27,7 @@ use banger_api::wire::{DoctorCheck, Level, OperationStage, SshTarget, VmInfo, Vm
 
 use crate::guest::{DiskError, GuestConfig};
 use crate::host::{BusHost, VmHost};
-use crate::images::{MAX_ROOTFS, copy_hashed};
+use crate::images::MAX_ROOTFS;
 use crate::ops::Operations;
 use crate::store::{Store, StoreError, VmRecord};
 
@@ -399,6 +399,36 @@ pub struct Vms {
     host: Arc<dyn VmHost>,
     /// Serializes changes to images and VMs (address allocation, names, files).
     pub(crate) changes: tokio::sync::Mutex<()>,
+    /// How the VMs' resolver stands, for `doctor`.
+    resolver: Mutex<ResolverState>,
+}
+
+/// How the VMs' resolver ([`crate::dns`]) stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolverState {
+    /// Not started (yet).
+    NotStarted,
+    /// Serving on this address.
+    Serving {
+        /// Where it listens.
+        at: std::net::SocketAddr,
+    },
+    /// It could not start, and why.
+    Failed(String),
+}
+
+/// The host's resolver configuration the VMs' resolver forwards to.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// The host's resolvers as `/etc/resolv.conf` names them now, without `us`.
+fn host_upstreams(us: std::net::IpAddr) -> Vec<std::net::SocketAddr> {
+    let std::net::IpAddr::V4(us) = us else {
+        return Vec::new();
+    };
+    crate::dns::upstreams(
+        &std::fs::read_to_string(RESOLV_CONF).unwrap_or_default(),
+        us,
+    )
 }
 
 impl Vms {
@@ -427,6 +457,106 @@ impl Vms {
             ops,
             host,
             changes: tokio::sync::Mutex::new(()),
+            resolver: Mutex::new(ResolverState::NotStarted),
+        }
+    }
+
+    /// Starts the VMs' resolver on the host's address on the VM bridge, port 53 (see
+    /// [`crate::dns`]). It runs until the daemon stops; when it cannot start, `doctor` says why
+    /// and VMs still work by address.
+    pub async fn start_resolver(self: &Arc<Self>) {
+        let state = match self.bind_resolver().await {
+            Ok((sock, at)) => {
+                let this = Arc::downgrade(self);
+                let lookup: crate::dns::Lookup = Arc::new(move |name: &str| {
+                    let vms = this.upgrade()?;
+                    let rec = vms.store.lock().ok()?.vm(name).ok()??;
+                    rec.address.parse().ok()
+                });
+                let host = at.ip();
+                let upstreams: crate::dns::Upstreams = Arc::new(move || host_upstreams(host));
+                tokio::spawn(crate::dns::serve(sock, upstreams, lookup));
+                tracing::info!(%at, upstreams = ?host_upstreams(host), "VM resolver serving");
+                ResolverState::Serving { at }
+            }
+            Err(why) => {
+                tracing::warn!("VM resolver not started: {why}");
+                ResolverState::Failed(why)
+            }
+        };
+        *self.resolver.lock().unwrap() = state;
+    }
+
+    async fn bind_resolver(
+        &self,
+    ) -> std::result::Result<(tokio::net::UdpSocket, std::net::SocketAddr), String> {
+        // bangerd-root may be restarting (an update): a few tries, a second apart.
+        let mut tries = 0;
+        let (_bridge, subnet, host) = loop {
+            match self.host.vm_network().await {
+                Ok(n) => break n,
+                Err(e) if tries >= 10 => {
+                    return Err(format!("asking bangerd-root for the VM network: {e}"));
+                }
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        };
+        let net = parse_network(&subnet, &host)
+            .map_err(|why| format!("the VM network {subnet} (host {host}): {why}"))?;
+        let at = std::net::SocketAddr::from((net.host_address(), 53));
+        let sock = crate::dns::bind_freebind(at).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                format!(
+                    "binding {at}: {e} (bangerd.service needs AmbientCapabilities=\
+                     CAP_NET_BIND_SERVICE; reinstall with: sudo banger system install)"
+                )
+            } else {
+                format!("binding {at}: {e}")
+            }
+        })?;
+        Ok((sock, at))
+    }
+
+    /// The `vm dns` doctor line.
+    fn resolver_check(&self) -> DoctorCheck {
+        let domain = banger_api::names::VM_DNS_DOMAIN;
+        let state = self.resolver.lock().unwrap().clone();
+        match state {
+            ResolverState::Serving { at } if host_upstreams(at.ip()).is_empty() => {
+                DoctorCheck::new(
+                    Level::Warn,
+                    "vm dns",
+                    format!(
+                        "serving <vm>.{domain} at {at}, but {RESOLV_CONF} names no nameserver: \
+                     guests resolve only VM names"
+                    ),
+                )
+            }
+            ResolverState::Serving { at } => DoctorCheck::new(
+                Level::Pass,
+                "vm dns",
+                format!(
+                    "serving <vm>.{domain} at {at}; other names go to {}",
+                    host_upstreams(at.ip())
+                        .iter()
+                        .map(|u| u.ip().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            ResolverState::NotStarted => DoctorCheck::new(
+                Level::Warn,
+                "vm dns",
+                "not started yet: guests resolve no names",
+            ),
+            ResolverState::Failed(why) => DoctorCheck::new(
+                Level::Warn,
+                "vm dns",
+                format!("{why}; guests resolve no names (they still work by address)"),
+            ),
         }
     }
 
@@ -513,9 +643,11 @@ impl Vms {
     /// Creates a stopped VM: record, address, config disk and (if the image has one) its own
     /// root filesystem copy. On any failure nothing is left behind. `image` is looked up as the
     /// request sent it, once the resources are checked and the name is known to be free.
+    ///
+    /// Without a `name` it picks a free one ([`crate::namegen`]); the answer says which.
     pub async fn create_vm(
         &self,
-        name: &VmName,
+        name: Option<&VmName>,
         image: &str,
         cpus: u32,
         memory_mib: u32,
@@ -536,8 +668,14 @@ impl Vms {
             });
         }
         let _serial = self.changes.lock().await;
-        let (img, used) = {
+        let (img, used, name) = {
             let store = self.store.lock().unwrap();
+            let name = match name {
+                Some(n) => n.clone(),
+                // Changes are serialized: the name stays free until this VM is recorded.
+                None => crate::namegen::pick(|n| !matches!(store.vm(n), Ok(None)))
+                    .map_err(VmError::Random)?,
+            };
             if store.vm(name.as_str())?.is_some() {
                 return Err(VmError::VmExists(name.to_string()));
             }
@@ -552,7 +690,7 @@ impl Vms {
                 .iter()
                 .filter_map(|v| v.address.parse().ok())
                 .collect();
-            (img, used)
+            (img, used, name)
         };
         for (role, p) in [
             ("kernel", Some(&img.kernel_path)),
@@ -586,6 +724,8 @@ impl Vms {
             prefix: net.prefix(),
             gateway: net.host_address(),
             authorized_keys: vec![public_key],
+            nameserver: net.host_address(),
+            search: banger_api::names::VM_DNS_DOMAIN.to_string(),
         }
         .render()
         .map_err(VmError::GuestConfig)?;
@@ -605,7 +745,12 @@ impl Vms {
                 f.write_all(&disk)?;
                 f.sync_all()?;
                 if let Some(src) = rootfs {
-                    copy_hashed(Path::new(&src), &dir.join("rootfs.img"), MAX_ROOTFS)?;
+                    let c = banger_host::diskcopy::copy_disk(
+                        Path::new(&src),
+                        &dir.join("rootfs.img"),
+                        MAX_ROOTFS,
+                    )?;
+                    tracing::info!(size = c.size, method = %c.method, "root filesystem copied");
                 }
                 Ok(())
             })
@@ -892,6 +1037,7 @@ impl Vms {
                 format!("{} VM(s), {running} running", recs.len()),
             ),
         );
+        out.push(self.resolver_check());
         out
     }
 }

@@ -141,7 +141,11 @@ fn stages(core: &Daemon) -> Vec<String> {
 #[tokio::test]
 async fn a_vm_is_created_started_stopped_and_deleted_through_the_host() {
     let f = fixture().await;
-    let vm = f.vms.create_vm(&named("web"), "deb", 2, 512).await.unwrap();
+    let vm = f
+        .vms
+        .create_vm(Some(&named("web")), "deb", 2, 512)
+        .await
+        .unwrap();
     assert_eq!(vm.state, VmState::Stopped.as_str());
     assert!(
         f.host.started.lock().unwrap().is_empty(),
@@ -200,7 +204,10 @@ async fn a_vm_is_created_started_stopped_and_deleted_through_the_host() {
 #[tokio::test]
 async fn a_start_the_host_refuses_stays_a_refusal_and_changes_nothing() {
     let f = fixture().await;
-    f.vms.create_vm(&named("web"), "deb", 1, 256).await.unwrap();
+    f.vms
+        .create_vm(Some(&named("web")), "deb", 1, 256)
+        .await
+        .unwrap();
     let before = f.core.store().lock().unwrap().vm("web").unwrap();
     *f.host.refuse_start.lock().unwrap() = Some(VmError::NotAuthorized("polkit said no".into()));
     let err = f.vms.start_vm(&named("web")).await.unwrap_err();
@@ -220,8 +227,14 @@ async fn a_start_the_host_refuses_stays_a_refusal_and_changes_nothing() {
 #[tokio::test]
 async fn a_vm_that_ended_while_the_daemon_was_away_is_recorded_stopped_and_cleaned_up() {
     let f = fixture().await;
-    f.vms.create_vm(&named("web"), "deb", 1, 256).await.unwrap();
-    f.vms.create_vm(&named("db"), "deb", 1, 256).await.unwrap();
+    f.vms
+        .create_vm(Some(&named("web")), "deb", 1, 256)
+        .await
+        .unwrap();
+    f.vms
+        .create_vm(Some(&named("db")), "deb", 1, 256)
+        .await
+        .unwrap();
     f.vms.start_vm(&named("web")).await.unwrap();
     f.vms.start_vm(&named("db")).await.unwrap();
     let web = f
@@ -249,4 +262,29 @@ async fn a_vm_that_ended_while_the_daemon_was_away_is_recorded_stopped_and_clean
     }
     assert_eq!(*f.host.stopped.lock().unwrap(), [web]);
     assert!(!f.host.stopped.lock().unwrap().contains(&db));
+}
+
+#[tokio::test]
+async fn a_vm_created_without_a_name_gets_a_free_memorable_one() {
+    let f = fixture().await;
+    let a = f.vms.create_vm(None, "deb", 1, 256).await.unwrap();
+    let b = f.vms.create_vm(None, "deb", 1, 256).await.unwrap();
+    for vm in [&a, &b] {
+        let name = VmName::parse(&vm.name).unwrap();
+        assert!(
+            name.as_str().contains('-') && name.as_str().len() <= 20,
+            "{name:?}"
+        );
+        assert!(
+            f.core
+                .store()
+                .lock()
+                .unwrap()
+                .vm(&vm.name)
+                .unwrap()
+                .is_some()
+        );
+    }
+    assert_ne!(a.name, b.name, "each picked name is free");
+    assert_ne!(a.address, b.address, "each has its own address");
 }

@@ -111,6 +111,15 @@ expect_eq "$(box_exec systemctl show -p LoadState --value "$unit")" not-found "$
 expect_rc 1 box_exec test -e "/var/lib/banger/vms/$id"
 proved "after stop + rm: no record, no unit, no tap, no files"
 
+# --- a VM created without a name gets one --------------------------------------------------
+expect_rc 0 as_owner "$BOX_BIN/banger" vm create --image "$GUEST_IMAGE"
+created=$LAST_OUT
+picked=$(sed -n 's/^created vm \([a-z0-9-]*\) .*/\1/p' <<<"$created")
+expect_line "$picked" '^[a-z]+-[a-z]+(-[0-9]+)?$' "the name picked for an unnamed VM"
+expect_eq "$(vm_field "$picked" state)" stopped "the unnamed VM"
+expect_rc 0 as_owner "$BOX_BIN/banger" vm rm "$picked"
+proved "vm create without a name picks one and prints it: '$(head -n 1 <<<"$created")'"
+
 expect_rc 0 as_owner "$BOX_BIN/banger" image rm "$GUEST_IMAGE"
 expect_rc 1 box_exec test -e "/var/lib/banger/images/$GUEST_IMAGE"
 proved "image rm removes the record and the files"

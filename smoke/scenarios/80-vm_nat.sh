@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
 # VMs reach the outside world through NAT, and banger puts the host back as it was.
 #
-# The box has no network but loopback, so the test makes its own "upstream": a network namespace
-# (smup) joined to the box by a veth pair on 192.0.2.0/24 (TEST-NET-1), the box's default route
-# pointing at it, and a web server there on 198.51.100.80 (TEST-NET-2), which has no route back
-# to the VM subnet. Traffic goes to those test hosts only.
+# The test's own "upstream" network (lib/upstream.sh): a namespace behind up0 with a web server
+# on 198.51.100.80 that has no route back to the VM subnet. Traffic goes to those test hosts only.
 #
 # 1. With the default config a guest fetches a page from the upstream server (masqueraded out of
 #    the default route); banger's table `ip banger` is there and doctor reports it; a foreign
@@ -16,48 +14,26 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 # shellcheck source=../lib/vm.sh
 source "$SMOKE_LIB/vm.sh"
+# shellcheck source=../lib/upstream.sh
+source "$SMOKE_LIB/upstream.sh"
 
 CONFIG=/etc/banger/config.toml
-UPSTREAM=198.51.100.80
-TOKEN="banger-nat-$RANDOM$RANDOM"
+UPSTREAM=$UPSTREAM_WEB
+TOKEN=$UPSTREAM_TOKEN
 
 cleanup() {
     local rc=$?
     vm_remove_all
     box_exec rm -f "$CONFIG"
     box_exec nft delete table inet smoke_foreign 2>/dev/null || true
-    box_exec ip route del default via 192.0.2.254 2>/dev/null || true
-    box_exec ip link del up0 2>/dev/null || true
-    box_exec ip netns pids smup 2>/dev/null | xargs -r kill 2>/dev/null || true
-    box_exec ip netns del smup 2>/dev/null || true
+    upstream_down
     return "$rc"
 }
 trap cleanup EXIT
 
 wait_daemon_ready 15
 box_exec rm -f "$CONFIG"
-
-# --- the upstream network and its web server
-expect_rc 0 box_exec sh -euc '
-    ip netns add smup
-    ip link add up0 type veth peer name up1 netns smup
-    ip addr add 192.0.2.1/24 dev up0
-    ip link set up0 up
-    ip netns exec smup sh -euc "
-        ip link set lo up
-        ip addr add 192.0.2.254/24 dev up1
-        ip addr add '"$UPSTREAM"'/32 dev lo
-        ip link set up1 up
-        echo 1 >/proc/sys/net/ipv4/ip_forward"
-    ip route add default via 192.0.2.254 dev up0
-    mkdir -p /run/smoke-www
-    echo "$1" >/run/smoke-www/token
-    ' up "$TOKEN"
-expect_rc 0 box_exec systemd-run --quiet --unit=smoke-upstream-www -p NetworkNamespacePath=/run/netns/smup \
-    python3 -m http.server --bind "$UPSTREAM" --directory /run/smoke-www 8080
-get_token() { box_exec python3 -c "import urllib.request as u; print(u.urlopen('http://$UPSTREAM:8080/token', timeout=2).read().decode().strip())" 2>/dev/null; }
-serving() { [ "$(get_token)" = "$TOKEN" ]; }
-wait_for 15 "the upstream web server, reached from the box over up0" serving || exit 1
+upstream_up || exit 1
 
 # A table banger must never touch.
 expect_rc 0 box_exec sh -c 'nft add table inet smoke_foreign &&

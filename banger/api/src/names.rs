@@ -55,6 +55,10 @@ pub fn vm_unit_name(id: &str) -> String {
     format!("{VM_UNIT_PREFIX}{id}.service")
 }
 
+/// The DNS domain VMs are named under: `<vm>.banger.internal`. `.internal` is reserved for
+/// private use and never delegated, so these names cannot collide with real ones.
+pub const VM_DNS_DOMAIN: &str = "banger.internal";
+
 /// The VM bridge unless `[network] bridge` in /etc/banger/config.toml names another.
 pub const DEFAULT_BRIDGE: &str = "banger0";
 

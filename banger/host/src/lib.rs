@@ -7,9 +7,11 @@
 
 pub mod assets;
 pub mod build_info;
+pub mod diskcopy;
 pub mod fsutil;
 pub mod install;
 pub mod nat;
+pub mod resolved;
 pub mod runtime;
 pub mod systemd;
 #[cfg(feature = "test-support")]

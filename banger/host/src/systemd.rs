@@ -536,6 +536,11 @@ impl Systemd {
         Ok(rows.into_iter().map(|r| (r.0, r.3)).collect())
     }
 
+    /// The bus connection it talks over.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Reads a unit's state without starting it.
     pub async fn unit_state(&self, unit: &str) -> Result<UnitState, SystemdError> {
         let call = |source| SystemdError::Call {

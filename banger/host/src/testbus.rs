@@ -19,7 +19,7 @@ pub struct PrivateBus {
 impl PrivateBus {
     /// Starts a bus whose configuration mirrors the system bus defaults plus banger's policy
     /// files, rendered for `owner`. The current user may additionally own any name, so that
-    /// test doubles (polkit) can be served.
+    /// test doubles (polkit, systemd, resolved) can be served.
     pub fn start(owner: &str) -> std::io::Result<Self> {
         // Unique per process and per bus: tests start buses from parallel threads.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -75,8 +75,10 @@ impl PrivateBus {
   <policy user="{me}">
     <allow own="org.freedesktop.PolicyKit1"/>
     <allow own="org.freedesktop.systemd1"/>
+    <allow own="org.freedesktop.resolve1"/>
     <allow send_destination="org.freedesktop.PolicyKit1"/>
     <allow send_destination="org.freedesktop.systemd1"/>
+    <allow send_destination="org.freedesktop.resolve1"/>
   </policy>
 </busconfig>
 "#,

@@ -337,6 +337,10 @@ mod tests {
     #[test]
     fn vm_create_needs_an_image_and_checks_sizes() {
         assert!(vm_command(&["create", "web1"]).is_err());
+        match vm_command(&["create", "--image", "deb"]).unwrap() {
+            vm::VmCommand::Create { name, .. } => assert_eq!(name, None, "the daemon picks one"),
+            other => panic!("{other:?}"),
+        }
         match vm_command(&["create", "web1", "--image", "deb"]).unwrap() {
             vm::VmCommand::Create {
                 name,
@@ -347,7 +351,7 @@ mod tests {
                 no_wait,
                 timeout,
             } => {
-                assert_eq!((name.as_str(), image.as_str()), ("web1", "deb"));
+                assert_eq!((name.as_deref(), image.as_str()), (Some("web1"), "deb"));
                 assert_eq!(
                     (cpus, memory, start, no_wait, timeout),
                     (1, 256, false, false, 120)

@@ -41,8 +41,9 @@ Exit codes:
 pub enum VmCommand {
     /// Create a stopped VM from an image (with --start, start it and wait for SSH as well).
     Create {
-        /// Name of the new VM.
-        name: String,
+        /// Name of the new VM (also its hostname): a-z, 0-9 and -, at most 63 characters.
+        /// Without one, bangerd picks a short free name (like brisk-otter) and prints it.
+        name: Option<String>,
         /// The image to make it from (see `banger image list`).
         #[arg(long, value_name = "IMAGE")]
         image: String,
@@ -160,7 +161,7 @@ pub async fn run(command: VmCommand) -> CmdResult {
             timeout,
         } => {
             let wait = start.then_some(WaitArgs { no_wait, timeout });
-            create(&name, &image, cpus, memory, wait).await
+            create(name.as_deref(), &image, cpus, memory, wait).await
         }
         VmCommand::Start { name, wait } => {
             let daemon = daemon().await?;
@@ -231,7 +232,7 @@ pub fn parse_memory_mib(s: &str) -> Result<u32, String> {
 // The commands.
 
 async fn create(
-    name: &str,
+    name: Option<&str>,
     image: &str,
     cpus: u32,
     memory_mib: u32,
@@ -243,10 +244,14 @@ async fn create(
         find_keyscan("nothing was created (or use --no-wait)")?;
     }
     let daemon = daemon().await?;
+    // The daemon reads an empty name as "pick one".
     let vm = daemon
-        .create_vm(name, image, cpus, memory_mib)
+        .create_vm(name.unwrap_or(""), image, cpus, memory_mib)
         .await
-        .map_err(failed(format!("creating VM {name}")))?;
+        .map_err(failed(match name {
+            Some(n) => format!("creating VM {n}"),
+            None => "creating a VM".to_string(),
+        }))?;
     println!(
         "created vm {} (image {}, {} CPU{}, {}, address {})",
         vm.name,
@@ -257,7 +262,7 @@ async fn create(
         or_dash(&vm.address)
     );
     match start_after {
-        Some(wait) => start(&daemon, name, wait).await,
+        Some(wait) => start(&daemon, &vm.name, wait).await,
         None => Ok(EXIT_OK),
     }
 }

@@ -534,6 +534,30 @@ impl VmHost {
         }
     }
 
+    /// Routes the VM domain to the VMs' resolver on the bridge in systemd-resolved, where it
+    /// runs, so the host resolves `<vm>.banger.internal`. Failures are logged only.
+    async fn register_vm_domain(&self, net: &NetworkConfig) {
+        let Some(ifindex) = banger_host::resolved::ifindex(&net.bridge) else {
+            return;
+        };
+        match banger_host::resolved::register_link(
+            self.systemd.connection(),
+            ifindex,
+            net.host_address(),
+            names::VM_DNS_DOMAIN,
+        )
+        .await
+        {
+            Ok(banger_host::resolved::Registered::Yes) => tracing::info!(
+                bridge = net.bridge,
+                domain = names::VM_DNS_DOMAIN,
+                "VM domain routed to the bridge in systemd-resolved"
+            ),
+            Ok(banger_host::resolved::Registered::NoResolved) => {}
+            Err(e) => tracing::warn!("telling systemd-resolved about the VM domain: {e}"),
+        }
+    }
+
     /// Whether any VM unit is running or on its way.
     async fn any_vm_running(&self) -> Result<bool, SystemdError> {
         Ok(self
@@ -640,6 +664,7 @@ impl VmHost {
             .await
             .map_err(VmError::Bridge)?;
         tracing::info!(id, bridge = %cfg.network.bridge, "bridge ready");
+        self.register_vm_domain(&cfg.network).await;
         // Counted until the unit runs or is undone, so a concurrent last stop does not release
         // the network under this start.
         let starting = Starting::new(&self.starting);
