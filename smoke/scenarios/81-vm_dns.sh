@@ -86,5 +86,5 @@ proved "with [network] isolate = false, dns1 and dns2 reach each other by name (
 
 # --- 4. doctor
 run_capture as_owner "$BOX_BIN/banger" doctor
-expect_line "$LAST_OUT" 'PASS vm dns: serving <vm>\.banger\.internal at 172\.30\.0\.1:53; other names go to 192\.0\.2\.254' "banger doctor"
+expect_line "$LAST_OUT" 'PASS bangerd vm dns: serving <vm>\.banger\.internal at 172\.30\.0\.1:53; other names go to 192\.0\.2\.254' "banger doctor"
 proved "doctor: '$(grep 'vm dns' <<<"$LAST_OUT")'"

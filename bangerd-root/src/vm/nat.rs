@@ -127,6 +127,14 @@ impl NatPlan {
                 ],
                 "banger: VMs out",
             ),
+            // With br_netfilter loaded, frames between two guests on the bridge pass this hook
+            // too (in and out on the bridge): whether guests see each other is the bridge
+            // ports' isolation, not this table's.
+            rule(
+                "forward",
+                vec![iifname("==", b), oifname("==", b), verdict("accept")],
+                "banger: guest to guest on the bridge (isolation is the ports')",
+            ),
             rule(
                 "forward",
                 vec![iifname("==", b), verdict("drop")],
@@ -374,6 +382,14 @@ mod tests {
             json!({"nftables": cmds.iter().filter_map(|c| c.get("add")).collect::<Vec<_>>()});
         assert!(masquerades_out_of(&listed.to_string(), "eth0"));
         assert!(!masquerades_out_of(&listed.to_string(), "wlan0"));
+    }
+
+    #[test]
+    fn guest_to_guest_frames_are_left_to_the_bridge_even_with_br_netfilter() {
+        let text = plan(&[]).ruleset().to_string();
+        let accept = text.find("guest to guest on the bridge").unwrap();
+        let drop = text.find("VMs reach no other network").unwrap();
+        assert!(accept < drop, "the accept must come before the drop");
     }
 
     #[test]
