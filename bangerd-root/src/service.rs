@@ -137,8 +137,10 @@ async fn serve() -> anyhow::Result<()> {
         version = banger_host::build_info::VERSION,
         "bangerd-root ready"
     );
-    // VMs that ended while no helper ran (a guest powered off) left their outbound network.
+    // VMs that ended while no helper ran (a guest powered off) left their outbound network;
+    // from now on every VM unit's end is seen as it happens.
     vms.release_network_if_idle().await;
+    tokio::spawn(vms.clone().follow_vm_units());
     banger_host::runtime::shutdown_signal().await;
     tracing::info!("bangerd-root stopping");
     banger_host::runtime::release_name_and_drain(&conn, names::ROOT1_NAME, &calls).await;

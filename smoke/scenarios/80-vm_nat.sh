@@ -8,7 +8,8 @@
 #    the default route); banger's table `ip banger` is there and doctor reports it; a foreign
 #    table the test made is untouched; guests are isolated from each other (a second VM cannot
 #    be pinged) but both reach the host.
-# 2. When the last VM stops, the table is gone and the forwarding sysctls are what they were.
+# 2. When the last VM stops, the table is gone and the forwarding sysctls are what they were;
+#    the same when the last VM ends by itself (its VMM killed).
 # 3. With `[network] nat = false` the fetch fails, and banger adds no rule and changes no sysctl.
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
@@ -100,6 +101,17 @@ expect_eq "$(box_exec cat /proc/sys/net/ipv4/conf/banger0/forwarding)" 0 "banger
 expect_eq "$(ruleset_without_counters)" "$ruleset_before" "the whole ruleset after the last VM stopped"
 expect_rc 1 box_exec test -e /run/bangerd-root/nat.toml
 proved "after the last VM stopped: no table ip banger, the forwarding sysctls and the whole ruleset are as before, no record left"
+
+# A VM that ends by itself (its VMM killed) is seen ending: as the last VM, its end releases
+# outbound network without any banger command.
+expect_rc 0 as_owner "$BOX_BIN/banger" vm start nat1
+expect_contains "$(box_exec nft list tables)" "table ip banger" "tables while nat1 runs again"
+pid=$(main_pid "banger-vm-$(vm_id nat1).service")
+expect_rc 0 box_exec kill -KILL "$pid"
+nat_released() { ! box_exec nft list tables | grep -q 'table ip banger'; }
+wait_for 15 "the helper to release outbound network after the last VM's VMM was killed" nat_released || exit 1
+expect_eq "$(sysctls)" "$sysctls_before" "the forwarding sysctls after the last VM died"
+proved "a VM whose VMM was killed (pid $pid) is seen ending: no table ip banger and the sysctls as before, with no banger command run"
 
 # --- 3. NAT off
 expect_rc 0 box_exec sh -c "umask 022; printf '[network]\nnat = false\n' >$CONFIG"

@@ -292,6 +292,22 @@ pub struct UnitState {
     pub main_pid: u32,
 }
 
+/// Where systemd serves its unit objects.
+const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit/";
+
+/// A unit name as systemd spells it in an object path: every byte but `[A-Za-z0-9]` as `_xx`.
+pub fn escape_path_label(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("_{b:02x}")
+            }
+        })
+        .collect()
+}
+
 /// systemd Manager client on a given bus connection.
 #[derive(Clone)]
 pub struct Systemd {
@@ -541,6 +557,57 @@ impl Systemd {
         &self.conn
     }
 
+    /// Each time a unit whose name starts with `name_prefix` ends (its `ActiveState` becomes
+    /// `inactive` or `failed`, however that came about: a stop, a crash, a guest powering off),
+    /// the stream yields the unit's object path. Subscribes to systemd's unit signals first.
+    pub async fn unit_ends(
+        &self,
+        name_prefix: &str,
+    ) -> Result<impl futures_util::Stream<Item = String> + use<>, SystemdError> {
+        let err = |source| SystemdError::Call {
+            what: format!("follow the units {name_prefix}*"),
+            source,
+        };
+        match self.manager.subscribe().await {
+            Ok(()) => {}
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" => {}
+            Err(e) => return Err(err(e)),
+        }
+        let prefix = format!("{UNIT_PATH_PREFIX}{}", escape_path_label(name_prefix));
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender("org.freedesktop.systemd1")
+            .interface("org.freedesktop.DBus.Properties")
+            .member("PropertiesChanged")
+            .path_namespace(UNIT_PATH_PREFIX.trim_end_matches('/'))
+            .arg(0, "org.freedesktop.systemd1.Unit")
+            .build()
+            .map_err(err)?;
+        let stream =
+            zbus::MessageStream::for_match_rule(rule, &self.conn, std::num::NonZeroUsize::new(256))
+                .await
+                .map_err(err)?;
+        Ok(stream.filter_map(move |m| {
+            let prefix = prefix.clone();
+            async move {
+                let m = m.ok()?;
+                let path = m.header().path()?.to_string();
+                if !path.starts_with(&prefix) {
+                    return None;
+                }
+                let (_, changed, _): (
+                    String,
+                    std::collections::HashMap<String, zbus::OwnedVariant>,
+                    Vec<String>,
+                ) = m.body().deserialize().ok()?;
+                let state = changed.get("ActiveState")?;
+                let state: &str = state.downcast_ref().ok()?;
+                matches!(state, "inactive" | "failed").then_some(path)
+            }
+        }))
+    }
+
     /// Reads a unit's state without starting it.
     pub async fn unit_state(&self, unit: &str) -> Result<UnitState, SystemdError> {
         let call = |source| SystemdError::Call {
@@ -571,5 +638,19 @@ impl Systemd {
             sub_state: u.sub_state().await.map_err(call)?,
             main_pid,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_names_are_escaped_as_systemd_spells_their_paths() {
+        assert_eq!(
+            escape_path_label("banger-vm-0123456789ab.service"),
+            "banger_2dvm_2d0123456789ab_2eservice"
+        );
+        assert_eq!(escape_path_label("dbus.socket"), "dbus_2esocket");
     }
 }

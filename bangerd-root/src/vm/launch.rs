@@ -558,6 +558,26 @@ impl VmHost {
         }
     }
 
+    /// Follows the VM units: whenever one ends, however it ended (a stop, a crash, a guest that
+    /// powered itself off), outbound network is released if no VM runs any more. Runs as long as
+    /// the helper does.
+    pub async fn follow_vm_units(self: Arc<Self>) {
+        let ends = match self.systemd.unit_ends(names::VM_UNIT_PREFIX).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(
+                    "not following VM units (outbound network is released at VM stops only): {e}"
+                );
+                return;
+            }
+        };
+        let mut ends = std::pin::pin!(ends);
+        while let Some(unit) = futures_util::StreamExt::next(&mut ends).await {
+            tracing::debug!(unit, "a VM unit ended");
+            self.release_network_if_idle().await;
+        }
+    }
+
     /// Whether any VM unit is running or on its way.
     async fn any_vm_running(&self) -> Result<bool, SystemdError> {
         Ok(self
