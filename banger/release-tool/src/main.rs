@@ -331,11 +331,21 @@ fn read_identity(dir: &Path) -> Result<BuildIdentity> {
 }
 
 /// `PATH --version`, parsed as `PROGRAM vX.Y.Z (commit C, built T)`.
+///
+/// A binary just written can be "busy" for a moment: a process forked meanwhile (by another
+/// thread) holds the write descriptor until it execs. That is retried, 20 times 50 ms apart.
 fn run_version(path: &Path, program: &str) -> Result<BuildIdentity> {
-    let out = Command::new(path)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("running {} --version", path.display()))?;
+    let mut busy = 0;
+    let out = loop {
+        match Command::new(path).arg("--version").output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && busy < 20 => {
+                busy += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => break other,
+        }
+    }
+    .with_context(|| format!("running {} --version", path.display()))?;
     if !out.status.success() {
         bail!(
             "{} --version failed ({}): {}",

@@ -352,23 +352,37 @@ pub(super) async fn run_with_timeout(
     args: &[&str],
     as_user: Option<&Owner>,
 ) -> Result<std::process::Output, Refused> {
-    let mut cmd = tokio::process::Command::new(path);
-    cmd.args(args).kill_on_drop(true);
-    if let Some(o) = as_user {
-        cmd.uid(o.uid)
-            .gid(o.gid)
-            .env("HOME", &o.home)
-            .env("USER", &o.user);
-        // The standard library drops root's supplementary groups before setuid.
+    // A binary just staged can be "busy" for a moment: a process this helper forked meanwhile
+    // (`ip`, `nft`) holds the descriptor it was written through until it execs. Retried, 20
+    // times 50 ms apart.
+    let mut busy = 0;
+    loop {
+        let mut cmd = tokio::process::Command::new(path);
+        cmd.args(args).kill_on_drop(true);
+        if let Some(o) = as_user {
+            cmd.uid(o.uid)
+                .gid(o.gid)
+                .env("HOME", &o.home)
+                .env("USER", &o.user);
+            // The standard library drops root's supplementary groups before setuid.
+        }
+        let ran = tokio::time::timeout(Duration::from_secs(20), cmd.output())
+            .await
+            .map_err(|_| {
+                Refused(format!(
+                    "{} {} did not finish within 20 s",
+                    path.display(),
+                    args.join(" ")
+                ))
+            })?;
+        match ran {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && busy < 20 => {
+                busy += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => {
+                return other.map_err(|e| Refused(format!("running {}: {e}", path.display())));
+            }
+        }
     }
-    tokio::time::timeout(Duration::from_secs(20), cmd.output())
-        .await
-        .map_err(|_| {
-            Refused(format!(
-                "{} {} did not finish within 20 s",
-                path.display(),
-                args.join(" ")
-            ))
-        })?
-        .map_err(|e| Refused(format!("running {}: {e}", path.display())))
 }
