@@ -1,4 +1,5 @@
-//! The VMs' resolver: a small DNS server on the host's address on the VM bridge (UDP port 53).
+//! The VMs' resolver: a small DNS server on the host's address on the VM bridge (port 53, UDP
+//! and TCP: a guest retries over TCP when a UDP answer was truncated).
 //!
 //! - `<vm>.banger.internal` is answered from the store: the VM's address (`A`), nothing else
 //!   (`NODATA` for other types, `NXDOMAIN` for a VM that does not exist). `.internal` is
@@ -134,24 +135,26 @@ pub fn upstreams(resolv_conf: &str, skip: Ipv4Addr) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// A UDP socket on `addr`, bound even when `addr` is not on any interface yet (`IP_FREEBIND`).
+/// A socket of `kind` (`SOCK_DGRAM`, `SOCK_STREAM`) bound to `addr` even when `addr` is not on
+/// any interface yet (`IP_FREEBIND`); a stream socket also listens.
 #[allow(unsafe_code)]
-pub fn bind_freebind(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+fn bind_freebind_fd(addr: SocketAddr, kind: libc::c_int) -> std::io::Result<std::os::fd::OwnedFd> {
     let SocketAddr::V4(v4) = addr else {
         return Err(std::io::Error::other("only IPv4 is served"));
     };
-    // SAFETY: plain socket calls on a descriptor this function owns; the address structure is
-    // fully initialized and outlives the bind call.
+    // SAFETY: plain socket calls on a descriptor this function owns (the OwnedFd closes it on
+    // every error path); the option and address structures are fully initialized and outlive
+    // the calls.
     unsafe {
         let fd = libc::socket(
             libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            kind | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
             0,
         );
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let sock = std::net::UdpSocket::from_raw_fd(fd);
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
         let one: libc::c_int = 1;
         if libc::setsockopt(
             fd,
@@ -160,6 +163,17 @@ pub fn bind_freebind(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket>
             (&one as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        if kind == libc::SOCK_STREAM
+            && libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) != 0
         {
             return Err(std::io::Error::last_os_error());
         }
@@ -179,7 +193,107 @@ pub fn bind_freebind(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket>
         {
             return Err(std::io::Error::last_os_error());
         }
-        tokio::net::UdpSocket::from_std(sock)
+        if kind == libc::SOCK_STREAM && libc::listen(fd, 128) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(owned)
+    }
+}
+
+/// A UDP socket on `addr`, bound even when `addr` is not on any interface yet (`IP_FREEBIND`).
+pub fn bind_freebind(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let fd = bind_freebind_fd(addr, libc::SOCK_DGRAM)?;
+    tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(fd))
+}
+
+/// A TCP listener on `addr`, bound the same way.
+pub fn listen_freebind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let fd = bind_freebind_fd(addr, libc::SOCK_STREAM)?;
+    tokio::net::TcpListener::from_std(std::net::TcpListener::from(fd))
+}
+
+/// TCP connections served at once, at most; more wait in the listen queue.
+pub const MAX_TCP_CONNECTIONS: usize = 64;
+/// How long a TCP client may stay silent before its connection is closed.
+pub const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Questions answered on one TCP connection, at most.
+pub const TCP_QUESTIONS: usize = 16;
+
+/// Reads one length-prefixed DNS message (RFC 1035 4.2.2).
+async fn read_framed<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let len = r.read_u16().await?;
+    let mut buf = vec![0u8; usize::from(len)];
+    r.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// Writes one length-prefixed DNS message.
+async fn write_framed<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    msg: &[u8],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let len = u16::try_from(msg.len()).map_err(std::io::Error::other)?;
+    w.write_u16(len).await?;
+    w.write_all(msg).await
+}
+
+/// Asks the upstream servers over TCP in turn (for answers too large for UDP).
+async fn forward_tcp(packet: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
+    for up in upstreams {
+        let asked = tokio::time::timeout(UPSTREAM_TIMEOUT, async {
+            let mut c = tokio::net::TcpStream::connect(up).await.ok()?;
+            write_framed(&mut c, packet).await.ok()?;
+            let answer = read_framed(&mut c).await.ok()?;
+            (answer.get(..2) == packet.get(..2)).then_some(answer)
+        })
+        .await;
+        if let Ok(Some(answer)) = asked {
+            return Some(answer);
+        }
+        tracing::debug!(upstream = %up, "no answer over TCP from an upstream resolver");
+    }
+    None
+}
+
+/// Serves DNS over TCP on `listener` until the task is dropped, like [`serve`].
+pub async fn serve_tcp(listener: tokio::net::TcpListener, upstreams: Upstreams, lookup: Lookup) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (mut conn, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("VM resolver: accepting: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (upstreams, lookup) = (upstreams.clone(), lookup.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            for _ in 0..TCP_QUESTIONS {
+                let Ok(Ok(packet)) = tokio::time::timeout(TCP_IDLE, read_framed(&mut conn)).await
+                else {
+                    return;
+                };
+                let answer = match decide(&packet, |name| lookup(name)) {
+                    Decision::Reply(bytes) => Some(bytes),
+                    Decision::Drop => return,
+                    Decision::Forward => match forward_tcp(&packet, &upstreams()).await {
+                        Some(a) => Some(a),
+                        None => servfail(&packet, ResponseCode::ServFail),
+                    },
+                };
+                let Some(answer) = answer else { return };
+                if write_framed(&mut conn, &answer).await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 }
 
@@ -418,6 +532,60 @@ mod tests {
             let m = Message::from_vec(&buf[..n]).unwrap();
             assert_eq!(m.answers[0].data, RData::A(A(want)), "{name}");
         }
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn tcp_questions_are_answered_and_forwarded_over_tcp() {
+        // An "upstream" on loopback over TCP that answers every question with 192.0.2.9.
+        let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up_addr = up.local_addr().unwrap();
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                let Ok((mut c, _)) = up.accept().await else {
+                    return;
+                };
+                let q = read_framed(&mut c).await.unwrap();
+                let req = Message::from_vec(&q).unwrap();
+                let mut m = Message::response(req.metadata.id, OpCode::Query);
+                m.add_queries(req.queries.clone());
+                m.add_answer(Record::from_rdata(
+                    req.queries[0].name().clone(),
+                    60,
+                    RData::A(A(Ipv4Addr::new(192, 0, 2, 9))),
+                ));
+                write_framed(&mut c, &m.to_vec().unwrap()).await.unwrap();
+            }
+        });
+        let listener = listen_freebind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let at = listener.local_addr().unwrap();
+        let task = tokio::spawn(serve_tcp(
+            listener,
+            Arc::new(move || vec![up_addr]),
+            Arc::new(vms),
+        ));
+        let mut c = tokio::net::TcpStream::connect(at).await.unwrap();
+        // Two questions on one connection: one forwarded, one from the store.
+        for (name, want) in [
+            ("big.example.org.", Ipv4Addr::new(192, 0, 2, 9)),
+            ("web1.banger.internal.", Ipv4Addr::new(172, 30, 0, 2)),
+        ] {
+            write_framed(&mut c, &ask(name, RecordType::A))
+                .await
+                .unwrap();
+            let a = tokio::time::timeout(Duration::from_secs(5), read_framed(&mut c))
+                .await
+                .expect("an answer within 5 s")
+                .unwrap();
+            let m = Message::from_vec(&a).unwrap();
+            assert_eq!(m.answers[0].data, RData::A(A(want)), "{name}");
+        }
+        // Garbage ends the connection.
+        write_framed(&mut c, b"\x00\x01junk").await.unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(5), read_framed(&mut c))
+            .await
+            .expect("closed within 5 s");
+        assert!(end.is_err(), "a malformed question gets no answer: {end:?}");
         task.abort();
     }
 

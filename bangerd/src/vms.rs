@@ -475,6 +475,17 @@ impl Vms {
                 });
                 let host = at.ip();
                 let upstreams: crate::dns::Upstreams = Arc::new(move || host_upstreams(host));
+                match crate::dns::listen_freebind(at) {
+                    Ok(tcp) => {
+                        tokio::spawn(crate::dns::serve_tcp(
+                            tcp,
+                            upstreams.clone(),
+                            lookup.clone(),
+                        ));
+                    }
+                    // UDP still serves nearly everything; only truncated answers need TCP.
+                    Err(e) => tracing::warn!("VM resolver: no TCP on {at}: {e}"),
+                }
                 tokio::spawn(crate::dns::serve(sock, upstreams, lookup));
                 tracing::info!(%at, upstreams = ?host_upstreams(host), "VM resolver serving");
                 ResolverState::Serving { at }

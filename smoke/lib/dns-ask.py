@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Asks a DNS server one A question over UDP, as a resolver would.
+"""Asks a DNS server one A question over UDP (or TCP), as a resolver would.
 
-usage: dns-ask.py SERVER NAME
+usage: dns-ask.py SERVER NAME [--tcp]
 
 Prints one line: "A 1.2.3.4 ..." with the addresses answered, or the response code name
 ("NXDOMAIN", "SERVFAIL", ...) when there is none; exits 1 when no answer came within 5 s.
@@ -21,13 +21,25 @@ def main():
     for label in name.rstrip(".").split("."):
         q += bytes([len(label)]) + label.encode()
     q += b"\x00" + struct.pack("!HH", 1, 1)
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(5)
-    s.sendto(q, (server, 53))
     try:
-        msg, _ = s.recvfrom(4096)
-    except socket.timeout:
-        print("no answer within 5 s")
+        if "--tcp" in sys.argv[3:]:
+            s = socket.create_connection((server, 53), timeout=5)
+            s.sendall(struct.pack("!H", len(q)) + q)
+            data = b""
+            while len(data) < 2 or len(data) < 2 + struct.unpack("!H", data[:2])[0]:
+                chunk = s.recv(4096)
+                if not chunk:
+                    print("the connection closed without an answer")
+                    sys.exit(1)
+                data += chunk
+            msg = data[2:]
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(5)
+            s.sendto(q, (server, 53))
+            msg, _ = s.recvfrom(4096)
+    except (socket.timeout, ConnectionError) as e:
+        print(f"no answer within 5 s ({e})")
         sys.exit(1)
     rid, flags, qd, an = struct.unpack("!HHHH", msg[:8])
     if rid != tid:

@@ -33,7 +33,7 @@ box_exec rm -f "$CONFIG"
 upstream_up || exit 1
 
 # The box asks banger's resolver, as the host's own tools would.
-host_ask() { box_exec python3 -c "$ASK" 172.30.0.1 "$1"; }
+host_ask() { box_exec python3 -c "$ASK" 172.30.0.1 "$@"; }
 # busybox nslookup in the guest: the "Address" lines after the "Name:" line.
 guest_lookup() {
     { vm_ssh "$1" nslookup "$2" 2>&1 || true; } | tr -d '\r' |
@@ -60,7 +60,9 @@ expect_eq "$(guest_lookup dns2 dns1.banger.internal)" "$addr1" "dns1.banger.inte
 expect_eq "$(host_ask dns1.banger.internal)" "A $addr1" "dns1.banger.internal asked from the host"
 expect_eq "$(host_ask DNS2.Banger.Internal)" "A $addr2" "a name in other case asked from the host"
 expect_eq "$(host_ask nope.banger.internal)" "NXDOMAIN" "an unknown VM"
-proved "VM names resolve from guests (dns2.banger.internal and bare dns2 → $addr2) and from the host at 172.30.0.1; an unknown VM is NXDOMAIN"
+expect_eq "$(host_ask dns1.banger.internal --tcp)" "A $addr1" "dns1.banger.internal asked over TCP"
+expect_eq "$(host_ask "$UPSTREAM_NAME" --tcp)" "A $UPSTREAM_WEB" "$UPSTREAM_NAME asked over TCP (forwarded over TCP)"
+proved "VM names resolve from guests (dns2.banger.internal and bare dns2 → $addr2) and from the host at 172.30.0.1, over UDP and TCP; an unknown VM is NXDOMAIN"
 
 # A VM created later resolves at once (answers come from the store, not a zone file).
 expect_rc 0 as_owner "$BOX_BIN/banger" vm create dns3 --image "$GUEST_IMAGE"
