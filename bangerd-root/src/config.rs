@@ -1,6 +1,7 @@
 //! `/etc/banger/config.toml`, the admin's configuration: the one reader of the file, and its
 //! sections as written. `crate::update::config` checks `[update]`, `crate::vm::config` checks
-//! `[vm]` and `[network]`; each depends on this module and on nothing of the other.
+//! `[vm]` and `[network]`, `crate::catalog` checks `[catalog]`; each depends on this module and
+//! on nothing of the others.
 //!
 //! The file must be a regular file owned by root and not writable by others, in directories
 //! only root can change, not reached through a link; every key must be known.
@@ -23,6 +24,19 @@ pub(crate) struct FileConfig {
     pub(crate) vm: VmSection,
     #[serde(default)]
     pub(crate) network: NetworkSection,
+    #[serde(default)]
+    pub(crate) catalog: CatalogSection,
+}
+
+/// `[catalog]` as written in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CatalogSection {
+    pub(crate) url: Option<String>,
+    #[serde(default)]
+    pub(crate) trusted_key_files: Vec<PathBuf>,
+    pub(crate) max_artefact_bytes: Option<u64>,
+    pub(crate) max_unpacked_bytes: Option<u64>,
 }
 
 /// `[update]` as written in the file.

@@ -7,6 +7,7 @@
 //! choose where updates come from or which keys are trusted.
 
 pub mod bus;
+pub mod catalog;
 pub mod config;
 pub mod core;
 pub mod limits;

@@ -7,16 +7,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use banger_api::error::BusError;
-use banger_api::wire::{DoctorCheck, ImageInfo, OperationInfo, OperationStage, SshTarget, VmInfo};
+use banger_api::wire::{
+    CatalogEntryInfo, DoctorCheck, ImageInfo, OperationInfo, OperationStage, SshTarget, VmInfo,
+};
 use banger_host::build_info;
 use banger_host::runtime::InFlight;
+use banger_release::catalog::CatalogError;
 use futures_util::StreamExt;
 use zbus::message::Header;
-use zbus::{Connection, fdo};
+use zbus::{Connection, OwnedObjectPath, fdo};
 
 use crate::core::Daemon;
+use crate::daemon_job::{JobObjects, job_path};
 use crate::images::{image_name_to_find, image_name_to_import};
 use crate::ops::OperationGuard;
+use crate::pull::PullError;
 use crate::vms::{VmError, Vms, vm_name_to_create, vm_name_to_find};
 
 /// The object served at `/org/banger/Daemon1`.
@@ -26,6 +31,7 @@ pub struct Daemon1 {
     ready: Arc<AtomicBool>,
     inhibitors: Arc<Mutex<HashMap<String, OperationGuard>>>,
     calls: InFlight,
+    jobs: JobObjects,
 }
 
 impl Daemon1 {
@@ -37,6 +43,7 @@ impl Daemon1 {
             ready,
             inhibitors: Arc::new(Mutex::new(HashMap::new())),
             calls: InFlight::default(),
+            jobs: JobObjects::default(),
         }
     }
 
@@ -72,6 +79,7 @@ impl From<VmError> for BusError {
             | VmError::DamagedImage { .. }
             | VmError::NetworkFull { .. }
             | VmError::VmIsLive { .. }
+            | VmError::PullRunning(_)
             | VmError::HostKeyMismatch(_) => BusError::InUse(m),
             VmError::NotAuthorized(_) => BusError::NotAuthorized(m),
             VmError::UnusableNetwork { .. } | VmError::Cleanup { .. } | VmError::Root(_) => {
@@ -94,9 +102,22 @@ impl From<VmError> for BusError {
     }
 }
 
+/// A pull refused before it started, as the caller sees it.
+impl From<PullError> for BusError {
+    fn from(e: PullError) -> Self {
+        let m = e.to_string();
+        match e {
+            PullError::Vm(e) => e.into(),
+            PullError::Catalog(CatalogError::BadReference { .. }) => BusError::InvalidArgument(m),
+            PullError::Catalog(CatalogError::NoEntry { .. }) => BusError::NotFound(m),
+            _ => BusError::Failed(m),
+        }
+    }
+}
+
 /// Allows only the daemon's own user and root (the bus policy says the same; this is the second
 /// lock on the door).
-async fn check_caller(conn: &Connection, hdr: &Header<'_>) -> Result<(), BusError> {
+pub(crate) async fn check_caller(conn: &Connection, hdr: &Header<'_>) -> Result<(), BusError> {
     let sender = hdr
         .sender()
         .ok_or_else(|| BusError::NotAuthorized("call has no sender".into()))?;
@@ -172,6 +193,41 @@ impl Daemon1 {
             .vms
             .import_image(&image_name_to_import(&name)?, &kernel, &initrd, &rootfs)
             .await?)
+    }
+
+    /// Pulls image `reference` (`NAME` or `NAME:VERSION`) from the catalog set in the root-owned
+    /// configuration, as the local image `name` ("" for the entry's name). Checks the request,
+    /// then answers at once with the path of an org.banger.Daemon1.Job that does the work
+    /// (stages resolving, downloading, unpacking, recording) and can be canceled; the job's
+    /// Image says what it made. A failed or canceled pull leaves nothing. Not idempotent:
+    /// the name must be new.
+    async fn pull_image(
+        &self,
+        reference: String,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let _call = self.calls.enter();
+        check_caller(conn, &hdr).await?;
+        let task = self.vms.begin_pull(&reference, &name).await?;
+        self.jobs.serve(conn, &self.vms.jobs, &task.job).await?;
+        tracing::info!(job = task.job.id, "pull of {} started", task.job.what);
+        let path = job_path(task.job.id);
+        tokio::spawn(self.vms.clone().run_pull(task));
+        Ok(path)
+    }
+
+    /// What the configured catalog offers, from its index fetched and verified now:
+    /// (name, version, kind, kernel, size, unpacked size, format, description). Read-only.
+    async fn list_catalog(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<CatalogEntryInfo>, BusError> {
+        let _call = self.calls.enter();
+        check_caller(conn, &hdr).await?;
+        Ok(self.vms.list_catalog().await?)
     }
 
     /// Every image, with the VMs that use it. Read-only.

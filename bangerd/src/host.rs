@@ -11,7 +11,7 @@ use std::pin::Pin;
 use banger_api::error::ErrorKind;
 use banger_api::options::{StartVmmOptions, VmmStarted};
 use banger_api::proxies::Root1Proxy;
-use banger_api::wire::{BackendKind, VmState};
+use banger_api::wire::{BackendKind, CatalogSettings, VmState};
 use banger_host::systemd::Systemd;
 
 use crate::vms::{VmError, unit_name};
@@ -36,6 +36,10 @@ pub trait VmHost: Send + Sync {
 
     /// VM `id`'s state, read from its unit now ([`VmState::Unknown`] when that fails).
     fn vm_state<'a>(&'a self, id: &'a str) -> HostFuture<'a, VmState>;
+
+    /// Where images are pulled from: the `[catalog]` settings of the root-owned configuration
+    /// (its `url` is "" when none is set).
+    fn catalog_settings(&self) -> HostFuture<'_, Result<CatalogSettings, VmError>>;
 }
 
 /// The real host: `bangerd-root` and systemd on the system bus.
@@ -107,6 +111,21 @@ impl VmHost for BusHost {
                 .stop_vmm(id)
                 .await
                 .map_err(|e| root_error(&e))
+        })
+    }
+
+    fn catalog_settings(&self) -> HostFuture<'_, Result<CatalogSettings, VmError>> {
+        Box::pin(async move {
+            self.root()
+                .await?
+                .get_catalog_settings()
+                .await
+                .map_err(|e| {
+                    VmError::Root(format!(
+                        "asking bangerd-root for the catalog settings: {}",
+                        zbus_message(&e)
+                    ))
+                })
         })
     }
 

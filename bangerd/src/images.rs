@@ -28,7 +28,7 @@ const MAX_INITRD: u64 = 4 << 30;
 pub(crate) const MAX_ROOTFS: u64 = 256 << 30;
 
 /// Whether a file starts like a Linux kernel: an ELF `vmlinux` or a bzImage (`HdrS` at 0x202).
-fn looks_like_kernel(path: &Path) -> std::io::Result<bool> {
+pub(crate) fn looks_like_kernel(path: &Path) -> std::io::Result<bool> {
     let mut head = [0u8; 0x206];
     let mut f = std::fs::File::open(path)?;
     let n = f.read(&mut head)?;
@@ -84,7 +84,7 @@ pub fn image_name_to_find(name: &str) -> Result<ImageName> {
 }
 
 impl Vms {
-    fn images_dir(&self) -> PathBuf {
+    pub(crate) fn images_dir(&self) -> PathBuf {
         self.state_dir.join("images")
     }
 

@@ -6,12 +6,15 @@
 
 pub mod core;
 pub mod daemon1;
+pub mod daemon_job;
 pub mod dns;
 pub mod guest;
 pub mod host;
 mod images;
+pub mod jobs;
 pub mod namegen;
 pub mod ops;
+pub mod pull;
 pub mod service;
 pub mod store;
 pub mod vms;

@@ -115,6 +115,7 @@ async fn serve(store_path: PathBuf) -> anyhow::Result<()> {
         .await
         .context("starting the VM manager")?,
     );
+    vms.sweep_pull_leftovers();
     let daemon1 = Daemon1::new(core, vms.clone(), ready.clone());
     let calls = daemon1.calls();
     conn.object_server()

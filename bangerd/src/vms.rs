@@ -28,7 +28,9 @@ use banger_api::wire::{DoctorCheck, Level, OperationStage, SshTarget, VmInfo, Vm
 use crate::guest::{DiskError, GuestConfig};
 use crate::host::{BusHost, VmHost};
 use crate::images::MAX_ROOTFS;
+use crate::jobs::Jobs;
 use crate::ops::Operations;
+use crate::pull::Pulling;
 use crate::store::{Store, StoreError, VmRecord};
 
 /// Most virtual CPUs a VM may have.
@@ -137,6 +139,12 @@ pub enum VmError {
         /// Why the move failed.
         error: std::io::Error,
     },
+    /// A pull of that image name is running already.
+    #[error(
+        "an image named {0:?} is being pulled now; wait for that pull (or cancel it); nothing \
+         was imported"
+    )]
+    PullRunning(String),
     /// No image of that name exists.
     #[error("no image named {0:?}")]
     NoSuchImage(String),
@@ -396,7 +404,11 @@ pub struct Vms {
     pub(crate) store: Arc<Mutex<Store>>,
     /// The registry every change registers with.
     pub(crate) ops: Arc<Operations>,
-    host: Arc<dyn VmHost>,
+    pub(crate) host: Arc<dyn VmHost>,
+    /// Long work (image pulls) that clients follow as jobs.
+    pub jobs: Jobs,
+    /// The image names being pulled now.
+    pub(crate) pulling: Pulling,
     /// Serializes changes to images and VMs (address allocation, names, files).
     pub(crate) changes: tokio::sync::Mutex<()>,
     /// How the VMs' resolver stands, for `doctor`.
@@ -456,6 +468,8 @@ impl Vms {
             store,
             ops,
             host,
+            jobs: Jobs::default(),
+            pulling: Pulling::default(),
             changes: tokio::sync::Mutex::new(()),
             resolver: Mutex::new(ResolverState::NotStarted),
         }

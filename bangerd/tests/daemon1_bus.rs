@@ -1,6 +1,7 @@
 //! Interface tests of org.banger.Daemon1 on a private system-like bus carrying banger's real
 //! bus policy, through the real client proxies.
 
+use std::collections::HashMap;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -294,4 +295,170 @@ async fn images_are_hashed_listed_and_hostile_imports_change_nothing() {
     d.delete_image("deb").await.unwrap();
     assert!(d.list_images().await.unwrap().is_empty());
     assert!(!state.join("images/deb").exists());
+}
+
+/// A job of the daemon, served on the daemon's connection as `PullImage` serves one.
+async fn served_job(
+    conn: &zbus::Connection,
+) -> (
+    Arc<bangerd::jobs::Job>,
+    bangerd::jobs::Jobs,
+    bangerd::daemon_job::JobObjects,
+) {
+    let jobs = bangerd::jobs::Jobs::default();
+    let objects = bangerd::daemon_job::JobObjects::default();
+    let job = jobs.begin(
+        banger_api::job::JOB_KIND_IMAGE_PULL,
+        "mini:12 as mini".into(),
+    );
+    objects.serve(conn, &jobs, &job).await.unwrap();
+    (job, jobs, objects)
+}
+
+#[tokio::test]
+async fn job_introspection_matches_checked_in_contract() {
+    let bus = PrivateBus::start(&me()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, _core) = serve(&bus, &dir.path().join("s.db")).await;
+    let (job, _jobs, _objects) = served_job(&svc).await;
+    assert_served_contract(
+        &bus,
+        names::DAEMON1_NAME,
+        &names::daemon_job_path(job.id),
+        names::DAEMON_JOB_INTERFACE,
+    )
+    .await;
+}
+
+/// Every message on `stream` until `Finished`, as (member, changed names, invalidated names).
+async fn job_signals(stream: &mut zbus::MessageStream) -> Vec<(String, Vec<String>, Vec<String>)> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+            .await
+            .expect("a job signal within 5 s")
+            .unwrap()
+            .unwrap();
+        let member = msg.header().member().unwrap().to_string();
+        if member == "Finished" {
+            let (ok, result, error): (bool, String, String) = msg.body().deserialize().unwrap();
+            out.push((member, vec![ok.to_string(), result], vec![error]));
+            return out;
+        }
+        let (iface, changed, invalidated): (
+            String,
+            HashMap<String, zbus::OwnedVariant>,
+            Vec<String>,
+        ) = msg.body().deserialize().unwrap();
+        assert_eq!(iface, names::DAEMON_JOB_INTERFACE);
+        let mut changed: Vec<String> = changed.into_keys().collect();
+        changed.sort();
+        out.push((member, changed, invalidated));
+    }
+    panic!("no Finished after 100 signals: {out:?}");
+}
+
+#[tokio::test]
+async fn a_job_signals_its_changes_withholds_its_error_and_can_be_canceled_once() {
+    use banger_api::proxies::DaemonJobProxy;
+    let bus = PrivateBus::start(&me()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, _core) = serve(&bus, &dir.path().join("s.db")).await;
+    let (job, _jobs, _objects) = served_job(&svc).await;
+    let path = names::daemon_job_path(job.id);
+    let client = bus.connect().await.unwrap();
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .path(path.as_str())
+        .build()
+        .unwrap();
+    let mut stream =
+        zbus::MessageStream::for_match_rule(rule, &client, std::num::NonZeroUsize::new(64))
+            .await
+            .unwrap();
+    let proxy = DaemonJobProxy::builder(&client)
+        .path(path.clone())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(proxy.kind().await.unwrap(), "image-pull");
+    assert_eq!(proxy.description().await.unwrap(), "mini:12 as mini");
+    proxy.cancel().await.expect("a running job can be canceled");
+    assert!(job.canceled(), "the cancel reaches the work");
+
+    job.stage("downloading", 1000);
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    job.bytes(500, 0.5);
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    job.finish(Err("writing /x: No space left on device".into()));
+    let seen = job_signals(&mut stream).await;
+    let changes: Vec<&(String, Vec<String>, Vec<String>)> = seen
+        .iter()
+        .filter(|(m, _, _)| m == "PropertiesChanged")
+        .collect();
+    assert!(
+        changes
+            .iter()
+            .any(|(_, c, _)| c.contains(&"Stage".to_string())
+                && c.contains(&"BytesTotal".to_string())),
+        "{seen:?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|(_, c, _)| c == &["BytesDone".to_string(), "Progress".to_string()]),
+        "a byte count changes only the counts: {seen:?}"
+    );
+    let last = changes.last().unwrap();
+    assert!(last.1.contains(&"Result".to_string()) && last.1.contains(&"State".to_string()));
+    assert_eq!(
+        last.2,
+        ["Error"],
+        "the error is announced without its value"
+    );
+    let (_, finished, error) = seen.last().unwrap();
+    assert_eq!(finished, &["false".to_string(), "canceled".to_string()]);
+    assert_eq!(error, &[names::JOB_ERROR_WITHHELD.to_string()]);
+    assert!(
+        !error[0].contains("No space"),
+        "signals never carry the reason"
+    );
+    assert_eq!(
+        proxy.error().await.unwrap(),
+        "writing /x: No space left on device",
+        "the owner reads the reason"
+    );
+    assert_eq!(proxy.result().await.unwrap(), "canceled");
+    let e = proxy.cancel().await.unwrap_err();
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::Busy), "{e}");
+    assert!(e.to_string().contains("already finished"), "{e}");
+}
+
+#[tokio::test]
+async fn a_malformed_pull_reference_is_refused_before_any_work() {
+    let bus = PrivateBus::start(&me()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let (_svc, core) = serve(&bus, &state.join("banger.db")).await;
+    let client = bus.connect().await.unwrap();
+    let d = Daemon1Proxy::new(&client).await.unwrap();
+    let before = tree(&state);
+    for (reference, name, want) in [
+        ("", "", "reference"),
+        ("../etc:1", "", "reference"),
+        ("mini:", "", "reference"),
+        ("mini:12", "Not/A/Name", "not valid"),
+    ] {
+        let e = d.pull_image(reference, name).await.unwrap_err();
+        assert_eq!(
+            ErrorKind::of(&e),
+            Some(ErrorKind::InvalidArgument),
+            "{reference:?} {name:?}: {e}"
+        );
+        assert!(e.to_string().contains(want), "{reference:?}: {e}");
+    }
+    assert!(core.operations().list().is_empty(), "no operation began");
+    assert_eq!(tree(&state), before, "nothing was written");
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use banger_api::ids::{ImageName, VmName};
 use banger_api::options::StartVmmOptions;
-use banger_api::wire::{BackendKind, OperationStage, VmState};
+use banger_api::wire::{BackendKind, CatalogSettings, OperationStage, VmState};
 use bangerd::core::Daemon;
 use bangerd::host::{HostFuture, VmHost};
 use bangerd::vms::{VmError, Vms};
@@ -74,6 +74,10 @@ impl VmHost for FakeHost {
                 .copied()
                 .unwrap_or(VmState::Stopped)
         })
+    }
+
+    fn catalog_settings(&self) -> HostFuture<'_, Result<CatalogSettings, VmError>> {
+        Box::pin(async { Ok(CatalogSettings::default()) })
     }
 }
 

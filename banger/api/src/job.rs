@@ -118,6 +118,42 @@ words! {
 /// The one kind of job the helper runs (`Job.Kind`).
 pub const JOB_KIND_UPDATE: &str = "update";
 
+words! {
+    /// How a job of the owner's daemon (`org.banger.Daemon1.Job`) ended.
+    DaemonJobResult {
+        /// It did what was asked.
+        Done => "done",
+        /// It failed; `Error` says why, and nothing was left half-made.
+        Failed => "failed",
+        /// It was canceled; nothing was left half-made.
+        Canceled => "canceled",
+    }
+}
+
+impl DaemonJobResult {
+    /// Whether it did what was asked.
+    pub fn is_success(self) -> bool {
+        self == DaemonJobResult::Done
+    }
+}
+
+words! {
+    /// The stages of an image pull (`Daemon1.PullImage`).
+    PullStage {
+        /// Fetching and verifying the signed catalog index.
+        Resolving => "resolving",
+        /// Downloading an artefact (bytes are counted).
+        Downloading => "downloading",
+        /// Unpacking a bundle and checking what it holds.
+        Unpacking => "unpacking",
+        /// Moving the image into place and recording it.
+        Recording => "recording",
+    }
+}
+
+/// The kind of an image pull job.
+pub const JOB_KIND_IMAGE_PULL: &str = "image-pull";
+
 impl JobResult {
     /// What the `Finished` signal's `success` says.
     pub fn is_success(self) -> bool {
@@ -139,6 +175,12 @@ mod tests {
         check(Stage::ALL, Stage::as_str, Stage::parse);
         check(JobResult::ALL, JobResult::as_str, JobResult::parse);
         check(JobProperty::ALL, JobProperty::as_str, JobProperty::parse);
+        check(
+            DaemonJobResult::ALL,
+            DaemonJobResult::as_str,
+            DaemonJobResult::parse,
+        );
+        check(PullStage::ALL, PullStage::as_str, PullStage::parse);
     }
 
     #[test]

@@ -20,6 +20,15 @@ pub const JOB_FINISHED_SIGNAL: &str = "Finished";
 pub fn job_path(id: u32) -> String {
     format!("{JOB_PATH_NAMESPACE}/{id}")
 }
+/// Interface of a job object of the owner's daemon (an image pull).
+pub const DAEMON_JOB_INTERFACE: &str = "org.banger.Daemon1.Job";
+/// Every job object of the owner's daemon lives under this path (`<this>/<id>`).
+pub const DAEMON_JOB_PATH_NAMESPACE: &str = "/org/banger/Daemon1/job";
+
+/// The object path of the owner daemon's job `id`.
+pub fn daemon_job_path(id: u32) -> String {
+    format!("{DAEMON_JOB_PATH_NAMESPACE}/{id}")
+}
 /// The name of the polkit policy file (under `/usr/share/polkit-1/actions`).
 pub const POLKIT_POLICY: &str = "org.banger.policy";
 /// Prefix of every banger D-Bus error name.

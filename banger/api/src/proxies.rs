@@ -46,6 +46,8 @@ pub trait Root1 {
     ) -> zbus::Result<zbus::OwnedObjectPath>;
     /// The VM network: (bridge, subnet in CIDR form, host address on the bridge).
     fn get_vm_network(&self) -> zbus::Result<(String, String, String)>;
+    /// Where image catalogs come from (`[catalog]` of the root-owned configuration).
+    fn get_catalog_settings(&self) -> zbus::Result<crate::wire::CatalogSettings>;
     /// Starts a VM's VMM as the transient unit `banger-vm-<id>.service` (owner's daemon, or
     /// polkit `org.banger.vm.manage`); options `image` (s), `rootfs` (b), `cpus` (u),
     /// `memory_mib` (u), `mac` (s). Returns the unit name.
@@ -180,4 +182,61 @@ pub trait Daemon1 {
     /// Reads the serial console log from `offset` (negative: the last -offset bytes); returns
     /// the bytes and the offset to continue from.
     fn read_vm_log(&self, name: &str, offset: i64) -> zbus::Result<(Vec<u8>, u64)>;
+    /// Starts a pull of `reference` from the configured catalog as image `name` ("" for the
+    /// entry's name); answers the path of the job doing it.
+    fn pull_image(&self, reference: &str, name: &str) -> zbus::Result<zbus::OwnedObjectPath>;
+    /// What the configured catalog offers.
+    fn list_catalog(&self) -> zbus::Result<Vec<crate::wire::CatalogEntryInfo>>;
 }
+
+/// The proxy of a job of the owner daemon (its signal types are named as Root1.Job's, so they
+/// live here).
+pub mod daemon_job {
+    /// A job of the owner daemon (an image pull), `/org/banger/Daemon1/job/<id>`.
+    #[zbus::proxy(
+        interface = "org.banger.Daemon1.Job",
+        default_service = "org.banger.Daemon1"
+    )]
+    pub trait DaemonJob {
+        /// Job id.
+        #[zbus(property)]
+        fn id(&self) -> zbus::Result<u32>;
+        /// `image-pull`.
+        #[zbus(property)]
+        fn kind(&self) -> zbus::Result<String>;
+        /// What it was asked to do.
+        #[zbus(property)]
+        fn description(&self) -> zbus::Result<String>;
+        /// `running` or `finished`.
+        #[zbus(property)]
+        fn state(&self) -> zbus::Result<String>;
+        /// What it does now (a [`crate::job::PullStage`] for a pull).
+        #[zbus(property)]
+        fn stage(&self) -> zbus::Result<String>;
+        /// 0..1.
+        #[zbus(property)]
+        fn progress(&self) -> zbus::Result<f64>;
+        /// Bytes of the current stage done.
+        #[zbus(property)]
+        fn bytes_done(&self) -> zbus::Result<u64>;
+        /// Bytes of the current stage in all.
+        #[zbus(property)]
+        fn bytes_total(&self) -> zbus::Result<u64>;
+        /// "" while running; then done, failed or canceled.
+        #[zbus(property)]
+        fn result(&self) -> zbus::Result<String>;
+        /// "" or why it failed.
+        #[zbus(property)]
+        fn error(&self) -> zbus::Result<String>;
+        /// What it made (the image's name).
+        #[zbus(property)]
+        fn image(&self) -> zbus::Result<String>;
+        /// Asks the job to stop.
+        fn cancel(&self) -> zbus::Result<()>;
+        /// The job ended.
+        #[zbus(signal)]
+        fn finished(&self, success: bool, result: String, error: String) -> zbus::Result<()>;
+    }
+}
+
+pub use daemon_job::DaemonJobProxy;

@@ -121,6 +121,47 @@ pub struct ImageInfo {
     pub used_by: Vec<String>,
 }
 
+/// Where image catalogs come from, as the root helper reads `[catalog]` of
+/// `/etc/banger/config.toml` for the owner's daemon: `(sa(ss)ttttas)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct CatalogSettings {
+    /// URL of the signed index, "" when no catalog is configured.
+    pub url: String,
+    /// Keys trusted for the index: (where the key comes from, PEM public key).
+    pub trusted_keys: Vec<(String, String)>,
+    /// Largest artefact downloaded.
+    pub max_artefact_bytes: u64,
+    /// Largest image made (all its files unpacked).
+    pub max_unpacked_bytes: u64,
+    /// Connect timeout, seconds.
+    pub connect_timeout_secs: u64,
+    /// Stall timeout (no data for this long), seconds.
+    pub read_timeout_secs: u64,
+    /// Hosts a redirect may lead to besides the URL's own.
+    pub redirect_hosts: Vec<String>,
+}
+
+/// An entry of the configured catalog, as the owner daemon lists it: `(ssssttss)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct CatalogEntryInfo {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// `kernel` or `rootfs`.
+    pub kind: String,
+    /// For a root filesystem, the kernel it boots with (`NAME:VERSION`); "" for a kernel.
+    pub kernel: String,
+    /// Download size, bytes.
+    pub size: u64,
+    /// The most its files take once unpacked, bytes.
+    pub unpacked_size: u64,
+    /// `raw`, `tar` or `tar.gz`.
+    pub format: String,
+    /// What it is.
+    pub description: String,
+}
+
 /// A VM as listed by the owner daemon: `(sssuussssxs)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct VmInfo {

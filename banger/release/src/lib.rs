@@ -1,10 +1,11 @@
-//! The release format: the signed manifest, `SHA256SUMS` and its signature, and the rules every
-//! piece must satisfy before the update engine trusts it.
+//! The release format (the signed manifest, `SHA256SUMS` and its signature), the signed image
+//! catalog index, and the rules every piece must satisfy before banger trusts it.
 //!
 //! Signatures are cosign-compatible: base64 of an ASN.1 DER ECDSA-P256 signature over the
 //! SHA-256 of the signed file (what `openssl dgst -sha256 -sign` and `cosign sign-blob` make).
 //! This module parses and checks; it never fetches, writes or installs anything.
 
+pub mod catalog;
 pub mod manifest;
 pub mod signature;
 pub mod sums;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use banger_api::error::BusError;
 use banger_api::names::{self, action};
-use banger_api::wire::{DoctorCheck, ServiceStatus};
+use banger_api::wire::{CatalogSettings, DoctorCheck, ServiceStatus};
 use banger_host::build_info;
 use banger_host::runtime::InFlight;
 use banger_host::systemd::JobKind;
@@ -321,6 +321,19 @@ impl Root1 {
             net.subnet.to_string(),
             net.host_address().to_string(),
         ))
+    }
+
+    /// Where image catalogs come from: `[catalog]` of /etc/banger/config.toml (URL, "" for
+    /// none; trusted key files as (path, PEM text); size caps) with `[update]`'s connect and
+    /// stall timeouts and redirect hosts. The owner's daemon pulls with it. Needs no
+    /// authorization; read-only, safe to repeat.
+    async fn get_catalog_settings(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<CatalogSettings, BusError> {
+        let _call = self.calls.enter();
+        let _admitted = self.admit(&hdr).await?;
+        crate::catalog::load(self.vms.config_file()).map_err(|e| BusError::Failed(e.to_string()))
     }
 
     /// Starts VM `id`'s VMM as the transient unit banger-vm-<id>.service in banger.slice,

@@ -35,7 +35,11 @@ pub struct UpdateConfig {
 }
 
 /// Largest trusted key file accepted.
-const KEY_CAP: u64 = 64 << 10;
+pub(crate) const KEY_CAP: u64 = 64 << 10;
+/// Seconds to connect, when `connect_timeout_secs` is not set.
+pub(crate) const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+/// Seconds without data before a download counts as stalled, when `read_timeout_secs` is not set.
+pub(crate) const DEFAULT_READ_TIMEOUT_SECS: u64 = 15;
 
 impl UpdateConfig {
     /// Loads `path` (a missing file means the compiled-in defaults).
@@ -68,32 +72,27 @@ impl UpdateConfig {
             channel: u.channel.unwrap_or_else(|| "stable".into()),
             keys,
             max_download_bytes: u.max_download_bytes.unwrap_or(256 << 20),
-            connect_timeout: secs(u.connect_timeout_secs, 10),
-            read_timeout: secs(u.read_timeout_secs, 15),
+            connect_timeout: secs(u.connect_timeout_secs, DEFAULT_CONNECT_TIMEOUT_SECS),
+            read_timeout: secs(u.read_timeout_secs, DEFAULT_READ_TIMEOUT_SECS),
             total_timeout: secs(u.total_timeout_secs, 600),
             redirect_hosts: u.redirect_hosts,
         })
     }
 
+    /// The download limits of `[update]`.
+    pub fn fetch_limits(&self) -> banger_fetch::FetchLimits {
+        banger_fetch::FetchLimits {
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
+            total_timeout: self.total_timeout,
+            redirect_hosts: self.redirect_hosts.clone(),
+            redirect_setting: "[update] redirect_hosts",
+        }
+    }
+
     /// Resolves `href` (relative to the manifest's directory, or absolute).
     pub fn resolve(&self, href: &str) -> Result<String, String> {
-        if href.starts_with("https://") || href.starts_with("http://") {
-            return Ok(href.to_string());
-        }
-        if href.is_empty()
-            || href.starts_with('/')
-            || href.split('/').any(|seg| seg == ".." || seg == ".")
-            || href.contains(['?', '#', '\\', ' '])
-        {
-            return Err(format!(
-                "the manifest names an unsafe relative URL {href:?}"
-            ));
-        }
-        let base = match self.manifest_url.rfind('/') {
-            Some(i) => &self.manifest_url[..=i],
-            None => return Err("the manifest URL has no path".into()),
-        };
-        Ok(format!("{base}{href}"))
+        banger_fetch::resolve_href(&self.manifest_url, href, "the manifest")
     }
 }
 

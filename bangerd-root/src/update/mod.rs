@@ -1,7 +1,7 @@
 //! The self-update engine (see docs/update-protocol.md).
 //!
 //! `config` says where releases come from and which keys are trusted (root-owned files and the
-//! binary only), `download` fetches with caps and timeouts, `stage` extracts strictly,
+//! binary only), downloads go through `banger_fetch` with caps and timeouts, `stage` extracts strictly,
 //! `journal` records and performs the swap, `engine` drives it all, `job` is what clients see
 //! (published through the bus layer's [`job::JobPublisher`]) and `daemon` is the owner's daemon
 //! as the engine asks it. Nothing here imports zbus: the bus layer (`crate::bus`) exports and
@@ -10,7 +10,6 @@
 
 pub mod config;
 pub mod daemon;
-pub mod download;
 pub mod engine;
 pub mod job;
 pub mod journal;

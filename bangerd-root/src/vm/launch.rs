@@ -608,6 +608,11 @@ impl VmHost {
         }
     }
 
+    /// The root-owned configuration file this host reads.
+    pub fn config_file(&self) -> &std::path::Path {
+        &self.paths.config
+    }
+
     /// The VM network from the configuration.
     pub fn network(&self) -> Result<NetworkConfig, VmError> {
         Ok(VmConfig::load(&self.paths.config)?.network)

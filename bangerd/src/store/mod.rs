@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "vm_runtime",
         sql: include_str!("migrations/0003_vm_runtime.sql"),
     },
+    Migration {
+        version: 4,
+        name: "catalogs",
+        sql: include_str!("migrations/0004_catalogs.sql"),
+    },
 ];
 
 /// SQL for one more migration, compiled in when `BANGER_TEST_MIGRATION` is set at build time.

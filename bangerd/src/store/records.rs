@@ -101,6 +101,33 @@ fn image_from_row(r: &Row<'_>) -> rusqlite::Result<ImageRecord> {
 }
 
 impl Store {
+    /// The newest issue time (Unix seconds) of an index verified from catalog `url`, 0 when
+    /// none was.
+    pub fn catalog_newest(&self, url: &str) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT issued_at FROM catalog_seen WHERE url = ?1",
+                params![url],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|t| t.unwrap_or(0).max(0) as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records that an index issued at `issued_at` was verified from catalog `url`; never moves
+    /// the time back.
+    pub fn set_catalog_newest(&self, url: &str, issued_at: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO catalog_seen (url, issued_at) VALUES (?1, ?2) \
+                 ON CONFLICT(url) DO UPDATE SET issued_at = max(issued_at, excluded.issued_at)",
+                params![url, issued_at as i64],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
     /// Records an imported image.
     pub fn insert_image(&self, i: &ImageRecord) -> Result<(), StoreError> {
         self.conn

@@ -20,12 +20,12 @@ use banger_release::{Manifest, Sha256Sums, Version, tarball_name, verify_signatu
 
 use super::config::UpdateConfig;
 use super::daemon::DaemonPeer;
-use super::download::{DownloadError, Fetcher};
 use super::job::{JobHandle, JobPublisher, result_word};
 use super::journal::{self, FORMAT, Journal, Phase, SwapItem};
 use super::stage;
 use super::state::HelperState;
 use crate::limits::{Caller, Shared};
+use banger_fetch::{DownloadError, Fetcher};
 
 /// Largest manifest accepted.
 const MANIFEST_CAP: u64 = 1 << 20;

@@ -72,7 +72,7 @@ impl Engine {
         let sums_url = cfg.resolve(&entry.sums).map_err(Refused)?;
         let sig_url = cfg.resolve(&entry.sums_sig).map_err(Refused)?;
         let tar_url = cfg.resolve(&entry.tarball).map_err(Refused)?;
-        let fetcher = Arc::new(Fetcher::new(&cfg));
+        let fetcher = Arc::new(Fetcher::new(&cfg.fetch_limits()));
         let (sums, sums_sig) = {
             let f = fetcher.clone();
             let (a, b) = (sums_url.clone(), sig_url.clone());
@@ -253,7 +253,7 @@ where
 
 /// Downloads the manifest and its signature (not verified yet).
 pub(super) async fn fetch_manifest_bytes(cfg: UpdateConfig) -> ManifestBytes {
-    let fetcher = Fetcher::new(&cfg);
+    let fetcher = Fetcher::new(&cfg.fetch_limits());
     let url = cfg.manifest_url;
     blocking(move || {
         Ok::<_, DownloadError>((

@@ -5,7 +5,10 @@
 //! TLS trusts the host's own certificate store (the one `update-ca-certificates` maintains, so
 //! a site's own CA installed there counts), never a bundle compiled into the binary. Redirects
 //! are followed only to the same scheme and the same host, or to a host the root-owned
-//! configuration names (`[update] redirect_hosts`).
+//! configuration names (its `redirect_hosts`).
+//!
+//! Used by the helper for releases and by the daemon for image catalogs; each passes the
+//! limits its own section of `/etc/banger/config.toml` sets.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -14,7 +17,20 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::config::UpdateConfig;
+/// The limits of a [`Fetcher`], from the root-owned configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// Time to connect.
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes (a stall).
+    pub read_timeout: Duration,
+    /// Longest time one download may take.
+    pub total_timeout: Duration,
+    /// Hosts a redirect may lead to besides the URL's own.
+    pub redirect_hosts: Vec<String>,
+    /// Where an admin lists such hosts (named in the refusal), e.g. `[update] redirect_hosts`.
+    pub redirect_setting: &'static str,
+}
 
 /// Why a download failed. Messages name the URL.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +97,7 @@ pub struct Fetcher {
     agent: ureq::Agent,
     total: Duration,
     redirect_hosts: Vec<String>,
+    redirect_setting: &'static str,
     /// Why the host's certificates could not be loaded, if so: `https` downloads then fail
     /// with it.
     roots_error: Option<String>,
@@ -134,9 +151,8 @@ pub struct Fetched {
 }
 
 impl Fetcher {
-    /// A fetcher using `cfg`'s timeouts and redirect hosts, trusting the host's certificate
-    /// authorities.
-    pub fn new(cfg: &UpdateConfig) -> Self {
+    /// A fetcher with these limits, trusting the host's certificate authorities.
+    pub fn new(cfg: &FetchLimits) -> Self {
         let (roots, roots_error) = match system_roots() {
             Ok(certs) => (certs, None),
             Err(e) => (Vec::new(), Some(e)),
@@ -158,6 +174,7 @@ impl Fetcher {
             agent: config.into(),
             total: cfg.total_timeout,
             redirect_hosts: cfg.redirect_hosts.clone(),
+            redirect_setting: cfg.redirect_setting,
             roots_error,
         }
     }
@@ -191,14 +208,17 @@ impl Fetcher {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
-            let next =
-                redirect_allowed(&current, &location, &self.redirect_hosts).map_err(|why| {
-                    DownloadError::Redirect {
-                        url: current.clone(),
-                        location: location.clone(),
-                        why,
-                    }
-                })?;
+            let next = redirect_allowed(
+                &current,
+                &location,
+                &self.redirect_hosts,
+                self.redirect_setting,
+            )
+            .map_err(|why| DownloadError::Redirect {
+                url: current.clone(),
+                location: location.clone(),
+                why,
+            })?;
             tracing::info!(from = %current, to = %next, "following a redirect");
             current = next;
         }
@@ -345,6 +365,26 @@ impl Fetcher {
     }
 }
 
+/// Resolves `href`, found in the document at `base` (`what` names it in errors), to an
+/// absolute URL: an absolute `http(s)` URL stays as it is, a relative one is taken from
+/// `base`'s directory and must stay below it (no `..`, `.`, leading `/`, query or fragment).
+pub fn resolve_href(base: &str, href: &str, what: &str) -> Result<String, String> {
+    if href.starts_with("https://") || href.starts_with("http://") {
+        return Ok(href.to_string());
+    }
+    if href.is_empty()
+        || href.starts_with('/')
+        || href.split('/').any(|seg| seg == ".." || seg == ".")
+        || href.contains(['?', '#', '\\', ' '])
+    {
+        return Err(format!("{what} names an unsafe relative URL {href:?}"));
+    }
+    match base.rfind('/') {
+        Some(i) if base.contains("://") => Ok(format!("{}{href}", &base[..=i])),
+        _ => Err(format!("{base} is not an absolute URL with a path")),
+    }
+}
+
 /// The scheme and the host (with its port, if any) of an absolute `http(s)` URL.
 fn origin(url: &str) -> Option<(&str, &str)> {
     let (scheme, rest) = url.split_once("://")?;
@@ -360,6 +400,7 @@ pub fn redirect_allowed(
     from: &str,
     location: &str,
     allowed_hosts: &[String],
+    setting: &str,
 ) -> Result<String, String> {
     let (scheme, host) = origin(from).ok_or_else(|| format!("{from} is not an absolute URL"))?;
     if location.is_empty() {
@@ -381,8 +422,8 @@ pub fn redirect_allowed(
             .any(|a| a == to_host || *a == bare(to_host))
     {
         return Err(format!(
-            "another host ({to_host}); list it in [update] redirect_hosts in \
-             /etc/banger/config.toml to allow it"
+            "another host ({to_host}); list it in {setting} in /etc/banger/config.toml to \
+             allow it"
         ));
     }
     Ok(location.to_string())
@@ -416,10 +457,12 @@ fn describe_io(e: &std::io::Error) -> String {
 mod tests {
     use super::*;
 
+    const SETTING: &str = "[update] redirect_hosts";
+
     #[test]
     fn redirects_stay_on_the_scheme_and_the_host() {
         let from = "https://releases.example.org/stable/manifest.json";
-        let ok = |loc: &str| redirect_allowed(from, loc, &[]).unwrap();
+        let ok = |loc: &str| redirect_allowed(from, loc, &[], SETTING).unwrap();
         assert_eq!(
             ok("/v2/manifest.json"),
             "https://releases.example.org/v2/manifest.json"
@@ -440,15 +483,32 @@ mod tests {
             ("", "no Location"),
             ("manifest.json", "not an absolute"),
         ] {
-            let e = redirect_allowed(from, loc, &[]).unwrap_err();
+            let e = redirect_allowed(from, loc, &[], SETTING).unwrap_err();
             assert!(e.contains(why), "{loc}: {e}");
         }
         let mirrors = ["mirror.example.net".to_string()];
         assert_eq!(
-            redirect_allowed(from, "https://mirror.example.net:8443/x", &mirrors).unwrap(),
+            redirect_allowed(from, "https://mirror.example.net:8443/x", &mirrors, SETTING).unwrap(),
             "https://mirror.example.net:8443/x"
         );
-        assert!(redirect_allowed(from, "http://mirror.example.net/x", &mirrors).is_err());
+        assert!(redirect_allowed(from, "http://mirror.example.net/x", &mirrors, SETTING).is_err());
+    }
+
+    #[test]
+    fn relative_urls_resolve_below_their_document() {
+        let base = "http://127.0.0.1:8787/stable/manifest.json";
+        assert_eq!(
+            resolve_href(base, "0.2.0/SHA256SUMS", "it").unwrap(),
+            "http://127.0.0.1:8787/stable/0.2.0/SHA256SUMS"
+        );
+        assert_eq!(
+            resolve_href(base, "https://m.example.org/x", "it").unwrap(),
+            "https://m.example.org/x"
+        );
+        for bad in ["../x", "/etc/passwd", "a/../../b", "", "a?b", "./a", "a\\b"] {
+            let e = resolve_href(base, bad, "the index").unwrap_err();
+            assert!(e.contains("the index names an unsafe"), "{bad}: {e}");
+        }
     }
 
     #[test]
