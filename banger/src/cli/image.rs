@@ -1,4 +1,4 @@
-//! `banger image import|list|rm`: the images VMs are made from.
+//! `banger image import|pull|catalog|list|rm`: the images VMs are made from.
 //!
 //! The CLI only checks that the files it names exist and passes their canonical paths; the
 //! daemon copies and hashes them into its store. This module must never write to the store.
@@ -35,6 +35,30 @@ pub enum ImageCommand {
         #[arg(long, value_name = "FILE")]
         rootfs: Option<PathBuf>,
     },
+    /// Pull an image from the catalog set in /etc/banger/config.toml ([catalog] url).
+    ///
+    /// The signed index is fetched and verified, each artefact is downloaded through SHA-256
+    /// (its size capped by the signature and by the admin) and checked before anything is
+    /// unpacked; a root filesystem comes with the kernel its entry names. Ctrl-C cancels the
+    /// pull (a second Ctrl-C stops waiting for the cancel); a failed or canceled pull leaves
+    /// nothing behind. See docs/images.md.
+    Pull {
+        /// The catalog entry: NAME (its newest version) or NAME:VERSION.
+        reference: String,
+        /// Name of the new image (default: the entry's name).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Print one JSON object per event (started, stage, progress, canceling, finished)
+        /// on stdout instead of lines for people.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List what the configured catalog offers (its index is fetched and verified now).
+    Catalog {
+        /// Print a JSON array with every field instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List images: name, size, hashes, the VMs using them and when they were imported.
     List {
         /// Print a JSON array with every field instead of a table.
@@ -57,6 +81,12 @@ pub async fn run(command: ImageCommand) -> CmdResult {
             initrd,
             rootfs,
         } => import(&name, &kernel, initrd.as_deref(), rootfs.as_deref()).await,
+        ImageCommand::Pull {
+            reference,
+            name,
+            json,
+        } => super::image_pull::pull(&reference, name.as_deref(), json).await,
+        ImageCommand::Catalog { json } => super::image_pull::catalog(json).await,
         ImageCommand::List { json } => list(json).await,
         ImageCommand::Rm { name } => rm(&name).await,
     }
@@ -177,7 +207,10 @@ async fn list(json: bool) -> CmdResult {
     if json {
         println!("{}", serde_json::to_string_pretty(&images)?);
     } else if images.is_empty() {
-        eprintln!("no images; import one with: banger image import NAME --kernel FILE");
+        eprintln!(
+            "no images; pull one with `banger image pull NAME` or import one with `banger image \
+             import NAME --kernel FILE`"
+        );
     } else {
         print!("{}", image_table(&images));
     }

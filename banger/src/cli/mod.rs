@@ -6,6 +6,7 @@ mod daemon;
 mod daemon_client;
 mod doctor;
 mod image;
+mod image_pull;
 mod inhibit;
 mod output;
 mod ssh;
@@ -29,7 +30,7 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_NOT_AUTHORIZED: i32 = 3;
 /// Exit code: an update failed after installing and was rolled back to the previous install.
 pub const EXIT_ROLLED_BACK: i32 = 4;
-/// Exit code: an update was canceled; nothing was changed.
+/// Exit code: an update or an image pull was canceled; nothing was changed.
 pub const EXIT_CANCELED: i32 = 5;
 /// Exit code: `banger update` stopped following on a second Ctrl-C; the update goes on.
 pub const EXIT_INTERRUPTED: i32 = 130;
@@ -41,7 +42,7 @@ Exit codes:
   2  the command line was malformed
   3  not authorized (polkit refused, or a password was needed but no terminal was available)
   4  an update failed after installing and was rolled back to the previous install
-  5  an update was canceled; nothing was changed";
+  5  an update or an image pull was canceled; nothing was changed";
 
 const UPDATE_EXIT_CODES_HELP: &str = "\
 Exit codes:
@@ -264,7 +265,10 @@ mod tests {
         assert!(help.contains("Exit codes:"), "{help}");
         assert!(help.contains("3  not authorized"), "{help}");
         assert!(help.contains("4  an update failed"), "{help}");
-        assert!(help.contains("5  an update was canceled"), "{help}");
+        assert!(
+            help.contains("5  an update or an image pull was canceled"),
+            "{help}"
+        );
     }
 
     #[test]
