@@ -1,7 +1,8 @@
 //! `org.banger.Daemon1.Job`: the D-Bus adapter over the daemon's jobs ([`crate::jobs`]). Each
 //! job is served at `/org/banger/Daemon1/job/<id>` from before its work starts until it is no
-//! longer kept; a task per job follows its status and emits `PropertiesChanged` (at most ten a
-//! second, each naming only what changed) and `Finished` when it ends.
+//! longer kept; a task per job follows its status and emits `PropertiesChanged` (byte counts at
+//! most ten a second, every stage change in order, each naming only what changed) and
+//! `Finished` when it ends.
 //!
 //! Signals reach every user on the system bus, so `Error` changes are announced without their
 //! value and `Finished` carries the withheld sentence; the owner and root read `Job.Error`
@@ -92,40 +93,46 @@ async fn follow(conn: &Connection, job: &Job) {
     let mut before = rx.borrow_and_update().clone();
     loop {
         let ended = rx.changed().await.is_err();
-        let after = rx.borrow_and_update().clone();
-        let changed: HashMap<&str, Variant<'_>> = shown(&before)
-            .into_iter()
-            .zip(shown(&after))
-            .filter(|((_, old), (_, new))| old != new)
-            .map(|(_, (property, new))| (property.as_str(), new))
-            .collect();
-        let invalidated: &[&str] = if before.error != after.error {
-            &[JobProperty::Error.as_str()]
-        } else {
-            &[]
-        };
-        if !changed.is_empty() || !invalidated.is_empty() {
-            let _ = fdo::Properties::properties_changed(
-                &emitter,
-                zbus::names::InterfaceName::from_static_str_unchecked(names::DAEMON_JOB_INTERFACE),
-                changed,
-                std::borrow::Cow::Borrowed(invalidated),
-            )
-            .await;
+        for after in job.drain(&mut rx) {
+            announce(&emitter, &before, &after).await;
+            before = after;
         }
-        if after.state == JobState::Finished || ended {
-            let success = after.result.is_some_and(|r| r.is_success());
-            let public_error = if after.error.is_empty() {
+        if before.state == JobState::Finished || ended {
+            let success = before.result.is_some_and(|r| r.is_success());
+            let public_error = if before.error.is_empty() {
                 ""
             } else {
                 names::JOB_ERROR_WITHHELD
             };
             let _ =
-                DaemonJob1::finished(&emitter, success, result_word(&after), public_error).await;
+                DaemonJob1::finished(&emitter, success, result_word(&before), public_error).await;
             return;
         }
-        before = after;
         tokio::time::sleep(SIGNAL_SPACING).await;
+    }
+}
+
+/// One `PropertiesChanged` naming what differs from `before` to `after`, if anything does.
+async fn announce(emitter: &SignalEmitter<'_>, before: &JobStatus, after: &JobStatus) {
+    let changed: HashMap<&str, Variant<'_>> = shown(before)
+        .into_iter()
+        .zip(shown(after))
+        .filter(|((_, old), (_, new))| old != new)
+        .map(|(_, (property, new))| (property.as_str(), new))
+        .collect();
+    let invalidated: &[&str] = if before.error != after.error {
+        &[JobProperty::Error.as_str()]
+    } else {
+        &[]
+    };
+    if !changed.is_empty() || !invalidated.is_empty() {
+        let _ = fdo::Properties::properties_changed(
+            emitter,
+            zbus::names::InterfaceName::from_static_str_unchecked(names::DAEMON_JOB_INTERFACE),
+            changed,
+            std::borrow::Cow::Borrowed(invalidated),
+        )
+        .await;
     }
 }
 

@@ -2,10 +2,11 @@
 //! changes as it goes (stage, bytes, progress) and ends with a result, and can be asked to
 //! cancel. This module knows nothing of D-Bus: the status is a [`watch`] channel that the bus
 //! layer ([`crate::daemon_job`]) follows to serve `org.banger.Daemon1.Job` objects and emit
-//! their signals; a burst of changes reaches it as the newest status, so watchers cost nothing
-//! per byte downloaded.
+//! their signals; a burst of byte counts reaches it as the newest status, so watchers cost
+//! nothing per byte downloaded. Stage changes are kept in order as well (with the last count
+//! of the stage they end), so that a client sees every stage even when one takes no time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -43,8 +44,14 @@ pub struct Job {
     /// What it was asked to do, for people (`debian:12 as debian`).
     pub what: String,
     status: watch::Sender<JobStatus>,
+    /// Statuses at stage changes not yet taken by [`Job::drain`], oldest first. Also the lock
+    /// every change takes, so that a drain sees steps and status agree.
+    steps: Mutex<VecDeque<JobStatus>>,
     cancel: Arc<AtomicBool>,
 }
+
+/// Most stage steps kept for a follower that is behind; older ones are dropped.
+const MAX_STEPS: usize = 64;
 
 impl Job {
     /// The status now.
@@ -76,19 +83,43 @@ impl Job {
         self.cancel.load(Ordering::SeqCst)
     }
 
+    /// The stage steps since the last drain, then the status now (marked seen on `rx`).
+    pub fn drain(&self, rx: &mut watch::Receiver<JobStatus>) -> Vec<JobStatus> {
+        let mut steps = self.steps.lock().unwrap();
+        let mut out: Vec<JobStatus> = steps.drain(..).collect();
+        out.push(rx.borrow_and_update().clone());
+        out
+    }
+
+    fn step(steps: &mut VecDeque<JobStatus>, s: &JobStatus) {
+        if steps.len() == MAX_STEPS {
+            steps.pop_front();
+        }
+        steps.push_back(s.clone());
+    }
+
     /// Enters `stage`, with `total` bytes to move (0 when none).
     pub fn stage(&self, stage: &str, total: u64) {
+        let mut steps = self.steps.lock().unwrap();
         self.status.send_if_modified(|s| {
             let changed = s.stage != stage || s.bytes_total != total || s.bytes_done != 0;
-            s.stage = stage.to_string();
-            s.bytes_total = total;
-            s.bytes_done = 0;
+            if changed {
+                if s.bytes_done > 0 {
+                    // The end of the stage before: its last count.
+                    Self::step(&mut steps, s);
+                }
+                s.stage = stage.to_string();
+                s.bytes_total = total;
+                s.bytes_done = 0;
+                Self::step(&mut steps, s);
+            }
             changed
         });
     }
 
     /// Reports `done` bytes of the stage's total and how far the job is (0 to 1).
     pub fn bytes(&self, done: u64, progress: f64) {
+        let _steps = self.steps.lock().unwrap();
         self.status.send_if_modified(|s| {
             let progress = progress.clamp(0.0, 1.0);
             let changed = s.bytes_done != done || s.progress != progress;
@@ -101,6 +132,7 @@ impl Job {
     /// Ends the job: `Ok(made)` as done, or the error (as canceled when cancel was asked).
     pub fn finish(&self, outcome: Result<String, String>) {
         let canceled = self.canceled();
+        let _steps = self.steps.lock().unwrap();
         self.status.send_modify(|s| {
             s.state = JobState::Finished;
             match outcome {
@@ -159,6 +191,7 @@ impl Jobs {
             kind,
             what,
             status,
+            steps: Mutex::new(VecDeque::new()),
             cancel: Arc::new(AtomicBool::new(false)),
         });
         {
@@ -221,6 +254,39 @@ mod tests {
         assert_eq!(end.result, Some(DaemonJobResult::Done));
         assert_eq!((end.made.as_str(), end.progress), ("deb", 1.0));
         assert!(!j.cancel(), "a finished job cannot be canceled");
+    }
+
+    #[test]
+    fn every_stage_is_kept_in_order_with_the_last_count_of_the_one_before() {
+        let jobs = Jobs::default();
+        let j = jobs.begin("image-pull", "x".into());
+        let mut rx = j.watch();
+        j.stage("resolving", 0);
+        j.stage("downloading", 100);
+        j.bytes(60, 0.6);
+        j.bytes(100, 1.0);
+        j.stage("unpacking", 0);
+        j.stage("recording", 0);
+        let seen: Vec<(String, u64, u64)> = j
+            .drain(&mut rx)
+            .into_iter()
+            .map(|s| (s.stage, s.bytes_done, s.bytes_total))
+            .collect();
+        let want = [
+            ("resolving", 0, 0),
+            ("downloading", 0, 100),
+            ("downloading", 100, 100),
+            ("unpacking", 0, 0),
+            ("recording", 0, 0),
+            ("recording", 0, 0),
+        ];
+        let want: Vec<(String, u64, u64)> = want
+            .iter()
+            .map(|(s, d, t)| (s.to_string(), *d, *t))
+            .collect();
+        assert_eq!(seen, want, "the steps, then the status now");
+        assert_eq!(j.drain(&mut rx).len(), 1, "a drain takes the steps");
+        assert!(!rx.has_changed().unwrap());
     }
 
     #[test]
