@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use banger_api::error::BusError;
-use banger_api::job::{JobProperty, JobState};
+use banger_api::job::{DaemonJobProperty as JobProperty, JobState};
 use banger_api::names;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;

@@ -18,7 +18,7 @@ use banger_api::wire::{ImageInfo, OperationStage};
 use sha2::{Digest, Sha256};
 
 use crate::store::{ImageRecord, VmRecord};
-use crate::vms::{Result, VmError, Vms, random_id};
+use crate::vms::{Change, Result, VmError, Vms, random_id};
 
 /// Largest kernel accepted at import.
 const MAX_KERNEL: u64 = 512 << 20;
@@ -233,6 +233,7 @@ impl Vms {
             return Err(e.into());
         }
         op.finish(OperationStage::Done);
+        self.announce(Change::Image(rec.name.clone()));
         tracing::info!(image = name.as_str(), bytes = rec.bytes, "image imported");
         Ok(self.image_info(&rec, &[]))
     }
@@ -251,6 +252,15 @@ impl Vms {
                 .map(|v| v.name.clone())
                 .collect(),
         }
+    }
+
+    /// Image `name` with the VMs that use it, if there is one.
+    pub fn image_by_name(&self, name: &str) -> Result<Option<ImageInfo>> {
+        let store = self.store.lock().unwrap();
+        let Some(i) = store.image(name)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.image_info(&i, &store.vms()?)))
     }
 
     /// Every image.
@@ -298,6 +308,7 @@ impl Vms {
             tracing::warn!("removing {}: {e}", dir.display());
         }
         op.finish(OperationStage::Done);
+        self.announce(Change::ImageRemoved(name.to_string()));
         tracing::info!(image = name.as_str(), "image removed");
         Ok(())
     }

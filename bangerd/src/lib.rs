@@ -13,6 +13,7 @@ pub mod host;
 mod images;
 pub mod jobs;
 pub mod namegen;
+pub mod objects;
 pub mod ops;
 pub mod pull;
 pub mod service;

@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use crate::images::{image_name_to_import, looks_like_kernel};
 use crate::jobs::Job;
 use crate::store::ImageRecord;
-use crate::vms::{VmError, Vms, random_id};
+use crate::vms::{Change, VmError, Vms, random_id};
 
 /// Largest index read.
 const INDEX_CAP: u64 = 1 << 20;
@@ -493,6 +493,7 @@ impl Vms {
             let _ = std::fs::remove_dir_all(&final_dir);
             return Err(VmError::Store(e).into());
         }
+        self.announce(Change::Image(rec.name));
         Ok(())
     }
 

@@ -124,6 +124,16 @@ async fn serve(store_path: PathBuf) -> anyhow::Result<()> {
         .context("serving /org/banger/Daemon1")?;
     // Running VMs are their own units: find them again before answering anyone.
     vms.reconcile().await;
+    // VMs, images and jobs as objects, served before the name is owned.
+    conn.object_server()
+        .at(names::DAEMON1_PATH, zbus::fdo::ObjectManager)
+        .await
+        .context("serving the ObjectManager at /org/banger/Daemon1")?;
+    let systemd = banger_host::systemd::Systemd::new(&conn).await.ok();
+    let objects =
+        crate::objects::Objects::start(conn.clone(), vms.clone(), calls.clone(), systemd.as_ref())
+            .await;
+    tokio::spawn(objects.run());
     // In the background: it asks bangerd-root for the VM network, which may be restarting.
     tokio::spawn({
         let vms = vms.clone();

@@ -413,7 +413,26 @@ pub struct Vms {
     pub(crate) changes: tokio::sync::Mutex<()>,
     /// How the VMs' resolver stands, for `doctor`.
     resolver: Mutex<ResolverState>,
+    /// Where changes are announced ([`Vms::changes`]).
+    changed: tokio::sync::broadcast::Sender<Change>,
 }
+
+/// A change to the daemon's VMs or images, for the bus layer to announce
+/// ([`crate::objects`]); sent after the change is in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// VM `id` was created, or its record changed (started, stopped, host key pinned).
+    Vm(String),
+    /// VM `id` was deleted.
+    VmRemoved(String),
+    /// Image `name` was made, or the VMs that use it changed.
+    Image(String),
+    /// Image `name` was deleted.
+    ImageRemoved(String),
+}
+
+/// How many changes a slow listener may fall behind before it must read everything again.
+const CHANGE_QUEUE: usize = 1024;
 
 /// How the VMs' resolver ([`crate::dns`]) stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -472,6 +491,7 @@ impl Vms {
             pulling: Pulling::default(),
             changes: tokio::sync::Mutex::new(()),
             resolver: Mutex::new(ResolverState::NotStarted),
+            changed: tokio::sync::broadcast::channel(CHANGE_QUEUE).0,
         }
     }
 
@@ -593,6 +613,50 @@ impl Vms {
         self.state_dir.join("ssh").join("id_ed25519")
     }
 
+    /// Every change from now on, in order. A receiver that falls more than 1024 behind gets
+    /// `Lagged` and must read everything again.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changed.subscribe()
+    }
+
+    /// Announces a change (nobody listening is fine).
+    pub(crate) fn announce(&self, change: Change) {
+        let _ = self.changed.send(change);
+    }
+
+    /// The record of VM `id`, if there is one.
+    pub fn vm_by_id(&self, id: &str) -> Result<Option<VmRecord>> {
+        Ok(self
+            .store
+            .lock()
+            .unwrap()
+            .vms()?
+            .into_iter()
+            .find(|v| v.id == id))
+    }
+
+    /// A VM as the bus shows it, with `state` as the caller knows it.
+    pub fn info_with_state(&self, v: &VmRecord, state: VmState) -> VmInfo {
+        VmInfo {
+            id: v.id.clone(),
+            name: v.name.clone(),
+            image: v.image.clone(),
+            cpus: v.cpus,
+            memory_mib: v.memory_mib,
+            state: state.as_str().into(),
+            address: v.address.clone(),
+            backend: v.backend.clone(),
+            unit: unit_name(&v.id),
+            created: v.created,
+            host_key: v.host_key.clone(),
+        }
+    }
+
+    /// VM `id`'s state, read from its unit now.
+    pub async fn live_state(&self, id: &str) -> VmState {
+        self.live(id).await
+    }
+
     fn vm_record(&self, name: &VmName) -> Result<VmRecord> {
         self.store
             .lock()
@@ -608,19 +672,7 @@ impl Vms {
 
     async fn info(&self, v: &VmRecord) -> VmInfo {
         let state = self.live(&v.id).await;
-        VmInfo {
-            id: v.id.clone(),
-            name: v.name.clone(),
-            image: v.image.clone(),
-            cpus: v.cpus,
-            memory_mib: v.memory_mib,
-            state: state.as_str().into(),
-            address: v.address.clone(),
-            backend: v.backend.clone(),
-            unit: unit_name(&v.id),
-            created: v.created,
-            host_key: v.host_key.clone(),
-        }
+        self.info_with_state(v, state)
     }
 
     /// Makes sure the owner's SSH key for VMs exists; returns its public half.
@@ -814,6 +866,8 @@ impl Vms {
             return Err(e);
         }
         op.finish(OperationStage::Done);
+        self.announce(Change::Vm(rec.id.clone()));
+        self.announce(Change::Image(rec.image.clone()));
         tracing::info!(vm = name.as_str(), id = id.as_str(), %address, "VM created");
         Ok(self.info(&rec).await)
     }
@@ -846,6 +900,7 @@ impl Vms {
             .unwrap()
             .set_vm_state(&v.id, VmState::Running, backend)?;
         op.finish(OperationStage::Done);
+        self.announce(Change::Vm(v.id.clone()));
         tracing::info!(vm = name.as_str(), id = v.id, "VM started");
         let v = self.vm_record(name)?;
         Ok(self.info(&v).await)
@@ -866,6 +921,7 @@ impl Vms {
             .unwrap()
             .set_vm_state(&v.id, VmState::Stopped, None)?;
         op.finish(OperationStage::Done);
+        self.announce(Change::Vm(v.id.clone()));
         tracing::info!(vm = name.as_str(), id = v.id, "VM stopped");
         Ok(self.info(&v).await)
     }
@@ -892,6 +948,8 @@ impl Vms {
             });
         }
         self.store.lock().unwrap().delete_vm(&v.id)?;
+        self.announce(Change::VmRemoved(v.id.clone()));
+        self.announce(Change::Image(v.image.clone()));
         let dir = self.vm_dir(&v.id);
         if let Err(e) = std::fs::remove_dir_all(&dir)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -940,6 +998,9 @@ impl Vms {
         let pinned = self.store.lock().unwrap().pin_host_key(&v.id, key)?;
         if pinned != key {
             return Err(VmError::HostKeyMismatch(name.to_string()));
+        }
+        if v.host_key.is_empty() {
+            self.announce(Change::Vm(v.id));
         }
         Ok(())
     }
@@ -1008,6 +1069,7 @@ impl Vms {
                     {
                         tracing::warn!("recording VM {} as stopped: {e}", v.name);
                     }
+                    self.announce(Change::Vm(v.id.clone()));
                     // In the background: the helper may be restarting (an update restarts
                     // both services), and readiness must not wait for it.
                     let (host, id, name) = (self.host.clone(), v.id.clone(), v.name.clone());

@@ -462,3 +462,275 @@ async fn a_malformed_pull_reference_is_refused_before_any_work() {
     assert!(core.operations().list().is_empty(), "no operation began");
     assert_eq!(tree(&state), before, "nothing was written");
 }
+
+mod common;
+
+/// The daemon with its VM and image objects, on a host that is a test double (VM states are
+/// read from it at each change: there is no systemd here to announce them).
+async fn serve_objects(
+    bus: &PrivateBus,
+    state: &std::path::Path,
+) -> (zbus::Connection, Arc<Vms>, Arc<common::FakeHost>) {
+    let core = Arc::new(Daemon::open(&state.join("banger.db")).unwrap());
+    let conn = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .unwrap();
+    let host = Arc::new(common::FakeHost::default());
+    let vms = Arc::new(Vms::with_host(
+        state.to_path_buf(),
+        core.store().clone(),
+        core.operations().clone(),
+        host.clone(),
+    ));
+    let daemon1 = Daemon1::new(core, vms.clone(), Arc::new(AtomicBool::new(true)));
+    let calls = daemon1.calls();
+    conn.object_server()
+        .at(names::DAEMON1_PATH, daemon1)
+        .await
+        .unwrap();
+    conn.object_server()
+        .at(names::DAEMON1_PATH, zbus::fdo::ObjectManager)
+        .await
+        .unwrap();
+    let objects = bangerd::objects::Objects::start(conn.clone(), vms.clone(), calls, None).await;
+    tokio::spawn(objects.run());
+    conn.request_name(names::DAEMON1_NAME).await.unwrap();
+    (conn, vms, host)
+}
+
+/// Waits (5 s at most) for a signal `member` on `path`; returns its body's first elements as
+/// the test needs them: for PropertiesChanged the changed properties, for InterfacesAdded the
+/// properties of the added interface, for InterfacesRemoved nothing.
+async fn signal_on(
+    stream: &mut zbus::MessageStream,
+    member: &str,
+    path: &str,
+) -> HashMap<String, zbus::OwnedVariant> {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {member} on {path} within 5 s"))
+            .unwrap()
+            .unwrap();
+        let h = msg.header();
+        if h.member().map(|m| m.as_str()) != Some(member) {
+            continue;
+        }
+        match member {
+            "PropertiesChanged" if h.path().map(|p| p.as_str()) == Some(path) => {
+                let (_, changed, _): (String, HashMap<String, zbus::OwnedVariant>, Vec<String>) =
+                    msg.body().deserialize().unwrap();
+                return changed;
+            }
+            "InterfacesAdded" => {
+                let (at, mut ifaces): (
+                    zbus::OwnedObjectPath,
+                    HashMap<String, HashMap<String, zbus::OwnedVariant>>,
+                ) = msg.body().deserialize().unwrap();
+                if at.as_str() == path {
+                    return ifaces.drain().next().map(|(_, p)| p).unwrap_or_default();
+                }
+            }
+            "InterfacesRemoved" => {
+                let (at, _): (zbus::OwnedObjectPath, Vec<String>) =
+                    msg.body().deserialize().unwrap();
+                if at.as_str() == path {
+                    return HashMap::new();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn text(props: &HashMap<String, zbus::OwnedVariant>, key: &str) -> String {
+    String::try_from(
+        props
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key} in {props:?}"))
+            .clone(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn vms_and_images_are_objects_that_announce_every_change() {
+    let bus = PrivateBus::start(&me()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let (_svc, vms, host) = serve_objects(&bus, &state).await;
+    let client = bus.connect().await.unwrap();
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .path_namespace(names::DAEMON1_PATH)
+        .build()
+        .unwrap();
+    let mut signals =
+        zbus::MessageStream::for_match_rule(rule, &client, std::num::NonZeroUsize::new(256))
+            .await
+            .unwrap();
+    let d = Daemon1Proxy::new(&client).await.unwrap();
+
+    let kernel = dir.path().join("vmlinux");
+    std::fs::write(&kernel, b"\x7fELF\x02\x01\x01 a tiny stand-in kernel").unwrap();
+    d.import_image("deb-12", kernel.to_str().unwrap(), "", "")
+        .await
+        .unwrap();
+    let image_path = names::daemon_image_path("deb-12");
+    let added = signal_on(&mut signals, "InterfacesAdded", &image_path).await;
+    assert_eq!(text(&added, "Name"), "deb-12");
+
+    let vm = d.create_vm("web1", "deb-12", 1, 128).await.unwrap();
+    let vm_path = names::daemon_vm_path(&vm.id);
+    let added = signal_on(&mut signals, "InterfacesAdded", &vm_path).await;
+    assert_eq!(
+        (text(&added, "Name"), text(&added, "State")),
+        ("web1".into(), "stopped".into())
+    );
+    assert!(added.contains_key("MemoryMiB"), "{added:?}");
+    let used = signal_on(&mut signals, "PropertiesChanged", &image_path).await;
+    assert_eq!(
+        Vec::<String>::try_from(used["UsedBy"].clone()).unwrap(),
+        ["web1"]
+    );
+
+    // Started through the VM's own object.
+    let call = |method: &'static str| {
+        let client = client.clone();
+        let vm_path = vm_path.clone();
+        async move {
+            client
+                .call_method(
+                    Some(names::DAEMON1_NAME),
+                    vm_path.as_str(),
+                    Some(names::DAEMON_VM_INTERFACE),
+                    method,
+                    &(),
+                )
+                .await
+        }
+    };
+    call("Start").await.unwrap();
+    let changed = signal_on(&mut signals, "PropertiesChanged", &vm_path).await;
+    assert_eq!(text(&changed, "State"), "running");
+    assert_eq!(text(&changed, "Backend"), "qemu");
+    assert!(
+        !changed.contains_key("Name"),
+        "only what changed: {changed:?}"
+    );
+
+    let managed = zbus::fdo::ObjectManagerProxy::builder(&client)
+        .destination(names::DAEMON1_NAME)
+        .path(names::DAEMON1_PATH)
+        .build()
+        .await
+        .unwrap()
+        .get_managed_objects()
+        .await
+        .unwrap();
+    let paths: Vec<&str> = managed.keys().map(|p| p.as_str()).collect();
+    assert!(
+        paths.contains(&vm_path.as_str()) && paths.contains(&image_path.as_str()),
+        "{paths:?}"
+    );
+
+    // A VM that stops on its own (its unit is gone) is seen at the next change.
+    host.set(&vm.id, banger_api::wire::VmState::Failed);
+    vms.pin_host_key(
+        "web1",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOm4w5E2wFwPXg1LI2hXp7Y2Nk3dVRRTS0PUhPOi1tIf",
+    )
+    .unwrap();
+    let changed = signal_on(&mut signals, "PropertiesChanged", &vm_path).await;
+    assert_eq!(text(&changed, "State"), "failed");
+    assert!(text(&changed, "HostKey").starts_with("ssh-ed25519 "));
+
+    call("Stop").await.unwrap();
+    let changed = signal_on(&mut signals, "PropertiesChanged", &vm_path).await;
+    assert_eq!(text(&changed, "State"), "stopped");
+    call("Delete").await.unwrap();
+    signal_on(&mut signals, "InterfacesRemoved", &vm_path).await;
+    let used = signal_on(&mut signals, "PropertiesChanged", &image_path).await;
+    assert!(
+        Vec::<String>::try_from(used["UsedBy"].clone())
+            .unwrap()
+            .is_empty()
+    );
+    let e = call("Start").await.unwrap_err();
+    // NotFound while the object is still being taken off the bus, UnknownObject after.
+    assert!(
+        e.to_string()
+            .contains("org.freedesktop.DBus.Error.UnknownObject")
+            || ErrorKind::of(&e) == Some(ErrorKind::NotFound),
+        "a deleted VM's path fails cleanly: {e}"
+    );
+    d.delete_image("deb-12").await.unwrap();
+    signal_on(&mut signals, "InterfacesRemoved", &image_path).await;
+    assert!(
+        d.list_vms().await.unwrap().is_empty(),
+        "the daemon still answers"
+    );
+}
+
+#[tokio::test]
+async fn object_introspection_matches_checked_in_contract() {
+    let bus = PrivateBus::start(&me()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let (_svc, vms, _host) = serve_objects(&bus, &state).await;
+    let kernel = dir.path().join("vmlinux");
+    std::fs::write(&kernel, b"\x7fELF\x02\x01\x01 a tiny stand-in kernel").unwrap();
+    let image = banger_api::ids::ImageName::parse("deb").unwrap();
+    vms.import_image(&image, kernel.to_str().unwrap(), "", "")
+        .await
+        .unwrap();
+    let vm = vms
+        .create_vm(
+            Some(&banger_api::ids::VmName::parse("web1").unwrap()),
+            "deb",
+            1,
+            128,
+        )
+        .await
+        .unwrap();
+    // The objects follow in their own task: wait until both are served.
+    let client = bus.connect().await.unwrap();
+    let om = zbus::fdo::ObjectManagerProxy::builder(&client)
+        .destination(names::DAEMON1_NAME)
+        .path(names::DAEMON1_PATH)
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if om.get_managed_objects().await.unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for (path, shown, iface) in [
+        (
+            names::daemon_vm_path(&vm.id),
+            format!("{}/ID", names::DAEMON_VM_PATH_NAMESPACE),
+            names::DAEMON_VM_INTERFACE,
+        ),
+        (
+            names::daemon_image_path("deb"),
+            names::daemon_image_path("deb"),
+            names::DAEMON_IMAGE_INTERFACE,
+        ),
+    ] {
+        banger_host::testbus::assert_served_contract_shown_at(
+            &bus,
+            names::DAEMON1_NAME,
+            &path,
+            &shown,
+            iface,
+        )
+        .await;
+    }
+}

@@ -16,6 +16,8 @@
 # 5. Hostile indexes (other key, no signature, expired, issued in the future, unknown field, a
 #    replay of an older index, an unreachable server) are refused the same way.
 # 6. Ctrl-C cancels a slow pull: exit 5, nothing left.
+# 7. A pull onto a full file system (a small tmpfs over the images directory) fails naming
+#    ENOSPC, leaves the tmpfs empty and the image records as they were.
 # shellcheck source=../lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 # shellcheck source=../lib/vm.sh
@@ -29,6 +31,10 @@ PULLED=(mini mini11 slowmini)
 
 cleanup() {
     local rc=$?
+    if box_exec mountpoint -q "$IMAGES"; then
+        box_exec umount "$IMAGES" || true
+        box_exec systemctl restart bangerd.service || true
+    fi
     vm_remove_all
     local i
     for i in "${PULLED[@]}"; do as_owner "$BANGER" image rm "$i" >/dev/null 2>&1 || true; done
@@ -159,3 +165,20 @@ expect_contains "$LAST_OUT" "canceling the pull" "an interrupted pull"
 expect_contains "$LAST_OUT" "was canceled; nothing was imported" "an interrupted pull"
 expect_eq "$(state)" "$before" "images after a canceled pull"
 proved "Ctrl-C during the download of slow:12 cancels the pull (exit 5), nothing left"
+
+# --- 7. a full disk
+records=$(as_owner "$BANGER" image list --json)
+owner_ids=$(box_exec sh -c 'printf "uid=%s,gid=%s" "$(id -u "$1")" "$(id -g "$1")"' ids "$OWNER")
+box_exec mount -t tmpfs -o "size=8m,mode=0700,$owner_ids" smoke-full "$IMAGES"
+# bangerd's mount namespace is made when it starts: restart it to see the tmpfs.
+box_exec systemctl restart bangerd.service
+wait_daemon_ready 15
+expect_rc 1 pull mini:12 --name full
+expect_contains "$LAST_OUT" "No space left on device" "a pull onto a full file system"
+expect_contains "$LAST_OUT" "nothing was imported" "a pull onto a full file system"
+expect_eq "$(box_exec ls -A "$IMAGES")" "" "the full file system after the failed pull"
+expect_eq "$(as_owner "$BANGER" image list --json)" "$records" "the image records after a pull onto a full file system"
+proved "a pull onto a full file system: '$(grep -o 'writing [^;]*No space left on device[^;]*' <<<"$LAST_OUT" | head -n 1)'; nothing left, records unchanged"
+box_exec umount "$IMAGES"
+box_exec systemctl restart bangerd.service
+wait_daemon_ready 15

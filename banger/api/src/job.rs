@@ -151,6 +151,35 @@ words! {
     }
 }
 
+words! {
+    /// The properties of `org.banger.Daemon1.Job` (the shape of `Root1.Job`'s, with what a
+    /// daemon job has of its own).
+    DaemonJobProperty {
+        /// `u`: the job's id.
+        Id => "Id",
+        /// `s`: what the job does (`image-pull`).
+        Kind => "Kind",
+        /// `s`: what it was asked to do, for people.
+        Description => "Description",
+        /// `s`: a [`JobState`].
+        State => "State",
+        /// `s`: a stage of its kind ([`PullStage`]).
+        Stage => "Stage",
+        /// `d`: progress from 0 to 1.
+        Progress => "Progress",
+        /// `t`: bytes of the stage done.
+        BytesDone => "BytesDone",
+        /// `t`: bytes of the stage in all.
+        BytesTotal => "BytesTotal",
+        /// `s`: a [`DaemonJobResult`], "" while the job runs.
+        Result => "Result",
+        /// `s`: why it failed; a change is announced without its value.
+        Error => "Error",
+        /// `s`: what it made.
+        Image => "Image",
+    }
+}
+
 /// The kind of an image pull job.
 pub const JOB_KIND_IMAGE_PULL: &str = "image-pull";
 
@@ -175,6 +204,11 @@ mod tests {
         check(Stage::ALL, Stage::as_str, Stage::parse);
         check(JobResult::ALL, JobResult::as_str, JobResult::parse);
         check(JobProperty::ALL, JobProperty::as_str, JobProperty::parse);
+        check(
+            DaemonJobProperty::ALL,
+            DaemonJobProperty::as_str,
+            DaemonJobProperty::parse,
+        );
         check(
             DaemonJobResult::ALL,
             DaemonJobResult::as_str,

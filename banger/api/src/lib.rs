@@ -15,6 +15,7 @@ pub mod ids;
 pub mod job;
 pub mod names;
 pub mod net;
+pub mod objects;
 pub mod options;
 pub mod proxies;
 pub mod time;

@@ -29,6 +29,61 @@ pub const DAEMON_JOB_PATH_NAMESPACE: &str = "/org/banger/Daemon1/job";
 pub fn daemon_job_path(id: u32) -> String {
     format!("{DAEMON_JOB_PATH_NAMESPACE}/{id}")
 }
+/// Interface of a VM object of the owner's daemon.
+pub const DAEMON_VM_INTERFACE: &str = "org.banger.Daemon1.Vm";
+/// Every VM object lives under this path (`<this>/<vm id>`).
+pub const DAEMON_VM_PATH_NAMESPACE: &str = "/org/banger/Daemon1/vm";
+/// Interface of an image object of the owner's daemon.
+pub const DAEMON_IMAGE_INTERFACE: &str = "org.banger.Daemon1.Image";
+/// Every image object lives under this path (`<this>/<escaped image name>`).
+pub const DAEMON_IMAGE_PATH_NAMESPACE: &str = "/org/banger/Daemon1/image";
+
+/// The object path of VM `id` (12 hex digits, a valid path element as it is).
+pub fn daemon_vm_path(id: &str) -> String {
+    format!("{DAEMON_VM_PATH_NAMESPACE}/{}", escape_path_label(id))
+}
+
+/// The object path of image `name`, escaped as systemd escapes unit names in paths
+/// (`debian-12` is `debian_2d12`).
+pub fn daemon_image_path(name: &str) -> String {
+    format!("{DAEMON_IMAGE_PATH_NAMESPACE}/{}", escape_path_label(name))
+}
+
+/// A name as one element of an object path, the way systemd spells unit names there: every
+/// byte but `[A-Za-z0-9]` as `_xx` (lowercase hex).
+pub fn escape_path_label(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("_{b:02x}")
+            }
+        })
+        .collect()
+}
+
+/// The name [`escape_path_label`] made `label` from, if it made it.
+pub fn unescape_path_label(label: &str) -> Option<String> {
+    let b = label.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'_' {
+            let hex = label.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else if b[i].is_ascii_alphanumeric() {
+            out.push(b[i]);
+            i += 1;
+        } else {
+            return None;
+        }
+    }
+    let s = String::from_utf8(out).ok()?;
+    (escape_path_label(&s) == label).then_some(s)
+}
+
 /// The name of the polkit policy file (under `/usr/share/polkit-1/actions`).
 pub const POLKIT_POLICY: &str = "org.banger.policy";
 /// Prefix of every banger D-Bus error name.
@@ -102,4 +157,34 @@ pub mod action {
         VM_MANAGE,
         DAEMON_MANAGE,
     ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_path_labels_escape_and_come_back() {
+        assert_eq!(
+            daemon_image_path("debian-12.1_x"),
+            "/org/banger/Daemon1/image/debian_2d12_2e1_5fx"
+        );
+        assert_eq!(
+            daemon_vm_path("0123456789ab"),
+            "/org/banger/Daemon1/vm/0123456789ab"
+        );
+        for name in ["debian-12.1_x", "a", "web1"] {
+            assert_eq!(
+                unescape_path_label(&escape_path_label(name)).as_deref(),
+                Some(name)
+            );
+        }
+        for bad in ["_2", "_zz", "a-b", "_41", ""] {
+            assert_eq!(
+                unescape_path_label(bad).filter(|s| !s.is_empty()),
+                None,
+                "{bad:?}"
+            );
+        }
+    }
 }

@@ -189,6 +189,85 @@ pub trait Daemon1 {
     fn list_catalog(&self) -> zbus::Result<Vec<crate::wire::CatalogEntryInfo>>;
 }
 
+/// A VM of the owner daemon, `/org/banger/Daemon1/vm/<id>` (see [`crate::names::daemon_vm_path`]).
+#[zbus::proxy(
+    interface = "org.banger.Daemon1.Vm",
+    default_service = "org.banger.Daemon1"
+)]
+pub trait DaemonVm {
+    /// 12 hex digits.
+    #[zbus(property, name = "Id")]
+    fn id(&self) -> zbus::Result<String>;
+    /// The VM's name.
+    #[zbus(property, name = "Name")]
+    fn name(&self) -> zbus::Result<String>;
+    /// The image it was made from.
+    #[zbus(property, name = "Image")]
+    fn image(&self) -> zbus::Result<String>;
+    /// Virtual CPUs.
+    #[zbus(property, name = "Cpus")]
+    fn cpus(&self) -> zbus::Result<u32>;
+    /// Memory in MiB.
+    #[zbus(property, name = "MemoryMiB")]
+    fn memory_mib(&self) -> zbus::Result<u32>;
+    /// A [`crate::wire::VmState`] word.
+    #[zbus(property, name = "State")]
+    fn state(&self) -> zbus::Result<String>;
+    /// The guest's IPv4 address.
+    #[zbus(property, name = "Address")]
+    fn address(&self) -> zbus::Result<String>;
+    /// `qemu`, `firecracker` or "".
+    #[zbus(property, name = "Backend")]
+    fn backend(&self) -> zbus::Result<String>;
+    /// `banger-vm-<id>.service`.
+    #[zbus(property, name = "Unit")]
+    fn unit(&self) -> zbus::Result<String>;
+    /// Unix seconds.
+    #[zbus(property, name = "CreatedAt")]
+    fn created_at(&self) -> zbus::Result<i64>;
+    /// The pinned SSH host key, or "".
+    #[zbus(property, name = "HostKey")]
+    fn host_key(&self) -> zbus::Result<String>;
+    /// Starts the VM.
+    fn start(&self) -> zbus::Result<()>;
+    /// Stops the VM.
+    fn stop(&self) -> zbus::Result<()>;
+    /// Deletes the stopped VM.
+    fn delete(&self) -> zbus::Result<()>;
+}
+
+/// An image of the owner daemon, `/org/banger/Daemon1/image/<escaped name>` (see
+/// [`crate::names::daemon_image_path`]).
+#[zbus::proxy(
+    interface = "org.banger.Daemon1.Image",
+    default_service = "org.banger.Daemon1"
+)]
+pub trait DaemonImage {
+    /// The image's name.
+    #[zbus(property, name = "Name")]
+    fn name(&self) -> zbus::Result<String>;
+    /// Bytes stored.
+    #[zbus(property, name = "Bytes")]
+    fn bytes(&self) -> zbus::Result<u64>;
+    /// SHA-256 of the kernel.
+    #[zbus(property, name = "KernelSha256")]
+    fn kernel_sha256(&self) -> zbus::Result<String>;
+    /// SHA-256 of the initrd, or "".
+    #[zbus(property, name = "InitrdSha256")]
+    fn initrd_sha256(&self) -> zbus::Result<String>;
+    /// SHA-256 of the root filesystem, or "".
+    #[zbus(property, name = "RootfsSha256")]
+    fn rootfs_sha256(&self) -> zbus::Result<String>;
+    /// Unix seconds.
+    #[zbus(property, name = "CreatedAt")]
+    fn created_at(&self) -> zbus::Result<i64>;
+    /// The VMs made from it.
+    #[zbus(property, name = "UsedBy")]
+    fn used_by(&self) -> zbus::Result<Vec<String>>;
+    /// Deletes the image.
+    fn delete(&self) -> zbus::Result<()>;
+}
+
 /// The proxy of a job of the owner daemon (its signal types are named as Root1.Job's, so they
 /// live here).
 pub mod daemon_job {

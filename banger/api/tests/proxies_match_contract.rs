@@ -68,11 +68,17 @@ fn proxy_members() -> Members {
     let mut out = Members::new();
     let mut current: Option<String> = None;
     let mut kind = "method";
+    let mut renamed: Option<String> = None;
     for line in text.lines().map(str::trim) {
         if let Some(rest) = line.strip_prefix("interface = \"") {
             current = rest.split('"').next().map(str::to_string);
-        } else if line == "#[zbus(property)]" {
+        } else if line.starts_with("#[zbus(property") {
             kind = "property";
+            renamed = line
+                .split("name = \"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(str::to_string);
         } else if line == "#[zbus(signal)]" {
             kind = "signal";
         } else if let Some(rest) = line.strip_prefix("fn ") {
@@ -80,9 +86,10 @@ fn proxy_members() -> Members {
             let iface = current
                 .clone()
                 .expect("a proxy method inside a proxy trait");
+            let name = renamed.take().unwrap_or_else(|| pascal(name));
             out.entry(iface)
                 .or_default()
-                .insert((kind.to_string(), pascal(name)));
+                .insert((kind.to_string(), name));
             kind = "method";
         }
     }
@@ -156,4 +163,31 @@ fn job_property_words_are_the_job_interface_properties() {
         .map(|p| p.as_str().to_string())
         .collect();
     assert_eq!(words, in_xml);
+}
+
+#[test]
+fn object_property_words_are_the_object_interface_properties() {
+    let xml = xml_members();
+    let props = |iface: &str| -> BTreeSet<String> {
+        xml[iface]
+            .iter()
+            .filter(|(kind, _)| kind == "property")
+            .map(|(_, name)| name.clone())
+            .collect()
+    };
+    let vm: BTreeSet<String> = banger_api::objects::VmProperty::ALL
+        .iter()
+        .map(|p| p.as_str().to_string())
+        .collect();
+    assert_eq!(vm, props(banger_api::names::DAEMON_VM_INTERFACE));
+    let image: BTreeSet<String> = banger_api::objects::ImageProperty::ALL
+        .iter()
+        .map(|p| p.as_str().to_string())
+        .collect();
+    assert_eq!(image, props(banger_api::names::DAEMON_IMAGE_INTERFACE));
+    let job: BTreeSet<String> = banger_api::job::DaemonJobProperty::ALL
+        .iter()
+        .map(|p| p.as_str().to_string())
+        .collect();
+    assert_eq!(job, props(banger_api::names::DAEMON_JOB_INTERFACE));
 }

@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use banger_api::error::ErrorKind;
-use banger_api::job::{JobProperty, JobResult, Stage};
+use banger_api::job::{DaemonJobProperty, JobProperty, JobResult, Stage};
 use banger_api::names;
+use banger_api::objects::{ImageProperty, VmProperty};
 
 /// Stage words that are also the update journal's own phase names (its on-disk format, spelled
 /// once in `bangerd-root/src/update/journal.rs`).
@@ -37,6 +38,16 @@ fn words() -> Vec<String> {
     );
     // A job's property names are read by name only through `JobProperty`.
     w.extend(JobProperty::ALL.iter().map(|p| p.as_str().to_string()));
+    // So are the properties of the daemon's VM and image objects.
+    w.extend(VmProperty::ALL.iter().map(|p| p.as_str().to_string()));
+    w.extend(ImageProperty::ALL.iter().map(|p| p.as_str().to_string()));
+    // ("Description" is also systemd's own unit property.)
+    w.extend(
+        DaemonJobProperty::ALL
+            .iter()
+            .filter(|p| **p != DaemonJobProperty::Description)
+            .map(|p| p.as_str().to_string()),
+    );
     w.push(names::JOB_FINISHED_SIGNAL.to_string());
     w.push(names::JOB_INTERFACE.to_string());
     w.push(names::JOB_PATH_NAMESPACE.to_string());
@@ -76,9 +87,11 @@ fn protocol_words_are_spelled_only_in_banger_api() {
         // Program code only: unit tests come last, after `#[cfg(test)]`.
         let code = text.split("\n#[cfg(test)]").next().unwrap();
         for (n, line) in code.lines().enumerate() {
-            // An interface's name in its attribute must be a literal; the drift test checks
-            // it against dbus/*.xml.
-            if line.trim_start().starts_with("#[zbus::interface(") {
+            // An interface's or a property's name in its attribute must be a literal; the
+            // drift test checks it against dbus/*.xml.
+            if line.trim_start().starts_with("#[zbus::interface(")
+                || line.trim_start().starts_with("#[zbus(property")
+            {
                 continue;
             }
             for w in &words {

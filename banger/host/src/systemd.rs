@@ -295,17 +295,11 @@ pub struct UnitState {
 /// Where systemd serves its unit objects.
 const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit/";
 
-/// A unit name as systemd spells it in an object path: every byte but `[A-Za-z0-9]` as `_xx`.
-pub fn escape_path_label(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("_{b:02x}")
-            }
-        })
-        .collect()
+pub use banger_api::names::escape_path_label;
+
+/// The object path systemd serves unit `name` at.
+pub fn unit_object_path(name: &str) -> String {
+    format!("{UNIT_PATH_PREFIX}{}", escape_path_label(name))
 }
 
 /// systemd Manager client on a given bus connection.
@@ -564,6 +558,21 @@ impl Systemd {
         &self,
         name_prefix: &str,
     ) -> Result<impl futures_util::Stream<Item = String> + use<>, SystemdError> {
+        Ok(self
+            .unit_states(name_prefix)
+            .await?
+            .filter_map(|(path, state)| async move {
+                matches!(state.as_str(), "inactive" | "failed").then_some(path)
+            }))
+    }
+
+    /// Every change of the `ActiveState` of a unit whose name starts with `name_prefix`, in
+    /// the order systemd announces them, as (the unit's object path, the new `ActiveState`).
+    /// Subscribes to systemd's unit signals first; nothing is polled.
+    pub async fn unit_states(
+        &self,
+        name_prefix: &str,
+    ) -> Result<impl futures_util::Stream<Item = (String, String)> + use<>, SystemdError> {
         let err = |source| SystemdError::Call {
             what: format!("follow the units {name_prefix}*"),
             source,
@@ -603,7 +612,7 @@ impl Systemd {
                 ) = m.body().deserialize().ok()?;
                 let state = changed.get("ActiveState")?;
                 let state: &str = state.downcast_ref().ok()?;
-                matches!(state, "inactive" | "failed").then_some(path)
+                Some((path, state.to_string()))
             }
         }))
     }

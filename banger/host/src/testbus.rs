@@ -190,6 +190,18 @@ pub async fn assert_served_contract(
     path: &str,
     interface: &str,
 ) {
+    assert_served_contract_shown_at(bus, destination, path, path, interface).await
+}
+
+/// As [`assert_served_contract`], with the file's node named `shown` (a path that stands for
+/// every object of its kind, such as `/org/banger/Daemon1/vm/ID`) instead of `path`.
+pub async fn assert_served_contract_shown_at(
+    bus: &PrivateBus,
+    destination: &str,
+    path: &str,
+    shown: &str,
+    interface: &str,
+) {
     let client = bus.connect().await.expect("connecting to the private bus");
     let xml = zbus::fdo::IntrospectableProxy::builder(&client)
         .destination(destination.to_string())
@@ -200,7 +212,7 @@ pub async fn assert_served_contract(
         .introspect()
         .await
         .expect("the object answers Introspect");
-    let contract = interface_contract(&xml, interface, path)
+    let contract = interface_contract(&xml, interface, shown)
         .unwrap_or_else(|| panic!("{path} does not serve {interface}"));
     let checked_in = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../dbus")

@@ -10,7 +10,7 @@ use std::io::{IsTerminal, Write};
 use std::num::NonZeroUsize;
 
 use anyhow::{Context, anyhow};
-use banger_api::job::{DaemonJobResult, JobProperty, JobState};
+use banger_api::job::{DaemonJobProperty as JobProperty, DaemonJobResult, JobState};
 use banger_api::names::{
     DAEMON_JOB_INTERFACE, DAEMON_JOB_PATH_NAMESPACE, DAEMON1_NAME, JOB_FINISHED_SIGNAL,
 };
@@ -75,10 +75,7 @@ impl JobView {
         if let Some(s) = text(JobProperty::Error) {
             self.error = s;
         }
-        if let Some(s) = props
-            .get("Image")
-            .and_then(|v| String::try_from(v.clone()).ok())
-        {
+        if let Some(s) = text(JobProperty::Image) {
             self.image = s;
         }
         let mut events = Vec::new();

@@ -5,6 +5,7 @@ mod bus;
 mod daemon;
 mod daemon_client;
 mod doctor;
+mod events;
 mod image;
 mod image_pull;
 mod inhibit;
@@ -98,6 +99,19 @@ enum Command {
     Daemon(DaemonCommand),
     /// Check the installation and the host, printing PASS/WARN/FAIL lines; exits 1 on any FAIL.
     Doctor,
+    /// Print every change to VMs, images and jobs as it happens, until Ctrl-C.
+    ///
+    /// Follows the signals of bangerd's objects (the ObjectManager at /org/banger/Daemon1:
+    /// InterfacesAdded, InterfacesRemoved, PropertiesChanged), never polling: one line per
+    /// change, such as `vm web1: State=running`, including changes nobody asked banger for (a
+    /// guest that powers off, a VMM that is killed). Across a restart of bangerd it reads the
+    /// objects again and reports what differs.
+    Events {
+        /// One JSON object per line: time, event (added, removed, changed, daemon-stopped,
+        /// daemon-started), kind (vm, image, job), path, name, properties.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a command while holding off updates: bangerd lists an "inhibit" operation until the
     /// command exits, and `banger update` refuses (without --force) meanwhile. Exits with the
     /// command's status.
@@ -234,6 +248,7 @@ pub fn main() -> i32 {
             Command::Daemon(DaemonCommand::Stop) => daemon::control(daemon::Verb::Stop).await,
             Command::Daemon(DaemonCommand::Restart) => daemon::control(daemon::Verb::Restart).await,
             Command::Doctor => doctor::run().await,
+            Command::Events { json } => events::follow(None, json, false, None).await,
             Command::Inhibit { why, command } => inhibit::run(why, command).await,
             Command::Update(args) => update::run(args).await,
             Command::Vm(command) => vm::run(command).await,

@@ -95,6 +95,11 @@ pub enum VmCommand {
         /// Print a JSON array with every field instead of a table.
         #[arg(long)]
         json: bool,
+        /// Then keep printing one line per change of a VM (created, deleted, its state…),
+        /// from bangerd's signals, until Ctrl-C. With --json: one JSON object per line, the
+        /// VMs there now first (event "present"), then the changes (as `banger events`).
+        #[arg(long)]
+        watch: bool,
     },
     /// Show everything about one VM, including its unit and pinned SSH host key.
     Show {
@@ -169,7 +174,7 @@ pub async fn run(command: VmCommand) -> CmdResult {
         }
         VmCommand::Stop { name } => stop(&name).await,
         VmCommand::Rm { name, force } => rm(&name, force).await,
-        VmCommand::List { json } => list(json).await,
+        VmCommand::List { json, watch } => list(json, watch).await,
         VmCommand::Show { name, json } => show(&name, json).await,
         VmCommand::Ssh { name, command } => ssh(&name, &command).await,
         VmCommand::Logs {
@@ -380,7 +385,24 @@ fn vm_table(vms: &[VmInfo]) -> String {
     )
 }
 
-async fn list(json: bool) -> CmdResult {
+async fn list(json: bool, watch: bool) -> CmdResult {
+    use super::events::{Kind, follow};
+    match (watch, json) {
+        (false, _) => print_vms(json).await,
+        (true, true) => follow(Some(Kind::Vm), true, true, None).await,
+        (true, false) => {
+            follow(
+                Some(Kind::Vm),
+                false,
+                false,
+                Some(Box::pin(print_vms(false))),
+            )
+            .await
+        }
+    }
+}
+
+async fn print_vms(json: bool) -> CmdResult {
     let daemon = daemon().await?;
     let mut vms = daemon.list_vms().await.map_err(failed("listing VMs"))?;
     vms.sort_by(|a, b| a.name.cmp(&b.name));
