@@ -46,7 +46,7 @@ pub fn main(args: Args) -> anyhow::Result<i32> {
         println!("{}", BuildIdentity::current().version_line("bangerd-root"));
         return Ok(0);
     }
-    banger_host::runtime::init_service_logging();
+    let log_level = banger_host::runtime::init_service_logging();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -58,7 +58,7 @@ pub fn main(args: Args) -> anyhow::Result<i32> {
     } else if args.resume_pending {
         rt.block_on(resume_pending())?;
     } else {
-        rt.block_on(serve())?;
+        rt.block_on(serve(log_level))?;
     }
     Ok(0)
 }
@@ -102,7 +102,7 @@ async fn resume_pending() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve() -> anyhow::Result<()> {
+async fn serve(log_level: banger_host::runtime::LogLevel) -> anyhow::Result<()> {
     // One connection for serving and for our own calls to systemd and polkit.
     let conn = system_bus().await?;
     let layout = Layout::new("/");
@@ -129,6 +129,13 @@ async fn serve() -> anyhow::Result<()> {
         .at(names::ROOT1_PATH, root1)
         .await
         .context("serving /org/banger/Root1")?;
+    conn.object_server()
+        .at(
+            banger_host::runtime::LOG_CONTROL_PATH,
+            banger_host::runtime::LogControl::new(log_level, "bangerd-root"),
+        )
+        .await
+        .context("serving org.freedesktop.LogControl1")?;
     // Pick up an update the previous helper left unfinished, before taking calls.
     engine.resume().await;
     banger_host::runtime::own_name(&conn, names::ROOT1_NAME).await?;

@@ -82,16 +82,19 @@ pub fn main(args: Args) -> anyhow::Result<i32> {
             }
         });
     }
-    banger_host::runtime::init_service_logging();
+    let log_level = banger_host::runtime::init_service_logging();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(args.store_path()))?;
+    rt.block_on(serve(args.store_path(), log_level))?;
     Ok(0)
 }
 
-async fn serve(store_path: PathBuf) -> anyhow::Result<()> {
+async fn serve(
+    store_path: PathBuf,
+    log_level: banger_host::runtime::LogLevel,
+) -> anyhow::Result<()> {
     let core = Arc::new(
         Daemon::open(&store_path)
             .with_context(|| format!("opening store {}", store_path.display()))?,
@@ -122,6 +125,13 @@ async fn serve(store_path: PathBuf) -> anyhow::Result<()> {
         .at(names::DAEMON1_PATH, daemon1)
         .await
         .context("serving /org/banger/Daemon1")?;
+    conn.object_server()
+        .at(
+            banger_host::runtime::LOG_CONTROL_PATH,
+            banger_host::runtime::LogControl::new(log_level, "bangerd"),
+        )
+        .await
+        .context("serving org.freedesktop.LogControl1")?;
     // Running VMs are their own units: find them again before answering anyone.
     vms.reconcile().await;
     // VMs, images and jobs as objects, served before the name is owned.

@@ -734,3 +734,76 @@ async fn object_introspection_matches_checked_in_contract() {
         .await;
     }
 }
+
+/// `org.freedesktop.LogControl1`, as `systemctl service-log-level` uses it.
+#[tokio::test]
+async fn the_log_level_changes_without_a_restart() {
+    use banger_host::runtime::{LOG_CONTROL_PATH, LogControl, init_service_logging};
+    // The only test in this binary that sets the global subscriber.
+    let level = init_service_logging();
+    let bus = PrivateBus::start(&me()).unwrap();
+    let conn = zbus::connection::Builder::address(bus.address.as_str())
+        .build()
+        .await
+        .unwrap();
+    conn.object_server()
+        .at(LOG_CONTROL_PATH, LogControl::new(level.clone(), "bangerd"))
+        .await
+        .unwrap();
+    conn.request_name(names::DAEMON1_NAME).await.unwrap();
+    let client = bus.connect().await.unwrap();
+    let props = zbus::fdo::PropertiesProxy::builder(&client)
+        .destination(names::DAEMON1_NAME)
+        .path(LOG_CONTROL_PATH)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap();
+    let iface =
+        zbus::names::InterfaceName::from_static_str_unchecked("org.freedesktop.LogControl1");
+    let get = |name: &'static str| {
+        let props = props.clone();
+        let iface = iface.clone();
+        async move { String::try_from(props.get(iface, name).await.unwrap()).unwrap() }
+    };
+    assert_eq!(get("SyslogIdentifier").await, "bangerd");
+    let before = get("LogLevel").await;
+    props
+        .set(iface.clone(), "LogLevel", &zbus::Variant::from("debug"))
+        .await
+        .unwrap();
+    assert_eq!(get("LogLevel").await, "debug");
+    assert_eq!(
+        level.get(),
+        "debug",
+        "the running subscriber's level changed"
+    );
+    let e = props
+        .set(iface.clone(), "LogLevel", &zbus::Variant::from("loud"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("unknown log level \"loud\": use one of emerg, alert"),
+        "{e}"
+    );
+    assert_eq!(
+        get("LogLevel").await,
+        "debug",
+        "a bad level changes nothing"
+    );
+    let e = props
+        .set(iface.clone(), "LogTarget", &zbus::Variant::from("kmsg"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not supported"), "{e}");
+    props
+        .set(
+            iface.clone(),
+            "LogLevel",
+            &zbus::Variant::from(before.as_str()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(get("LogLevel").await, before);
+}

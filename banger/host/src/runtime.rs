@@ -9,19 +9,182 @@ use zbus::Connection;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
 /// Logs to stderr (the journal, under systemd) without colours or timestamps; the level comes
-/// from `BANGER_LOG` (default `info`).
-pub fn init_service_logging() {
+/// from `BANGER_LOG` (default `info`) and can be changed while the service runs through
+/// [`LogControl`] (`systemctl service-log-level UNIT LEVEL`).
+pub fn init_service_logging() -> LogLevel {
     use tracing::level_filters::LevelFilter;
+    use tracing_subscriber::prelude::*;
     let level = std::env::var("BANGER_LOG")
         .ok()
         .and_then(|l| l.parse::<LevelFilter>().ok())
         .unwrap_or(LevelFilter::INFO);
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(false)
-        .without_time()
-        .with_writer(std::io::stderr)
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(level);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .without_time()
+                .with_writer(std::io::stderr),
+        )
         .init();
+    LogLevel { handle }
+}
+
+/// The running service's log level, changeable without a restart.
+#[derive(Clone)]
+pub struct LogLevel {
+    handle: tracing_subscriber::reload::Handle<
+        tracing::level_filters::LevelFilter,
+        tracing_subscriber::Registry,
+    >,
+}
+
+/// syslog's level names (as `LogControl1.LogLevel` speaks them) and the tracing level each is.
+const SYSLOG_LEVELS: [(&str, tracing::level_filters::LevelFilter); 8] = {
+    use tracing::level_filters::LevelFilter as L;
+    [
+        ("emerg", L::ERROR),
+        ("alert", L::ERROR),
+        ("crit", L::ERROR),
+        ("err", L::ERROR),
+        ("warning", L::WARN),
+        ("notice", L::INFO),
+        ("info", L::INFO),
+        ("debug", L::DEBUG),
+    ]
+};
+
+impl LogLevel {
+    /// The level now, in syslog's words (`err`, `warning`, `info`, `debug`).
+    pub fn get(&self) -> String {
+        use tracing::level_filters::LevelFilter as L;
+        let now = self.handle.clone_current().unwrap_or(L::INFO);
+        match now {
+            L::OFF | L::ERROR => "err",
+            L::WARN => "warning",
+            L::INFO => "info",
+            _ => "debug",
+        }
+        .to_string()
+    }
+
+    /// Sets the level from a syslog level name; an unknown name is an error naming the
+    /// known ones.
+    pub fn set(&self, name: &str) -> Result<(), String> {
+        let Some((_, level)) = SYSLOG_LEVELS.iter().find(|(n, _)| *n == name) else {
+            return Err(format!(
+                "unknown log level {name:?}: use one of {}",
+                SYSLOG_LEVELS.map(|(n, _)| n).join(", ")
+            ));
+        };
+        self.handle
+            .modify(|l| *l = *level)
+            .map_err(|e| format!("changing the log level: {e}"))?;
+        tracing::info!("log level set to {name}");
+        Ok(())
+    }
+}
+
+/// `org.freedesktop.LogControl1` at `/org/freedesktop/LogControl1`, so that `systemctl
+/// service-log-level UNIT [LEVEL]` reads and changes the service's log level without a
+/// restart. Only root and the service's own user may change it.
+pub struct LogControl {
+    level: LogLevel,
+    identifier: &'static str,
+}
+
+/// Where `org.freedesktop.LogControl1` is served.
+pub const LOG_CONTROL_PATH: &str = "/org/freedesktop/LogControl1";
+
+impl LogControl {
+    /// The control of `level` for the program `identifier` (its syslog identifier).
+    pub fn new(level: LogLevel, identifier: &'static str) -> Self {
+        LogControl { level, identifier }
+    }
+}
+
+/// Whether the caller of a property write is root or this process's user.
+async fn may_set(
+    conn: &Connection,
+    hdr: Option<&zbus::message::Header<'_>>,
+) -> zbus::fdo::Result<()> {
+    let sender = hdr
+        .and_then(|h| h.sender())
+        .ok_or_else(|| zbus::fdo::Error::AccessDenied("the call has no sender".into()))?;
+    let uid = zbus::fdo::DBusProxy::new(conn)
+        .await?
+        .get_connection_unix_user(sender.clone().into())
+        .await?;
+    let me = crate::users::current_uid();
+    if uid == 0 || uid == me {
+        Ok(())
+    } else {
+        Err(zbus::fdo::Error::AccessDenied(format!(
+            "uid {uid} may not change the log level: only root and uid {me} may"
+        )))
+    }
+}
+
+#[zbus::interface(name = "org.freedesktop.LogControl1")]
+impl LogControl {
+    /// The log level: emerg, alert, crit, err, warning, notice, info or debug.
+    #[zbus(property)]
+    fn log_level(&self) -> String {
+        self.level.get()
+    }
+
+    /// Changes the log level (root and the service's own user only).
+    #[zbus(property)]
+    async fn set_log_level(
+        &self,
+        value: String,
+        #[zbus(header)] hdr: Option<zbus::message::Header<'_>>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> zbus::fdo::Result<()> {
+        may_set(conn, hdr.as_ref()).await?;
+        self.level
+            .set(&value)
+            .map_err(zbus::fdo::Error::InvalidArgs)
+    }
+
+    /// Where logs go: `journal` under systemd (stderr connected to the journal), else
+    /// `console`.
+    #[zbus(property)]
+    fn log_target(&self) -> String {
+        if std::env::var_os("JOURNAL_STREAM").is_some() {
+            "journal"
+        } else {
+            "console"
+        }
+        .to_string()
+    }
+
+    /// Logs always go to stderr: only the target it already has (or `auto`) is accepted.
+    #[zbus(property)]
+    async fn set_log_target(
+        &self,
+        value: String,
+        #[zbus(header)] hdr: Option<zbus::message::Header<'_>>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> zbus::fdo::Result<()> {
+        may_set(conn, hdr.as_ref()).await?;
+        if value == "auto" || value == self.log_target() {
+            Ok(())
+        } else {
+            Err(zbus::fdo::Error::NotSupported(format!(
+                "{} logs to stderr only ({}); log target {value:?} is not supported",
+                self.identifier,
+                self.log_target()
+            )))
+        }
+    }
+
+    /// The program's syslog identifier.
+    #[zbus(property)]
+    fn syslog_identifier(&self) -> String {
+        self.identifier.to_string()
+    }
 }
 
 /// Waits for SIGTERM or SIGINT.
