@@ -129,6 +129,11 @@ async fn serve(log_level: banger_host::runtime::LogLevel) -> anyhow::Result<()> 
         .at(names::ROOT1_PATH, root1)
         .await
         .context("serving /org/banger/Root1")?;
+    // Its update jobs, for desktop tools: InterfacesAdded/Removed as jobs come and go.
+    conn.object_server()
+        .at(names::ROOT1_PATH, zbus::fdo::ObjectManager)
+        .await
+        .context("serving the ObjectManager at /org/banger/Root1")?;
     conn.object_server()
         .at(
             banger_host::runtime::LOG_CONTROL_PATH,

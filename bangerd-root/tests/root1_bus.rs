@@ -206,6 +206,10 @@ async fn fixture(verdict: Verdict, job_result: &'static str) -> Fixture {
         .at(names::ROOT1_PATH, Root1::new(core, authz.clone(), engine))
         .await
         .unwrap();
+    conn.object_server()
+        .at(names::ROOT1_PATH, zbus::fdo::ObjectManager)
+        .await
+        .unwrap();
     conn.request_name(names::ROOT1_NAME).await.unwrap();
     Fixture {
         bus,
@@ -560,5 +564,67 @@ async fn a_job_change_is_one_signal_naming_what_changed_and_withholding_the_erro
     assert_eq!(
         (success, result.as_str(), error.as_str()),
         (false, "failed", names::JOB_ERROR_WITHHELD)
+    );
+}
+
+#[tokio::test]
+async fn jobs_are_managed_objects_and_update_state_is_announced_at_every_stage() {
+    use banger_api::job::Stage;
+    use bangerd_root::update::job::JobPublisher;
+    use futures_util::StreamExt;
+    let f = fixture(Verdict::Deny, "done").await;
+    let conn = f._services[2].clone();
+    let jobs = bangerd_root::bus::job1::BusJobs::new(conn.clone(), f.authz.clone());
+    let handle = JobHandle::new(jobs.clone(), 5, 0, "0.1.0");
+    let client = f.bus.connect().await.unwrap();
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .path_namespace(names::ROOT1_PATH)
+        .build()
+        .unwrap();
+    let mut stream =
+        zbus::MessageStream::for_match_rule(rule, &client, std::num::NonZeroUsize::new(64))
+            .await
+            .unwrap();
+    jobs.job_new(&handle).await.unwrap();
+    let om = zbus::fdo::ObjectManagerProxy::builder(&client)
+        .destination(names::ROOT1_NAME)
+        .path(names::ROOT1_PATH)
+        .build()
+        .await
+        .unwrap();
+    let managed = om.get_managed_objects().await.unwrap();
+    assert!(
+        managed.contains_key(&job_path(5)),
+        "the job is a managed object: {:?}",
+        managed.keys().collect::<Vec<_>>()
+    );
+    // Every message until a root1 PropertiesChanged naming UpdateState.
+    let mut seen = Vec::new();
+    for stage in [Stage::Downloading, Stage::Verifying, Stage::Staging] {
+        handle.stage(stage, 0.2).await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("no UpdateState change at stage {stage}: {seen:?}"))
+                .unwrap()
+                .unwrap();
+            let h = msg.header();
+            let member = h.member().map(|m| m.to_string()).unwrap_or_default();
+            let path = h.path().map(|p| p.to_string()).unwrap_or_default();
+            seen.push(format!("{path} {member}"));
+            if path == names::ROOT1_PATH && member == "PropertiesChanged" {
+                let (_, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
+                    msg.body().deserialize().unwrap();
+                if changed.contains_key("UpdateState") {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(
+        seen.iter().any(|s| s.ends_with("InterfacesAdded")),
+        "the new job's InterfacesAdded: {seen:?}"
     );
 }

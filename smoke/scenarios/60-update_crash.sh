@@ -108,8 +108,14 @@ for point in swapping restarting-daemon restarting-helper verifying finalizing \
         _evidence "its output:" "$cli_out"
         exit 1
     fi
-    # The resumed job shows the stage it resumes at, not the "checking" of a new job.
-    expect_eq "$(grep -c '^stage: checking$' <<<"$cli_out")" 1 "'stage: checking' lines of the following banger update (killed at $point)"
+    # The resumed job shows the stage it resumes at, not the "checking" of a new job. (The
+    # first job's own "checking" may be over before the CLI's first read, on a loaded machine.)
+    checking=$(grep -c '^stage: checking$' <<<"$cli_out" || true)
+    if [ "$checking" -gt 1 ]; then
+        fail "the following banger update printed 'stage: checking' $checking times (killed at $point): the resumed job must show the stage it resumes at" || true
+        _evidence "its output:" "$cli_out"
+        exit 1
+    fi
     case $point in
         restarting-helper | rollback-restarting-helper) ;;
         *)  # The CLI says what happened: the helper went away unasked, it did not "restart".

@@ -45,8 +45,7 @@ box_exec sh -c 'rm -rf "$1" && mkdir -m 1777 "$1"' mk "$WORK"
 watch smoke-events-owner.service "$OWNER" "$WORK/events.json" "$BANGER" events --json
 for who in "$OWNER" other; do
     watch "smoke-gdbus-$( [ "$who" = "$OWNER" ] && echo owner || echo other).service" "$who" \
-        "$WORK/gdbus-$who.txt" gdbus monitor --system --dest org.banger.Daemon1 \
-        --object-path /org/banger/Daemon1
+        "$WORK/gdbus-$who.txt" gdbus monitor --system --dest org.banger.Daemon1
 done
 wait_for 15 "banger events to follow" file_has "$WORK/events.json.err" 'following changes' || exit 1
 wait_for 15 "gdbus monitor (owner) to follow" file_has "$WORK/gdbus-$OWNER.txt" 'is owned by' || exit 1

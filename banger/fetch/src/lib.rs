@@ -261,14 +261,23 @@ impl Fetcher {
             why: e.to_string(),
         };
         let mut file = std::fs::File::create(dest).map_err(werr)?;
-        let fetched = self.stream(
-            url,
-            cap.min(size),
-            Some(size),
-            cancel,
-            &mut |chunk| file.write_all(chunk),
-            progress,
-        )?;
+        let fetched = self
+            .stream(
+                url,
+                cap.min(size),
+                Some(size),
+                cancel,
+                &mut |chunk| file.write_all(chunk),
+                progress,
+            )
+            .map_err(|e| match e {
+                // The sink is this file: name it, not the URL.
+                DownloadError::Write { why, .. } => DownloadError::Write {
+                    path: dest.display().to_string(),
+                    why,
+                },
+                other => other,
+            })?;
         file.sync_all().map_err(werr)?;
         Ok(fetched)
     }

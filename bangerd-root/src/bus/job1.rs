@@ -46,7 +46,7 @@ fn shown(s: &JobStatus) -> [(JobProperty, Variant<'static>); 8] {
 
 /// The engine's jobs on the bus: the newest job's object at its path (only the newest stays),
 /// `JobNew` and `JobRemoved`, each job's `PropertiesChanged` and `Finished`, and
-/// `PropertiesChanged` of the helper's `UpdateState` and `ActiveJob`.
+/// `PropertiesChanged` of the helper's `UpdateState` (at every stage) and `ActiveJob`.
 pub struct BusJobs {
     conn: zbus::Connection,
     authz: Arc<Authorizer>,
@@ -69,6 +69,25 @@ impl BusJobs {
 
     fn job(&self, id: u32) -> zbus::Result<SignalEmitter<'static>> {
         SignalEmitter::new(&self.conn, job_path(id))
+    }
+
+    /// Announces Root1's `UpdateState` (and `ActiveJob` with `active_job`).
+    async fn root1_changed(&self, active_job: bool) {
+        let Ok(root1) = self
+            .conn
+            .object_server()
+            .interface::<_, Root1>(names::ROOT1_PATH)
+            .await
+        else {
+            // Not served (the recovery engine): nobody to tell.
+            return;
+        };
+        let emitter = root1.signal_emitter();
+        let root1 = root1.get().await;
+        let _ = root1.update_state_changed(emitter).await;
+        if active_job {
+            let _ = root1.active_job_changed(emitter).await;
+        }
     }
 }
 
@@ -113,6 +132,10 @@ impl JobPublisher for BusJobs {
             if changed.is_empty() && invalidated.is_empty() {
                 return;
             }
+            if before.stage != after.stage {
+                // UpdateState is the running job's stage.
+                self.root1_changed(false).await;
+            }
             if let Ok(emitter) = self.job(handle.id) {
                 let _ = fdo::Properties::properties_changed(
                     &emitter,
@@ -151,21 +174,7 @@ impl JobPublisher for BusJobs {
     }
 
     fn state_changed(&self) -> PortFuture<'_, ()> {
-        Box::pin(async move {
-            let Ok(root1) = self
-                .conn
-                .object_server()
-                .interface::<_, Root1>(names::ROOT1_PATH)
-                .await
-            else {
-                // Not served (the recovery engine): nobody to tell.
-                return;
-            };
-            let emitter = root1.signal_emitter();
-            let root1 = root1.get().await;
-            let _ = root1.update_state_changed(emitter).await;
-            let _ = root1.active_job_changed(emitter).await;
-        })
+        Box::pin(self.root1_changed(true))
     }
 }
 
