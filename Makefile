@@ -32,8 +32,8 @@ lint: ## rustfmt and clippy, as CI wants them
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-update-generated: ## Regenerate the checked-in introspection XML from the services
-	BANGER_UPDATE_GENERATED=1 $(CARGO) test --workspace --locked -- introspection_matches_checked_in_contract
+update-generated: ## Regenerate the checked-in introspection XML, man pages and shell completions
+	BANGER_UPDATE_GENERATED=1 $(CARGO) test --workspace --locked -- introspection_matches_checked_in_contract checked_in_generated
 
 clean: ## Remove build output and the smoke cache
 	$(CARGO) clean

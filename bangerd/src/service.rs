@@ -159,3 +159,23 @@ async fn serve(
     tracing::info!("bangerd stopping");
     Ok(())
 }
+
+#[cfg(test)]
+mod man_page {
+    use clap::CommandFactory;
+
+    /// bangerd(8), generated from these arguments and checked in as docs/man/bangerd.8;
+    /// `make update-generated` rewrites it.
+    #[test]
+    fn checked_in_generated_man_page_matches() {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(super::Args::command())
+            .section("8")
+            .manual("banger manual")
+            .source("banger")
+            .render(&mut out)
+            .unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/man/bangerd.8");
+        banger_host::testbus::assert_contract(std::str::from_utf8(&out).unwrap(), &path);
+    }
+}

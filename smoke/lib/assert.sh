@@ -161,6 +161,18 @@ banger_installed_paths() {
         "$BANGER_INSTALL_TOML" \
         /var/lib/banger \
         "$BANGER_STORE"
+    # Man pages (the CLI's, one per command, as checked in) and shell completions.
+    local m
+    for m in "$SMOKE_REPO"/docs/man/*.1; do
+        printf '%s\n' "$p/share/man/man1/${m##*/}"
+    done
+    printf '%s\n' \
+        "$p/share/man/man8/bangerd.8" \
+        "$p/share/man/man8/bangerd-root.8" \
+        "$p/share/man/man5/banger.conf.5" \
+        "$p/share/bash-completion/completions/banger" \
+        "$p/share/zsh/site-functions/_banger" \
+        "$p/share/fish/vendor_completions.d/banger.fish"
 }
 
 # One line per path: "PATH file MODE USER:GROUP SHA256" | "PATH dir MODE USER:GROUP" |

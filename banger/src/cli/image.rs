@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use banger_api::wire::ImageInfo;
 use clap::Subcommand;
+use clap_complete::engine::ArgValueCandidates;
 
 use super::daemon_client::{daemon, failed};
 use super::output::{mib_label, render_table, short_sha256, utc_minute};
@@ -68,6 +69,7 @@ pub enum ImageCommand {
     /// Delete an image no VM uses.
     Rm {
         /// The image.
+        #[arg(add = ArgValueCandidates::new(super::generated::image_names))]
         name: String,
     },
 }

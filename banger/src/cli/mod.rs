@@ -6,6 +6,7 @@ mod daemon;
 mod daemon_client;
 mod doctor;
 mod events;
+mod generated;
 mod image;
 mod image_pull;
 mod inhibit;
@@ -18,7 +19,7 @@ mod vm;
 use std::path::PathBuf;
 
 use banger_host::build_info::BuildIdentity;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -203,6 +204,8 @@ pub type CmdResult = Result<i32, Failure>;
 
 /// Runs the command line; returns the exit code.
 pub fn main() -> i32 {
+    // A shell asking for completions (BANGER_COMPLETE=bash …) is answered and ends here.
+    generated::complete_if_asked(Cli::command);
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

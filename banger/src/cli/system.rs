@@ -10,6 +10,7 @@ use banger_host::build_info::BuildIdentity;
 use banger_host::install::{InstallMeta, Layout, Owner, PROGRAMS};
 use banger_host::systemd::{JobKind, Systemd};
 use banger_host::{fsutil, users};
+use clap::CommandFactory;
 
 use super::{CmdResult, EXIT_FAILED, EXIT_OK, bus};
 
@@ -119,6 +120,14 @@ pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
     link_cli(&layout)?;
     for (path, text) in rendered {
         fsutil::atomic_write(&path, text.as_bytes(), 0o644)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    // Man pages and shell completions, in the standard places under the prefix.
+    for (path, text) in super::generated::doc_files(&layout, &super::Cli::command()) {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        fsutil::atomic_write(&path, &text, 0o644)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let meta = InstallMeta {
@@ -410,6 +419,9 @@ pub async fn uninstall(purge: bool, stop_vms: bool) -> CmdResult {
     };
     for asset in ASSETS {
         remove(asset.path(&layout));
+    }
+    for (path, _) in super::generated::doc_files(&layout, &super::Cli::command()) {
+        remove(path);
     }
     if std::fs::read_link(layout.cli_link()).is_ok() {
         remove(layout.cli_link());

@@ -12,6 +12,7 @@ use banger_api::proxies::Daemon1Proxy;
 use banger_api::wire::{SshTarget, VmInfo, VmState};
 use banger_host::virt::find_program;
 use clap::{Args, Subcommand};
+use clap_complete::engine::ArgValueCandidates;
 
 use super::daemon_client::{daemon, failed};
 use super::output::{memory_label, or_dash, render_table, utc_minute};
@@ -45,7 +46,7 @@ pub enum VmCommand {
         /// Without one, bangerd picks a short free name (like brisk-otter) and prints it.
         name: Option<String>,
         /// The image to make it from (see `banger image list`).
-        #[arg(long, value_name = "IMAGE")]
+        #[arg(long, value_name = "IMAGE", add = ArgValueCandidates::new(super::generated::image_names))]
         image: String,
         /// Virtual CPUs.
         #[arg(long, value_name = "N", default_value_t = 1,
@@ -73,6 +74,7 @@ pub enum VmCommand {
     /// VM keeps running.
     Start {
         /// The VM.
+        #[arg(add = ArgValueCandidates::new(super::generated::vm_names))]
         name: String,
         #[command(flatten)]
         wait: WaitArgs,
@@ -80,11 +82,13 @@ pub enum VmCommand {
     /// Stop a VM (its unit is stopped; its disk and settings are kept).
     Stop {
         /// The VM.
+        #[arg(add = ArgValueCandidates::new(super::generated::vm_names))]
         name: String,
     },
     /// Delete a stopped VM and its files.
     Rm {
         /// The VM.
+        #[arg(add = ArgValueCandidates::new(super::generated::vm_names))]
         name: String,
         /// Stop the VM first if it is running.
         #[arg(long)]
@@ -104,6 +108,7 @@ pub enum VmCommand {
     /// Show everything about one VM, including its unit and pinned SSH host key.
     Show {
         /// The VM.
+        #[arg(add = ArgValueCandidates::new(super::generated::vm_names))]
         name: String,
         /// Print a JSON object instead of `key: value` lines.
         #[arg(long)]
@@ -117,6 +122,7 @@ pub enum VmCommand {
     #[command(after_help = SSH_EXIT_CODES_HELP)]
     Ssh {
         /// The VM.
+        #[arg(add = ArgValueCandidates::new(super::generated::vm_names))]
         name: String,
         /// The command to run instead of a login shell (put it after `--`).
         #[arg(
@@ -129,6 +135,7 @@ pub enum VmCommand {
     /// Print the end of a VM's serial console log; with --follow, keep printing until Ctrl-C.
     Logs {
         /// The VM.
+        #[arg(add = ArgValueCandidates::new(super::generated::vm_names))]
         name: String,
         /// Keep printing what the console writes, until Ctrl-C.
         #[arg(long, short = 'f')]
