@@ -170,6 +170,7 @@ banger_installed_paths() {
         "$p/share/man/man8/bangerd.8" \
         "$p/share/man/man8/bangerd-root.8" \
         "$p/share/man/man5/banger.conf.5" \
+        "$p/share/man/man7/banger-dbus.7" \
         "$p/share/bash-completion/completions/banger" \
         "$p/share/zsh/site-functions/_banger" \
         "$p/share/fish/vendor_completions.d/banger.fish"

@@ -136,3 +136,24 @@ expect_no_line "$doctor" '^FAIL' "banger doctor as $OWNER"
 expect_line "$doctor" '^PASS [^:]+: ' "banger doctor as $OWNER"
 grep -E '^WARN' <<<"$doctor" | sed 's/^/  note: doctor says /' || true
 proved "banger doctor as $OWNER exits 0 with $(grep -c '^PASS' <<<"$doctor") PASS and no FAIL line"
+
+# --- --json: one object of a versioned shape, what the lines say ------------------------------
+# json_field JSON PYEXPR: the value of PYEXPR over the parsed object `j`.
+json_field() { python3 -c 'import json, sys; j = json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$1" "$2"; }
+expect_rc 0 box_exec "$BANGER" version --json
+v=$LAST_OUT
+expect_eq "$(json_field "$v" 'j["format_version"], j["version"], j["commit"]')" "(1, '$version', '$commit')" "banger version --json"
+expect_rc 0 box_exec "$BANGER" system status --json
+st=$LAST_OUT
+expect_eq "$(json_field "$st" 'j["format_version"], j["healthy"], j["installed"]["version"], j["installed"]["owner"]')" \
+    "(1, True, '$version', '$OWNER')" "banger system status --json"
+expect_eq "$(json_field "$st" '[(s["unit"], s["active_state"], s["bus_name_owned"]) for s in j["services"]]')" \
+    "[('bangerd-root.service', 'active', True), ('bangerd.service', 'active', True)]" "services in banger system status --json"
+expect_rc 0 box_as "$OWNER" "$BANGER" daemon status --json
+expect_eq "$(json_field "$LAST_OUT" 'j["format_version"], j["daemon_ready"], len(j["services"])')" "(1, True, 2)" "banger daemon status --json"
+expect_rc 0 box_as "$OWNER" "$BANGER" doctor --json
+dj=$LAST_OUT
+expect_eq "$(json_field "$dj" 'j["format_version"], j["failed"], j["passed"] == sum(c["level"] == "PASS" for c in j["checks"])')" \
+    "(1, 0, True)" "banger doctor --json"
+expect_eq "$(json_field "$dj" 'j["passed"]')" "$(grep -c '^PASS' <<<"$doctor")" "PASS checks of doctor --json and of doctor"
+proved "version, system status, daemon status and doctor --json each print one object (format_version 1) agreeing with their lines"

@@ -22,7 +22,7 @@ P=${BANGER_PREFIX:-/usr/local}
 
 # --- 1. man pages
 for page in "1 banger" "1 banger-vm" "1 banger-vm-create" "1 banger-image-pull" "1 banger-update" \
-    "8 bangerd" "8 bangerd-root" "5 banger.conf"; do
+    "8 bangerd" "8 bangerd-root" "5 banger.conf" "7 banger-dbus"; do
     # shellcheck disable=SC2086 # "SECTION NAME"
     expect_rc 0 box_exec man -w $page
     # (Debian's /usr/local/man is a link to /usr/local/share/man.)
@@ -42,7 +42,7 @@ for unit in bangerd-root.service bangerd.service bangerd-root-recover.service \
 done
 expect_rc 0 box_exec env MANPAGER=cat man 1 banger-vm-start
 expect_contains "$LAST_OUT" "banger vm start" "man banger-vm-start"
-proved "man -w finds banger(1), the per-command pages, bangerd(8), bangerd-root(8), banger.conf(5); every unit's Documentation= resolves"
+proved "man -w finds banger(1), the per-command pages, bangerd(8), bangerd-root(8), banger.conf(5), banger-dbus(7); every unit's Documentation= resolves"
 
 # --- 2. completions
 expect_rc 0 vm_image_ready

@@ -16,31 +16,45 @@ pub enum Verb {
     Restart,
 }
 
-/// `banger daemon status`.
-pub async fn status() -> CmdResult {
+/// `banger daemon status [--json]`.
+pub async fn status(json: bool) -> CmdResult {
     let conn = bus::system_bus().await?;
     let root1 = Root1Proxy::new(&conn).await?;
     let units = root1
         .get_service_status()
         .await
         .context("asking bangerd-root for the service status")?;
-    let mut healthy = true;
-    for u in &units {
-        healthy &= u.active_state == "active";
-        println!(
-            "{}: {} ({}), pid {}",
-            u.unit, u.active_state, u.sub_state, u.main_pid
-        );
-    }
+    let healthy = units.iter().all(|u| u.active_state == "active");
     // Only the owner and root may talk to the daemon; others just see the unit state.
-    if let Ok(d) = Daemon1Proxy::builder(&conn)
+    let ready: Result<bool, String> = match Daemon1Proxy::builder(&conn)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await
     {
-        match d.ready().await {
+        Ok(d) => d.ready().await.map_err(|e| bus::message_of(&e)),
+        Err(e) => Err(e.to_string()),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "format_version": super::output::JSON_FORMAT_VERSION,
+                "services": units,
+                "daemon_ready": ready.as_ref().ok(),
+                "daemon_ready_error": ready.as_ref().err(),
+                "healthy": healthy,
+            })
+        );
+    } else {
+        for u in &units {
+            println!(
+                "{}: {} ({}), pid {}",
+                u.unit, u.active_state, u.sub_state, u.main_pid
+            );
+        }
+        match ready {
             Ok(ready) => println!("bangerd ready: {ready}"),
-            Err(e) => println!("bangerd ready: unknown ({})", bus::message_of(&e)),
+            Err(e) => println!("bangerd ready: unknown ({e})"),
         }
     }
     Ok(if healthy { EXIT_OK } else { EXIT_FAILED })

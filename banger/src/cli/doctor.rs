@@ -16,8 +16,8 @@ use zbus::proxy::MethodFlags;
 use super::system::program_identity;
 use super::{CmdResult, EXIT_FAILED, EXIT_OK, bus};
 
-/// Runs every check and prints one line each.
-pub async fn run() -> CmdResult {
+/// Runs every check and prints one line each (or, with `json`, one object).
+pub async fn run(json: bool) -> CmdResult {
     let mut checks = Vec::new();
     let live = Layout::new("/");
     let meta = match InstallMeta::read(&live.install_toml()) {
@@ -79,10 +79,27 @@ pub async fn run() -> CmdResult {
 
     checks.extend(store_checks(&layout, meta.as_ref()).await);
 
-    let mut worst = Level::Pass;
-    for c in &checks {
-        println!("{c}");
-        worst = worst.max(c.level());
+    let worst = checks
+        .iter()
+        .map(DoctorCheck::level)
+        .max()
+        .unwrap_or(Level::Pass);
+    if json {
+        let count = |l: Level| checks.iter().filter(|c| c.level() == l).count();
+        println!(
+            "{}",
+            serde_json::json!({
+                "format_version": super::output::JSON_FORMAT_VERSION,
+                "checks": checks,
+                "passed": count(Level::Pass),
+                "warned": count(Level::Warn),
+                "failed": count(Level::Fail),
+            })
+        );
+    } else {
+        for c in &checks {
+            println!("{c}");
+        }
     }
     Ok(if worst == Level::Fail {
         EXIT_FAILED

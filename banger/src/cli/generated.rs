@@ -101,8 +101,8 @@ pub fn man_pages(cli: &clap::Command) -> Vec<(String, Vec<u8>)> {
 }
 
 /// The pages the CLI does not make, as (directory, name, text): the services' (generated from
-/// their own arguments and checked in) and banger.conf(5) (written by hand).
-const OTHER_PAGES: [(&str, &str, &str); 3] = [
+/// their own arguments and checked in), banger.conf(5) and banger-dbus(7) (written by hand).
+const OTHER_PAGES: [(&str, &str, &str); 4] = [
     (
         "man8",
         "bangerd.8",
@@ -117,6 +117,11 @@ const OTHER_PAGES: [(&str, &str, &str); 3] = [
         "man5",
         "banger.conf.5",
         include_str!("../../../docs/man/banger.conf.5"),
+    ),
+    (
+        "man7",
+        "banger-dbus.7",
+        include_str!("../../../docs/man/banger-dbus.7"),
     ),
 ];
 

@@ -80,7 +80,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print this binary's version, commit and build time, one per line.
-    Version,
+    Version {
+        /// Print one JSON object instead (a versioned shape: format_version 1; see
+        /// docs/operations.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Create, start, stop, delete and list VMs, log in to them over SSH and read their
     /// consoles.
     ///
@@ -99,7 +104,12 @@ enum Command {
     #[command(subcommand)]
     Daemon(DaemonCommand),
     /// Check the installation and the host, printing PASS/WARN/FAIL lines; exits 1 on any FAIL.
-    Doctor,
+    Doctor {
+        /// Print one JSON object instead (a versioned shape: format_version 1; see
+        /// docs/operations.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print every change to VMs, images and jobs as it happens, until Ctrl-C.
     ///
     /// Follows the signals of bangerd's objects (the ObjectManager at /org/banger/Daemon1:
@@ -151,7 +161,12 @@ enum SystemCommand {
         prefix: PathBuf,
     },
     /// Show the installed release and the state of the services.
-    Status,
+    Status {
+        /// Print one JSON object instead (a versioned shape: format_version 1; see
+        /// docs/operations.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Restart bangerd-root and bangerd through systemd (root).
     Restart,
     /// Stop the services and remove everything `install` put in place (root). The store in
@@ -169,7 +184,12 @@ enum SystemCommand {
 #[derive(Debug, Subcommand)]
 enum DaemonCommand {
     /// Show the state of bangerd and bangerd-root.
-    Status,
+    Status {
+        /// Print one JSON object instead (a versioned shape: format_version 1; see
+        /// docs/operations.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Start bangerd (asks polkit: org.banger.daemon.manage).
     Start,
     /// Stop bangerd; running VMs keep running (asks polkit: org.banger.daemon.manage).
@@ -221,8 +241,22 @@ pub fn main() -> i32 {
     let Some(command) = cli.command else {
         return EXIT_USAGE;
     };
-    if let Command::Version = command {
-        println!("{}", BuildIdentity::current());
+    if let Command::Version { json } = command {
+        let id = BuildIdentity::current();
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "format_version": output::JSON_FORMAT_VERSION,
+                    "program": "banger",
+                    "version": id.version,
+                    "commit": id.commit,
+                    "built_at": id.built_at,
+                })
+            );
+        } else {
+            println!("{id}");
+        }
         return EXIT_OK;
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -237,20 +271,20 @@ pub fn main() -> i32 {
     };
     let result = rt.block_on(async {
         match command {
-            Command::Version => unreachable!("handled above"),
+            Command::Version { .. } => unreachable!("handled above"),
             Command::System(SystemCommand::Install { owner, prefix }) => {
                 system::install(owner, prefix).await
             }
-            Command::System(SystemCommand::Status) => system::status().await,
+            Command::System(SystemCommand::Status { json }) => system::status(json).await,
             Command::System(SystemCommand::Restart) => system::restart().await,
             Command::System(SystemCommand::Uninstall { purge, stop_vms }) => {
                 system::uninstall(purge, stop_vms).await
             }
-            Command::Daemon(DaemonCommand::Status) => daemon::status().await,
+            Command::Daemon(DaemonCommand::Status { json }) => daemon::status(json).await,
             Command::Daemon(DaemonCommand::Start) => daemon::control(daemon::Verb::Start).await,
             Command::Daemon(DaemonCommand::Stop) => daemon::control(daemon::Verb::Stop).await,
             Command::Daemon(DaemonCommand::Restart) => daemon::control(daemon::Verb::Restart).await,
-            Command::Doctor => doctor::run().await,
+            Command::Doctor { json } => doctor::run(json).await,
             Command::Events { json } => events::follow(None, json, false, None).await,
             Command::Inhibit { why, command } => inhibit::run(why, command).await,
             Command::Update(args) => update::run(args).await,

@@ -1,5 +1,10 @@
 //! Output for people, shared by `banger vm` and `banger image`: tables, sizes, times, digests.
 
+/// The version of the JSON shapes of `version`, `doctor`, `system status` and `daemon status
+/// --json` (their `format_version`): a field may be added without changing it; a field's
+/// meaning never changes without a new version.
+pub const JSON_FORMAT_VERSION: u32 = 1;
+
 /// One MiB in bytes.
 pub const MIB: u64 = 1 << 20;
 

@@ -232,27 +232,13 @@ fn installed_layout() -> (Layout, Option<InstallMeta>, Option<String>) {
 }
 
 /// `banger system status`.
-pub async fn status() -> CmdResult {
+pub async fn status(json: bool) -> CmdResult {
     let (layout, meta, meta_err) = installed_layout();
-    match (&meta, &meta_err) {
-        (Some(m), _) => {
-            println!(
-                "installed: banger v{} (commit {}, built {}) under {}",
-                m.release.version,
-                m.release.commit,
-                m.release.built_at,
-                layout.prefix.display()
-            );
-            println!("owner: {}", m.owner);
-            println!("installed at: {}", m.installed_at);
-        }
-        (None, Some(e)) => println!("installed: unknown ({e})"),
-        (None, None) => {}
-    }
     let conn = bus::system_bus().await?;
     let systemd = Systemd::new(&conn).await?;
     let dbus = zbus::fdo::DBusProxy::new(&conn).await?;
     let mut healthy = meta.is_some();
+    let mut services = Vec::new();
     for (unit, name) in [
         (names::ROOT_UNIT, names::ROOT1_NAME),
         (names::DAEMON_UNIT, names::DAEMON1_NAME),
@@ -263,13 +249,68 @@ pub async fn status() -> CmdResult {
             .await
             .unwrap_or(false);
         healthy &= s.active_state == "active" && owned;
+        services.push((unit, name, s, owned));
+    }
+    if json {
+        let installed = meta.as_ref().map(|m| {
+            serde_json::json!({
+                "version": m.release.version,
+                "commit": m.release.commit,
+                "built_at": m.release.built_at,
+                "prefix": layout.prefix,
+                "owner": m.owner.user,
+                "owner_uid": m.owner.uid,
+                "installed_at": m.installed_at,
+            })
+        });
+        let services: Vec<serde_json::Value> = services
+            .iter()
+            .map(|(unit, name, s, owned)| {
+                serde_json::json!({
+                    "unit": unit,
+                    "active_state": s.active_state,
+                    "sub_state": s.sub_state,
+                    "main_pid": s.main_pid,
+                    "bus_name": name,
+                    "bus_name_owned": owned,
+                })
+            })
+            .collect();
         println!(
-            "{unit}: {} ({}), pid {}, {name} {}",
-            s.active_state,
-            s.sub_state,
-            s.main_pid,
-            if owned { "owned" } else { "not owned" }
+            "{}",
+            serde_json::json!({
+                "format_version": super::output::JSON_FORMAT_VERSION,
+                "installed": installed,
+                "install_error": meta_err.as_ref().map(|e| e.to_string()),
+                "services": services,
+                "healthy": healthy,
+            })
         );
+    } else {
+        match (&meta, &meta_err) {
+            (Some(m), _) => {
+                println!(
+                    "installed: banger v{} (commit {}, built {}) under {}",
+                    m.release.version,
+                    m.release.commit,
+                    m.release.built_at,
+                    layout.prefix.display()
+                );
+                println!("owner: {}", m.owner);
+                println!("installed at: {}", m.installed_at);
+            }
+            (None, Some(e)) => println!("installed: unknown ({e})"),
+            (None, None) => {}
+        }
+        for (unit, name, s, owned) in &services {
+            println!(
+                "{unit}: {} ({}), pid {}, {name} {}",
+                s.active_state,
+                s.sub_state,
+                s.main_pid,
+                if *owned { "owned" } else { "not owned" }
+            );
+        }
     }
     Ok(if healthy { EXIT_OK } else { EXIT_FAILED })
 }
