@@ -1129,8 +1129,9 @@ async fn firecracker_inner() {
     f.make_state(OWNER_UID);
     f.write_config("[vm]\nbackend = \"firecracker\"\n[network]\nsubnet = \"10.55.0.0/24\"\n");
     let flags = MethodFlags::ALLOW_INTERACTIVE_AUTH;
-    // A stale socket from an earlier run is removed before the start.
+    // Stale sockets from an earlier run are removed before the start.
     std::fs::write(f.vm_dir(ID).join("firecracker.sock"), "").unwrap();
+    std::fs::write(f.vm_dir(ID).join("agent.sock"), "").unwrap();
 
     f.set_behaviour(Behaviour::Firecracker);
     let started = f.start_with_info(ID, image("deb"), flags).await.unwrap();
@@ -1139,6 +1140,10 @@ async fn firecracker_inner() {
         Some(banger_api::wire::BackendKind::Firecracker)
     );
     let unit = started.unit;
+    assert!(
+        !f.vm_dir(ID).join("agent.sock").exists(),
+        "the stale agent socket was removed"
+    );
     {
         let st = f.systemd.lock().unwrap();
         let s = &st.started[0];
@@ -1160,6 +1165,7 @@ async fn firecracker_inner() {
                 "PUT /boot-source",
                 "PUT /drives/config",
                 "PUT /network-interfaces/eth0",
+                "PUT /vsock",
                 "PUT /actions"
             ]
         );

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use banger_api::error::BusError;
 use banger_api::wire::{
-    CatalogEntryInfo, DoctorCheck, ImageInfo, OperationInfo, OperationStage, SshTarget, VmInfo,
+    CatalogEntryInfo, DoctorCheck, GuestInfo, GuestPort, ImageInfo, OperationInfo, OperationStage,
+    SshTarget, VmInfo,
 };
 use banger_host::build_info;
 use banger_host::runtime::InFlight;
@@ -82,9 +83,11 @@ impl From<VmError> for BusError {
             | VmError::PullRunning(_)
             | VmError::HostKeyMismatch(_) => BusError::InUse(m),
             VmError::NotAuthorized(_) => BusError::NotAuthorized(m),
-            VmError::UnusableNetwork { .. } | VmError::Cleanup { .. } | VmError::Root(_) => {
-                BusError::Vm(m)
-            }
+            VmError::UnusableNetwork { .. }
+            | VmError::Cleanup { .. }
+            | VmError::Root(_)
+            | VmError::NotRunning { .. }
+            | VmError::Agent { .. } => BusError::Vm(m),
             VmError::Store(_) => BusError::Store(m),
             VmError::ImportDir { .. }
             | VmError::ImportCopy { .. }
@@ -337,6 +340,34 @@ impl Daemon1 {
         let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
         Ok(self.vms.get_vm(&vm_name_to_find(&name)?).await?)
+    }
+
+    /// A running VM's guest as its agent reports it: (agent version, host name, kernel,
+    /// uptime in seconds, boot id, [(interface, address/prefix)]). Read-only; asks the guest
+    /// now, and fails with `org.banger.Error.Vm` naming why when the VM does not run or its
+    /// agent does not answer within 3 s.
+    async fn get_guest_info(
+        &self,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<GuestInfo, BusError> {
+        let _call = self.calls.enter();
+        check_caller(conn, &hdr).await?;
+        Ok(self.vms.guest_info(&vm_name_to_find(&name)?).await?)
+    }
+
+    /// The TCP and UDP sockets listening in a running VM's guest: (protocol, address, port,
+    /// pid, process), as its agent reports them. Read-only; fails like `GetGuestInfo`.
+    async fn get_guest_ports(
+        &self,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<GuestPort>, BusError> {
+        let _call = self.calls.enter();
+        check_caller(conn, &hdr).await?;
+        Ok(self.vms.guest_ports(&vm_name_to_find(&name)?).await?)
     }
 
     /// Where and how to reach a VM over SSH: (address, user, identity file, pinned host key).

@@ -4,6 +4,7 @@
 //!
 //! It never does anything that needs root: host plumbing is asked of `bangerd-root`.
 
+pub mod agent;
 pub mod core;
 pub mod daemon1;
 pub mod daemon_job;

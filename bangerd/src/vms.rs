@@ -23,7 +23,10 @@ use banger_api::ids::{ImageName, VmId, VmName};
 use banger_api::net::Subnet;
 use banger_api::options::StartVmmOptions;
 use banger_api::time::unix_now;
-use banger_api::wire::{DoctorCheck, Level, OperationStage, SshTarget, VmInfo, VmState};
+use banger_api::wire::{
+    BackendKind, DoctorCheck, GuestInfo, GuestPort, Level, OperationStage, SshTarget, VmInfo,
+    VmState,
+};
 
 use crate::guest::{DiskError, GuestConfig};
 use crate::host::{BusHost, VmHost};
@@ -298,6 +301,25 @@ pub enum VmError {
     /// The root helper refused the request as malformed: its own message.
     #[error("{0}")]
     Invalid(String),
+    /// The guest agent was asked about a VM that does not run.
+    #[error(
+        "VM {name} is {state}: its guest agent answers only while it runs (`banger vm start \
+         {name}`)"
+    )]
+    NotRunning {
+        /// The VM.
+        name: String,
+        /// Its state, read from its unit.
+        state: VmState,
+    },
+    /// The guest agent gave no usable answer.
+    #[error("VM {name}: {error}")]
+    Agent {
+        /// The VM.
+        name: String,
+        /// Why.
+        error: crate::agent::AgentError,
+    },
     /// The root helper (or polkit behind it) refused the call: its own message.
     #[error("{0}")]
     NotAuthorized(String),
@@ -415,6 +437,8 @@ pub struct Vms {
     resolver: Mutex<ResolverState>,
     /// Where changes are announced ([`Vms::changes`]).
     changed: tokio::sync::broadcast::Sender<Change>,
+    /// The VMs' guest agents.
+    agents: crate::agent::Agents,
 }
 
 /// A change to the daemon's VMs or images, for the bus layer to announce
@@ -492,6 +516,7 @@ impl Vms {
             changes: tokio::sync::Mutex::new(()),
             resolver: Mutex::new(ResolverState::NotStarted),
             changed: tokio::sync::broadcast::channel(CHANGE_QUEUE).0,
+            agents: crate::agent::Agents::default(),
         }
     }
 
@@ -957,6 +982,7 @@ impl Vms {
             tracing::warn!("removing {}: {e}", dir.display());
         }
         op.finish(OperationStage::Done);
+        self.agents.forget(&v.id);
         tracing::info!(vm = name.as_str(), id = v.id, "VM deleted");
         Ok(())
     }
@@ -975,6 +1001,68 @@ impl Vms {
     pub async fn get_vm(&self, name: &VmName) -> Result<VmInfo> {
         let v = self.vm_record(name)?;
         Ok(self.info(&v).await)
+    }
+
+    /// A running VM's guest as its agent sees it (read-only; asks the guest now).
+    pub async fn guest_info(&self, name: &VmName) -> Result<GuestInfo> {
+        let (v, backend) = self.running_for_agent(name).await?;
+        let i = self
+            .agents
+            .info(&v.id, &self.vm_dir(&v.id), backend)
+            .await
+            .map_err(|error| VmError::Agent {
+                name: v.name.clone(),
+                error,
+            })?;
+        Ok(GuestInfo {
+            agent_version: i.agent_version,
+            hostname: i.hostname,
+            kernel: i.kernel,
+            uptime_s: i.uptime_s,
+            boot_id: i.boot_id,
+            addresses: i
+                .addresses
+                .into_iter()
+                .map(|a| (a.iface, a.address))
+                .collect(),
+        })
+    }
+
+    /// The sockets listening in a running VM's guest, as its agent sees them (read-only).
+    pub async fn guest_ports(&self, name: &VmName) -> Result<Vec<GuestPort>> {
+        let (v, backend) = self.running_for_agent(name).await?;
+        let ports = self
+            .agents
+            .ports(&v.id, &self.vm_dir(&v.id), backend)
+            .await
+            .map_err(|error| VmError::Agent {
+                name: v.name.clone(),
+                error,
+            })?;
+        Ok(ports
+            .into_iter()
+            .map(|p| GuestPort {
+                proto: p.proto,
+                address: p.address,
+                port: p.port,
+                pid: p.pid,
+                process: p.process,
+            })
+            .collect())
+    }
+
+    /// The record and back end of a VM whose unit runs now.
+    async fn running_for_agent(&self, name: &VmName) -> Result<(VmRecord, BackendKind)> {
+        let v = self.vm_record(name)?;
+        let state = self.live(&v.id).await;
+        let backend = BackendKind::parse(&v.backend);
+        match (state, backend) {
+            (VmState::Running, Some(b)) => Ok((v, b)),
+            (state, _) => Err(VmError::NotRunning {
+                name: v.name,
+                state,
+            }),
+        }
     }
 
     /// How to reach a VM over SSH.

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # smoke/guest/build.sh - build the banger test guest (kernel + initramfs) from Debian packages.
 #
-# usage: smoke/guest/build.sh [--out DIR]        (default DIR: smoke/.cache/guest)
+# usage: smoke/guest/build.sh [--out DIR] [--agent FILE]
+#        DIR: default smoke/.cache/guest
+#        FILE: a static banger-agent; default target/x86_64-unknown-linux-gnu/release/banger-agent,
+#        built first (`make agent`) when it is missing
 #
 # Prints exactly two lines on stdout, progress goes to stderr:
 #   kernel=DIR/<key>/vmlinux             uncompressed ELF with a PVH entry note (QEMU -M microvm, Firecracker)
-#   initrd=DIR/<key>/initramfs.cpio.gz   busybox-static + dropbear + virtio modules + smoke/guest/init as /init
+#   initrd=DIR/<key>/initramfs.cpio.gz   busybox-static + dropbear + banger-agent + virtio modules +
+#                                        smoke/guest/init as /init
 #
 # Guest packages are only downloaded (apt-get download), never installed on the host:
 #   the kernel linux-image-cloud-amd64 depends on, busybox-static, dropbear-bin and the libraries
@@ -13,7 +17,7 @@
 # Missing host tools (cpio, gzip, xz, lz4, zstd, binutils) are installed with apt; only that and an
 # `apt-get update` (run only when apt has no candidate or a download fails) need root.
 #
-# Cache: DIR/<key>/ where <key> is a hash of this script, init and the exact package versions. A
+# Cache: DIR/<key>/ where <key> is a hash of this script, init, the agent and the exact package versions. A
 # complete DIR/<key>/ is printed at once (the version lookup is memoized against the state of apt's
 # lists, so a hit does not even run apt-cache). Builds happen in DIR/.build.* and are renamed into
 # place, so an interrupted build never leaves a half-filled cache entry; DIR/.lock serializes
@@ -25,7 +29,9 @@ OUT=$(dirname "$GUEST_DIR")/.cache/guest
 KERNEL_META=linux-image-cloud-amd64
 # Modules the guest loads at boot (their dependencies are added automatically, in load order).
 # Only virtio-mmio devices (QEMU microvm, Firecracker): every insmod costs ~15-30 ms under TCG.
-WANT_MODULES="virtio_mmio virtio_blk virtio_net"
+# virtio_console: the guest agent's virtio-serial port (QEMU). A Firecracker guest would need
+# vmw_vsock_virtio_transport instead; the test guest runs under QEMU only.
+WANT_MODULES="virtio_mmio virtio_blk virtio_net virtio_console"
 
 log() { printf 'build.sh: %s\n' "$*" >&2; }
 die() { printf 'build.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -34,13 +40,27 @@ while [ "$#" -gt 0 ]; do
     case $1 in
         --out) OUT=${2:?--out needs a directory}; shift ;;
         --out=*) OUT=${1#*=} ;;
+        --agent) AGENT=${2:?--agent needs a file}; shift ;;
+        --agent=*) AGENT=${1#*=} ;;
         -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
-        *) die "unknown argument '$1' (usage: build.sh [--out DIR])" ;;
+        *) die "unknown argument '$1' (usage: build.sh [--out DIR] [--agent FILE])" ;;
     esac
     shift
 done
 OUT=$(realpath -m -- "$OUT")
 [ -f "$GUEST_DIR/init" ] || die "missing $GUEST_DIR/init"
+REPO=$(cd "$GUEST_DIR/../.." && pwd)
+if [ -z "${AGENT:-}" ]; then
+    AGENT=$REPO/target/x86_64-unknown-linux-gnu/release/banger-agent
+    if [ ! -x "$AGENT" ]; then
+        log "building the static guest agent (make agent)"
+        make -s -C "$REPO" agent >&2 || die "building banger-agent failed"
+    fi
+fi
+[ -x "$AGENT" ] || die "no guest agent at $AGENT"
+file_type=$(od -An -tx1 -N4 "$AGENT" | tr -d ' \n')
+[ "$file_type" = 7f454c46 ] || die "$AGENT is not an ELF program"
+
 
 sha() { sha256sum | cut -c1-"${1:-64}"; }
 as_root_or_die() { [ "$(id -u)" = 0 ] || die "$* needs root (run this script as root once)"; }
@@ -97,6 +117,9 @@ apt_update() {
     apt-get -o DPkg::Lock::Timeout=300 update -qq >&2 || die "apt-get update failed"
 }
 
+# The agent is built from this repository, not taken from a package: its bytes join the key.
+with_agent_key() { KEY=$( { echo "$KEY"; sha256sum <"$AGENT"; } | sha 12); }
+
 print_hit() { # prints the result and exits if the cache entry for KEY is complete
     local d=$OUT/$KEY
     if [ -s "$d/vmlinux" ] && [ -s "$d/initramfs.cpio.gz" ]; then
@@ -110,6 +133,7 @@ if ! resolve_cached; then
     apt_update
     resolve_cached fresh || die "cannot resolve $KERNEL_META / busybox-static / dropbear-bin with apt (see above)"
 fi
+with_agent_key
 print_hit
 
 # ------------------------------------------------------------------ cache miss: host tools, lock
@@ -159,6 +183,7 @@ if ! download_debs; then
     log "apt-get download failed; refreshing the package lists and retrying"
     apt_update
     resolve_cached fresh || die "cannot resolve the guest packages after apt-get update"
+    with_agent_key
     print_hit
     download_debs || die "apt-get download of the guest packages failed (see above)"
 fi
@@ -234,6 +259,10 @@ done
 [ -x "$X/usr/sbin/dropbear" ] || die "dropbear-bin has no /usr/sbin/dropbear"
 [ -x "$X/usr/bin/dropbearkey" ] || die "dropbear-bin has no /usr/bin/dropbearkey"
 cp "$X/usr/sbin/dropbear" "$R/usr/sbin/dropbear"
+if readelf -lW "$AGENT" | grep -q 'Requesting program interpreter'; then
+    die "$AGENT is dynamically linked; the guest needs a static one (make agent)"
+fi
+cp "$AGENT" "$R/usr/sbin/banger-agent"
 cp "$X/usr/bin/dropbearkey" "$R/usr/bin/dropbearkey"
 declare -A copied=()
 copy_libs() { # copies the DT_NEEDED closure of ELF $1 to /lib/x86_64-linux-gnu (the loader's default path)

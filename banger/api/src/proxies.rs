@@ -1,7 +1,9 @@
 //! Client proxies for banger's own services. The checked-in introspection XML in `dbus/` is the
 //! contract; these traits mirror it.
 
-use crate::wire::{DoctorCheck, ImageInfo, OperationInfo, ServiceStatus, SshTarget, VmInfo};
+use crate::wire::{
+    DoctorCheck, GuestInfo, GuestPort, ImageInfo, OperationInfo, ServiceStatus, SshTarget, VmInfo,
+};
 
 /// The root helper, `org.banger.Root1`.
 #[zbus::proxy(
@@ -175,6 +177,10 @@ pub trait Daemon1 {
     fn list_vms(&self) -> zbus::Result<Vec<VmInfo>>;
     /// One VM.
     fn get_vm(&self, name: &str) -> zbus::Result<VmInfo>;
+    /// A running VM's guest as its agent reports it.
+    fn get_guest_info(&self, name: &str) -> zbus::Result<GuestInfo>;
+    /// The sockets listening in a running VM's guest, as its agent reports them.
+    fn get_guest_ports(&self, name: &str) -> zbus::Result<Vec<GuestPort>>;
     /// How to reach a VM over SSH.
     fn get_ssh_target(&self, name: &str) -> zbus::Result<SshTarget>;
     /// Pins the guest's SSH host key on first contact; refused if a different one is pinned.

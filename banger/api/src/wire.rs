@@ -189,6 +189,39 @@ pub struct VmInfo {
     pub host_key: String,
 }
 
+/// A running VM's guest, as its agent reports it: `(sssdsa(ss))`. Every string came from the
+/// guest and was cut to 255 characters with control characters replaced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Type)]
+pub struct GuestInfo {
+    /// The agent's version.
+    pub agent_version: String,
+    /// The guest's host name.
+    pub hostname: String,
+    /// The guest kernel's release.
+    pub kernel: String,
+    /// Seconds since the guest booted.
+    pub uptime_s: f64,
+    /// The guest kernel's boot id.
+    pub boot_id: String,
+    /// (interface, `ADDRESS/PREFIX`) for every interface but loopback.
+    pub addresses: Vec<(String, String)>,
+}
+
+/// A socket listening in a VM's guest, as its agent reports it: `(ssqus)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct GuestPort {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// The local address (`0.0.0.0`, `::`, `127.0.0.1`…).
+    pub address: String,
+    /// The local port.
+    pub port: u16,
+    /// A process that holds it, 0 when the agent could not tell.
+    pub pid: u32,
+    /// That process's name, "" when unknown.
+    pub process: String,
+}
+
 /// Where and how to reach a VM over SSH: `(ssss)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct SshTarget {

@@ -1,4 +1,4 @@
-//! `banger vm create|start|stop|rm|list|show|ssh|logs`. Reaching a VM over SSH is in
+//! `banger vm create|start|stop|rm|list|show|ports|ssh|logs`. Reaching a VM over SSH is in
 //! [`super::ssh`], the daemon connection in [`super::daemon_client`], output in
 //! [`super::output`].
 //!
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use banger_api::proxies::Daemon1Proxy;
-use banger_api::wire::{SshTarget, VmInfo, VmState};
+use banger_api::wire::{GuestInfo, GuestPort, SshTarget, VmInfo, VmState};
 use banger_host::virt::find_program;
 use clap::{Args, Subcommand};
 use clap_complete::engine::ArgValueCandidates;
@@ -105,12 +105,26 @@ pub enum VmCommand {
         #[arg(long)]
         watch: bool,
     },
-    /// Show everything about one VM, including its unit and pinned SSH host key.
+    /// Show everything about one VM, including its unit and pinned SSH host key, and for a
+    /// running VM what its guest agent reports (uptime, kernel, addresses).
     Show {
         /// The VM.
         #[arg(add = ArgValueCandidates::new(super::generated::vm_names))]
         name: String,
         /// Print a JSON object instead of `key: value` lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the TCP and UDP ports listening in a running VM, and the process holding each.
+    ///
+    /// Asked of the guest agent (banger-agent, see docs/guest.md in the sources) over the
+    /// VM's agent channel, not over the network: it works with no SSH and no route to the
+    /// guest. A pid of "-" means the agent could not tell which process holds the socket.
+    Ports {
+        /// The VM.
+        #[arg(add = ArgValueCandidates::new(super::generated::vm_names))]
+        name: String,
+        /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -183,6 +197,7 @@ pub async fn run(command: VmCommand) -> CmdResult {
         VmCommand::Rm { name, force } => rm(&name, force).await,
         VmCommand::List { json, watch } => list(json, watch).await,
         VmCommand::Show { name, json } => show(&name, json).await,
+        VmCommand::Ports { name, json } => ports(&name, json).await,
         VmCommand::Ssh { name, command } => ssh(&name, &command).await,
         VmCommand::Logs {
             name,
@@ -355,18 +370,46 @@ async fn rm(name: &str, force: bool) -> CmdResult {
 }
 
 /// A VM as JSON: every field of [`VmInfo`] in its order, then `host_key_fingerprint` (""
-/// when no key is pinned).
+/// when no key is pinned); `vm show` adds `guest` (the agent's answer, or null) and
+/// `guest_error` (why there is none, or null).
 #[derive(Debug, serde::Serialize)]
 struct VmJson<'a> {
     #[serde(flatten)]
     vm: &'a VmInfo,
     host_key_fingerprint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guest: Option<Option<&'a GuestInfo>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    guest_error: Option<Option<&'a str>>,
 }
 
 fn vm_json(vm: &VmInfo) -> VmJson<'_> {
     VmJson {
         vm,
         host_key_fingerprint: fingerprint(&vm.host_key).unwrap_or_default(),
+        guest: None,
+        guest_error: None,
+    }
+}
+
+/// What `vm show` learned from the guest agent.
+enum GuestView {
+    /// The VM does not run: nobody was asked.
+    NotRunning,
+    /// The agent's answer.
+    Info(GuestInfo),
+    /// Why there is none.
+    Error(String),
+}
+
+/// A duration in seconds as a person reads it: `42 s`, `3 min 07 s`, `2 h 05 min`, `3 d 4 h`.
+fn duration_label(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
+        3600..86400 => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
     }
 }
 
@@ -425,7 +468,7 @@ async fn print_vms(json: bool) -> CmdResult {
 }
 
 /// The `vm show` lines.
-fn show_lines(vm: &VmInfo) -> String {
+fn show_lines(vm: &VmInfo, guest: &GuestView) -> String {
     let host_key = match fingerprint(&vm.host_key) {
         Some(fp) => format!("{fp} ({})", key_words(&vm.host_key).map_or("", |k| k.0)),
         None if vm.host_key.is_empty() => "not pinned yet".to_string(),
@@ -451,6 +494,31 @@ fn show_lines(vm: &VmInfo) -> String {
         ("created", format!("{} UTC", utc_minute(vm.created))),
         ("host key", host_key),
     ];
+    let mut fields = fields.to_vec();
+    match guest {
+        GuestView::NotRunning => {}
+        GuestView::Error(e) => fields.push(("guest agent", e.clone())),
+        GuestView::Info(g) => {
+            fields.push(("uptime", duration_label(g.uptime_s)));
+            fields.push(("guest kernel", or_dash(&g.kernel).to_string()));
+            fields.push(("guest hostname", or_dash(&g.hostname).to_string()));
+            let addresses: Vec<String> = g
+                .addresses
+                .iter()
+                .map(|(iface, a)| format!("{a} ({iface})"))
+                .collect();
+            fields.push((
+                "guest addresses",
+                if addresses.is_empty() {
+                    "-".to_string()
+                } else {
+                    addresses.join(", ")
+                },
+            ));
+            fields.push(("boot id", or_dash(&g.boot_id).to_string()));
+            fields.push(("guest agent", format!("banger-agent {}", g.agent_version)));
+        }
+    }
     let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     fields
         .iter()
@@ -464,10 +532,60 @@ async fn show(name: &str, json: bool) -> CmdResult {
         .get_vm(name)
         .await
         .map_err(failed(format!("looking up VM {name}")))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&vm_json(&vm))?);
+    let guest = if vm.state == VmState::Running.as_str() {
+        match daemon.get_guest_info(name).await {
+            Ok(g) => GuestView::Info(g),
+            Err(e) => GuestView::Error(super::bus::CallError::from(&e).to_string()),
+        }
     } else {
-        print!("{}", show_lines(&vm));
+        GuestView::NotRunning
+    };
+    if json {
+        let mut j = vm_json(&vm);
+        let (info, error) = match &guest {
+            GuestView::NotRunning => (None, None),
+            GuestView::Info(g) => (Some(g), None),
+            GuestView::Error(e) => (None, Some(e.as_str())),
+        };
+        j.guest = Some(info);
+        j.guest_error = Some(error);
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        print!("{}", show_lines(&vm, &guest));
+    }
+    Ok(EXIT_OK)
+}
+
+/// The `vm ports` table.
+fn ports_table(ports: &[GuestPort]) -> String {
+    let rows: Vec<Vec<String>> = ports
+        .iter()
+        .map(|p| {
+            vec![
+                p.proto.clone(),
+                p.address.clone(),
+                p.port.to_string(),
+                if p.pid == 0 {
+                    "-".to_string()
+                } else {
+                    p.pid.to_string()
+                },
+                or_dash(&p.process).to_string(),
+            ]
+        })
+        .collect();
+    render_table(&["PROTO", "ADDRESS", "PORT", "PID", "PROCESS"], &rows)
+}
+
+async fn ports(name: &str, json: bool) -> CmdResult {
+    let daemon = daemon().await?;
+    let ports = daemon.get_guest_ports(name).await.map_err(failed(format!(
+        "asking VM {name}'s guest agent for its ports"
+    )))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&ports)?);
+    } else {
+        print!("{}", ports_table(&ports));
     }
     Ok(EXIT_OK)
 }
@@ -678,7 +796,7 @@ mod tests {
              web1                running  172.30.0.2  2     1 GiB    deb    0123456789ab\n\
              a-much-longer-name  stopped  172.30.0.2  1     256 MiB  deb    0123456789ab\n"
         );
-        let shown = show_lines(&vm());
+        let shown = show_lines(&vm(), &GuestView::NotRunning);
         assert!(shown.starts_with("name:     web1\n"), "{shown}");
         assert!(
             shown.contains("unit:     banger-vm-0123456789ab.service\n"),
@@ -696,9 +814,60 @@ mod tests {
         let mut fresh = vm();
         fresh.host_key.clear();
         fresh.backend.clear();
-        let shown = show_lines(&fresh);
+        let shown = show_lines(&fresh, &GuestView::NotRunning);
         assert!(shown.contains("host key: not pinned yet\n"), "{shown}");
         assert!(shown.contains("backend:  not started yet\n"), "{shown}");
+    }
+
+    #[test]
+    fn show_adds_the_guest_agents_view_or_why_there_is_none() {
+        let g = GuestInfo {
+            agent_version: "0.1.0".into(),
+            hostname: "web1".into(),
+            kernel: "6.1.0-57-cloud-amd64".into(),
+            uptime_s: 187.4,
+            boot_id: "b0".into(),
+            addresses: vec![("eth0".into(), "172.30.0.2/24".into())],
+        };
+        let shown = show_lines(&vm(), &GuestView::Info(g));
+        assert!(shown.contains("uptime:          3 min 07 s\n"), "{shown}");
+        assert!(
+            shown.contains("guest addresses: 172.30.0.2/24 (eth0)\n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("guest agent:     banger-agent 0.1.0\n"),
+            "{shown}"
+        );
+        let shown = show_lines(&vm(), &GuestView::Error("no answer".into()));
+        assert!(shown.ends_with("guest agent: no answer\n"), "{shown}");
+        assert!(!shown.contains("uptime"), "{shown}");
+    }
+
+    #[test]
+    fn durations_read_like_a_person_says_them() {
+        assert_eq!(duration_label(0.4), "0 s");
+        assert_eq!(duration_label(59.9), "59 s");
+        assert_eq!(duration_label(61.0), "1 min 01 s");
+        assert_eq!(duration_label(7500.0), "2 h 05 min");
+        assert_eq!(duration_label(3.0 * 86400.0 + 4.0 * 3600.0), "3 d 4 h");
+    }
+
+    #[test]
+    fn the_ports_table_marks_unknown_owners() {
+        let p = |proto: &str, port, pid, process: &str| GuestPort {
+            proto: proto.into(),
+            address: "0.0.0.0".into(),
+            port,
+            pid,
+            process: process.into(),
+        };
+        assert_eq!(
+            ports_table(&[p("tcp", 22, 97, "dropbear"), p("udp", 5353, 0, "")]),
+            "PROTO  ADDRESS  PORT  PID  PROCESS\n\
+             tcp    0.0.0.0  22    97   dropbear\n\
+             udp    0.0.0.0  5353  -    -\n"
+        );
     }
 
     #[test]

@@ -683,6 +683,9 @@ impl VmHost {
             }
             None => None,
         };
+        // The guest agent's socket is made by the VMM, which (Firecracker) refuses to start
+        // where one is left from an earlier run.
+        vm.dir.remove(banger_agent::HOST_SOCKET).map_err(fs_error)?;
 
         let ip = self.ip().map_err(VmError::Ip)?;
         ip.ensure_bridge(&cfg.network)

@@ -608,6 +608,7 @@ mod tests {
                 "PUT /drives/rootfs HTTP/1.1",
                 "PUT /drives/config HTTP/1.1",
                 "PUT /network-interfaces/eth0 HTTP/1.1",
+                "PUT /vsock HTTP/1.1",
                 "PUT /actions HTTP/1.1",
             ]
         );

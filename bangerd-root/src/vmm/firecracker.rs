@@ -45,6 +45,10 @@ const BOOT_ARGS: &str = "pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbk
 /// The network card's id in the API (`/network-interfaces/{iface_id}`).
 const NET_ID: &str = "eth0";
 
+/// The guest's vsock context id. Each Firecracker process has a vsock device of its own, so
+/// every guest may use the same one; 3 is the first that is not reserved.
+const GUEST_CID: u32 = 3;
+
 /// How long `firecracker --version` may take.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -88,7 +92,8 @@ impl Backend for Firecracker {
         Some(api_socket(spec))
     }
 
-    /// Machine, boot source, root filesystem (if any), config disk, network card, start.
+    /// Machine, boot source, root filesystem (if any), config disk, network card, the guest
+    /// agent's vsock device, start.
     ///
     /// Drives are attached in request order, so the guest sees the root filesystem as
     /// `/dev/vda` and the config disk after it, as under QEMU. The root filesystem is
@@ -125,6 +130,15 @@ impl Backend for Firecracker {
                 "iface_id": NET_ID,
                 "host_dev_name": spec.tap,
                 "guest_mac": spec.mac,
+            }),
+        ));
+        // The guest agent's channel: Firecracker listens on this socket and forwards a
+        // connection that starts with `CONNECT <port>` to that vsock port in the guest.
+        requests.push(put(
+            "/vsock",
+            json!({
+                "guest_cid": GUEST_CID,
+                "uds_path": spec.vm_dir.join(banger_agent::HOST_SOCKET).display().to_string(),
             }),
         ));
         requests.push(put("/actions", json!({ "action_type": "InstanceStart" })));
@@ -449,6 +463,23 @@ mod tests {
             ],
         };
 
+        pub const VSOCK: Schema = Schema {
+            name: "Vsock",
+            required: &["guest_cid", "uds_path"],
+            required_by_description: &[],
+            properties: &[
+                (
+                    "guest_cid",
+                    Ty::Int {
+                        min: Some(3),
+                        max: None,
+                    },
+                ),
+                ("uds_path", Ty::Str),
+                ("vsock_id", Ty::Str),
+            ],
+        };
+
         pub const INSTANCE_ACTION_INFO: Schema = Schema {
             name: "InstanceActionInfo",
             required: &["action_type"],
@@ -484,6 +515,11 @@ mod tests {
                 method: "PUT",
                 path: "/network-interfaces/{iface_id}",
                 body: &NETWORK_INTERFACE,
+            },
+            Operation {
+                method: "PUT",
+                path: "/vsock",
+                body: &VSOCK,
             },
             Operation {
                 method: "PUT",
@@ -702,7 +738,12 @@ mod tests {
             if s.rootfs.is_some() {
                 expected.push("/drives/rootfs");
             }
-            expected.extend(["/drives/config", "/network-interfaces/eth0", "/actions"]);
+            expected.extend([
+                "/drives/config",
+                "/network-interfaces/eth0",
+                "/vsock",
+                "/actions",
+            ]);
             assert_eq!(paths, expected);
             assert!(requests.iter().all(|r| r.method == "PUT"));
             let drives: Vec<&Value> = requests
@@ -757,7 +798,14 @@ mod tests {
                 "guest_mac": "52:54:00:1e:00:02",
             })
         );
-        assert_eq!(requests[4].body, json!({ "action_type": "InstanceStart" }));
+        assert_eq!(
+            requests[4].body,
+            json!({
+                "guest_cid": 3,
+                "uds_path": "/var/lib/banger/vms/0123456789ab/agent.sock",
+            })
+        );
+        assert_eq!(requests[5].body, json!({ "action_type": "InstanceStart" }));
         // Linux interface names are at most 15 bytes; Firecracker refuses longer ones.
         assert!(s.tap.len() <= 15);
     }

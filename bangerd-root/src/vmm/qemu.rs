@@ -86,16 +86,31 @@ impl Backend for Qemu {
             .map(|p| ("rootfs", p))
             .chain([("config", &spec.config_disk)]);
         for (id, path) in disks {
+            let path = path.display().to_string();
             push(&[
                 "-drive",
-                &format!(
-                    "id={id},file={},format=raw,if=none",
-                    qemu_escape(&path.display().to_string())
-                ),
+                &format!("id={id},file={},format=raw,if=none", qemu_escape(&path)),
                 "-device",
                 &format!("virtio-blk-device,drive={id}"),
             ]);
         }
+        // The guest agent's channel: a virtio-serial port whose host side is a Unix socket
+        // QEMU listens on (one client at a time), in the VM's directory.
+        let agent = spec.vm_dir.join(banger_agent::HOST_SOCKET);
+        push(&[
+            "-device",
+            "virtio-serial-device",
+            "-chardev",
+            &format!(
+                "socket,id=agent,path={},server=on,wait=off",
+                qemu_escape(&agent.display().to_string())
+            ),
+            "-device",
+            &format!(
+                "virtserialport,chardev=agent,name={}",
+                banger_agent::VIRTIO_PORT_NAME
+            ),
+        ]);
         a
     }
 
@@ -159,6 +174,10 @@ mod tests {
             "{a}"
         );
         assert!(!a.contains("rootfs"), "{a}");
+        assert!(
+            a.contains("-device virtio-serial-device -chardev socket,id=agent,path=/var/lib/banger/vms/0123456789ab/agent.sock,server=on,wait=off -device virtserialport,chardev=agent,name=org.banger.agent.0"),
+            "{a}"
+        );
         assert!(!a.contains("root="), "{a}");
     }
 
