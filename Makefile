@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help deps build release agent test test-unit test-smoke demo lint update-generated clean
+.PHONY: help deps build release agent cockpit test test-unit test-smoke demo lint update-generated clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -22,15 +22,18 @@ AGENT_TARGET := x86_64-unknown-linux-gnu
 agent: ## Static build of the guest agent (target/x86_64-unknown-linux-gnu/release/banger-agent)
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked -p banger-agent --target $(AGENT_TARGET)
 
+cockpit: ## The Cockpit page, with PatternFly's CSS from cockpit/package-lock.json (target/release/cockpit)
+	cockpit/build.sh target/release/cockpit
+
 test: deps test-unit test-smoke ## Everything: unit and interface tests, then the smoke suite on a real systemd
 
 test-unit: ## Unit tests and interface tests on a private bus (needs root and dbus-daemon)
 	$(CARGO) test --workspace --locked
 
-test-smoke: release agent ## End-to-end scenarios in a throwaway systemd container (root)
+test-smoke: release agent cockpit ## End-to-end scenarios in a throwaway systemd container (root)
 	smoke/run --bin-dir target/release
 
-demo: deps release agent ## Throwaway systemd container: install banger, boot a VM, update banger, show the VM's boot_id unchanged
+demo: deps release agent cockpit ## Throwaway systemd container: install banger, boot a VM, update banger, show the VM's boot_id unchanged
 	smoke/demo --bin-dir target/release
 
 lint: ## rustfmt and clippy, as CI wants them

@@ -174,6 +174,9 @@ banger_installed_paths() {
         "$p/share/bash-completion/completions/banger" \
         "$p/share/zsh/site-functions/_banger" \
         "$p/share/fish/vendor_completions.d/banger.fish"
+    # The Cockpit page (make cockpit builds it beside the binaries; Cockpit is in the box).
+    printf '%s\n' "$p/share/cockpit/banger" "$p/share/cockpit/banger/manifest.json" \
+        "$p/share/cockpit/banger/banger.js"
 }
 
 # One line per path: "PATH file MODE USER:GROUP SHA256" | "PATH dir MODE USER:GROUP" |

@@ -1,12 +1,13 @@
 //! Host utilities every banger program shares: the install layout and its metadata, the files
 //! an install writes (units, bus policy, polkit actions), the systemd Manager client, users and
 //! groups, root-owned file reading and atomic writes, the services' bus runtime, the host's
-//! virtualization, and the build identity.
+//! virtualization, the build identity and the Cockpit page's place.
 //!
 //! Like `banger-api`, it decides no policy; unlike it, it touches this host.
 
 pub mod assets;
 pub mod build_info;
+pub mod cockpit;
 pub mod diskcopy;
 pub mod fsutil;
 pub mod install;

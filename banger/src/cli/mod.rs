@@ -151,7 +151,9 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum SystemCommand {
     /// Install binaries, units, bus policy, activation files and polkit policy, then start the
-    /// services (root). The binaries are taken from the directory of this banger.
+    /// services (root). The binaries are taken from the directory of this banger; the Cockpit
+    /// page built beside them (make cockpit) goes to <prefix>/share/cockpit/banger when
+    /// Cockpit is installed.
     Install {
         /// The user who will own VMs and run bangerd (default: the user who ran sudo).
         #[arg(long, value_name = "USER")]

@@ -9,7 +9,7 @@ use banger_host::assets::ASSETS;
 use banger_host::build_info::BuildIdentity;
 use banger_host::install::{InstallMeta, Layout, Owner, PROGRAMS};
 use banger_host::systemd::{JobKind, Systemd};
-use banger_host::{fsutil, users};
+use banger_host::{cockpit, fsutil, users};
 use clap::CommandFactory;
 
 use super::{CmdResult, EXIT_FAILED, EXIT_OK, bus};
@@ -130,6 +130,7 @@ pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
         fsutil::atomic_write(&path, &text, 0o644)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    install_cockpit_page(src_dir, &prefix)?;
     let meta = InstallMeta {
         installed_at: time::rfc3339(time::unix_now()),
         prefix: prefix.to_string_lossy().into(),
@@ -205,6 +206,40 @@ pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
         names::DAEMON_UNIT
     );
     Ok(EXIT_OK)
+}
+
+/// Installs the Cockpit page built beside the binaries when Cockpit is on this host.
+fn install_cockpit_page(src_dir: &Path, prefix: &Path) -> anyhow::Result<()> {
+    let present = cockpit::cockpit_present();
+    let dst = cockpit::page_dir(prefix);
+    match cockpit::built_page(src_dir) {
+        Some(src) if present => {
+            cockpit::install(&src, &dst)
+                .with_context(|| format!("installing the Cockpit page in {}", dst.display()))?;
+            println!("installed the Cockpit page in {}", dst.display());
+            if !cockpit::prefix_is_searched(prefix) {
+                println!(
+                    "note: Cockpit reads pages only under {}: link {} into one of them to see it",
+                    cockpit::SEARCHED_PREFIXES
+                        .map(|p| format!("{p}/share/cockpit"))
+                        .join(" and "),
+                    dst.display()
+                );
+            }
+        }
+        Some(_) => println!(
+            "Cockpit is not installed: skipped the Cockpit page (install cockpit-ws and run this again to add it)"
+        ),
+        None if present => println!(
+            "note: Cockpit is installed but no page was built beside this banger ({} is missing; make cockpit builds it)",
+            src_dir
+                .join(cockpit::BUILD_DIR)
+                .join(cockpit::MANIFEST)
+                .display()
+        ),
+        None => {}
+    }
+    Ok(())
 }
 
 fn link_cli(layout: &Layout) -> anyhow::Result<()> {
@@ -471,6 +506,12 @@ pub async fn uninstall(purge: bool, stop_vms: bool) -> CmdResult {
         remove(layout.program(program));
     }
     remove(layout.install_toml());
+    let page = cockpit::page_dir(&layout.prefix);
+    match cockpit::remove(&page) {
+        Ok(true) => removed.push(page),
+        Ok(false) => {}
+        Err(e) => errors.push(format!("removing {}: {e}", page.display())),
+    }
     for dir in [
         layout.bin_dir(),
         layout.prefix.join("lib/banger"),
