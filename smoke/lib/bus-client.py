@@ -15,6 +15,12 @@
 #                               name, the longest call in ms, and the wall time.
 #   listen SECONDS              prints every signal org.banger.Root1 sends (as this user can see
 #                               it) for SECONDS, one JSON line each, then exits.
+#   subscribers COUNT WORKDIR SECONDS
+#                               COUNT connections, each subscribed to PropertiesChanged of
+#                               org.banger.Daemon1's VM objects; touches WORKDIR/ready once all
+#                               are subscribed, and when WORKDIR/stop exists (or SECONDS have
+#                               passed) writes WORKDIR/seen.json: per connection, every State
+#                               change it received as [object path, state], in arrival order.
 import json
 import os
 import sys
@@ -124,6 +130,42 @@ def listen(seconds):
     ml.run()
 
 
+def subscribers(count, work, seconds):
+    dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
+    ml = GLib.MainLoop()
+    seen = [[] for _ in range(count)]
+    buses = []
+    for i in range(count):
+        bus = dbus.SystemBus(private=True)
+
+        def changed(iface, props, _invalid, path=None, log=seen[i]):
+            if iface == "org.banger.Daemon1.Vm" and "State" in props:
+                log.append([str(path), str(props["State"])])
+
+        bus.add_signal_receiver(changed, signal_name="PropertiesChanged",
+                                dbus_interface=PROPS, bus_name="org.banger.Daemon1",
+                                path_keyword="path")
+        buses.append(bus)
+    # A round trip on each connection: its match rule is in place once the bus has answered.
+    for bus in buses:
+        bus.call_blocking("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                          "GetId", "", ())
+    open(os.path.join(work, "ready"), "w").close()
+    deadline = time.monotonic() + seconds
+
+    def check():
+        if os.path.exists(os.path.join(work, "stop")) or time.monotonic() > deadline:
+            with open(os.path.join(work, "seen.json.tmp"), "w") as f:
+                json.dump(seen, f)
+            os.rename(os.path.join(work, "seen.json.tmp"), os.path.join(work, "seen.json"))
+            ml.quit()
+            return False
+        return True
+
+    GLib.timeout_add(200, check)
+    ml.run()
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "loop":
@@ -132,5 +174,7 @@ if __name__ == "__main__":
         storm(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5:])
     elif mode == "listen":
         listen(float(sys.argv[2]))
+    elif mode == "subscribers":
+        subscribers(int(sys.argv[2]), sys.argv[3], float(sys.argv[4]))
     else:
         sys.exit("unknown mode " + mode)

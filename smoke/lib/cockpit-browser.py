@@ -83,28 +83,32 @@ class Page:
     def one(self, selector, what, timeout=30.0):
         return self.wait(what, lambda: next(iter(self.css(selector)), None), timeout)
 
+    # The page re-renders a row whenever its VM changes, so elements found a moment ago may be
+    # gone: what is read is read in one script, and what is clicked or typed into is found and
+    # used in one attempt, retried while the wait lasts.
     def rows(self):
-        return {r.get_attribute("data-vm"): r.get_attribute("data-state")
-                for r in self.css("#vm-rows tr[data-vm]")}
+        return dict(self.d.execute_script(
+            "return Array.from(document.querySelectorAll('#vm-rows tr[data-vm]'))"
+            ".map(r => [r.dataset.vm, r.dataset.state])"))
 
-    def click(self, selector, what, timeout=30.0):
-        def ready():
-            for b in self.css(selector):
-                if b.is_displayed() and b.is_enabled():
-                    return b
-            return None
-        self.wait(f"{what} to be clickable", ready, timeout).click()
-
-    def type(self, selector, text, what):
-        def ready():
+    def use(self, selector, what, act, timeout=30.0):
+        def attempt():
             for e in self.css(selector):
                 if e.is_displayed() and e.is_enabled():
-                    return e
+                    act(e)
+                    return True
             return None
-        self.wait(f"{what} to take input", ready).send_keys(text)
+        self.wait(what, attempt, timeout)
+
+    def click(self, selector, what, timeout=30.0):
+        self.use(selector, f"{what} to be clicked", lambda e: e.click(), timeout)
+
+    def type(self, selector, text, what):
+        self.use(selector, f"{what} to take input", lambda e: e.send_keys(text))
 
     def alerts(self):
-        return [a.text for a in self.css("#alerts .pf-c-alert")]
+        return self.d.execute_script(
+            "return Array.from(document.querySelectorAll('#alerts .pf-c-alert')).map(a => a.innerText)")
 
     # -- login -----------------------------------------------------------------------------
     def login(self):
