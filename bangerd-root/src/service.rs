@@ -46,7 +46,7 @@ pub fn main(args: Args) -> anyhow::Result<i32> {
         println!("{}", BuildIdentity::current().version_line("bangerd-root"));
         return Ok(0);
     }
-    let log_level = banger_host::runtime::init_service_logging();
+    let log_level = banger_host::runtime::init_service_logging("bangerd-root");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

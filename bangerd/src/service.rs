@@ -82,7 +82,7 @@ pub fn main(args: Args) -> anyhow::Result<i32> {
             }
         });
     }
-    let log_level = banger_host::runtime::init_service_logging();
+    let log_level = banger_host::runtime::init_service_logging("bangerd");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -893,7 +893,7 @@ impl Vms {
         op.finish(OperationStage::Done);
         self.announce(Change::Vm(rec.id.clone()));
         self.announce(Change::Image(rec.image.clone()));
-        tracing::info!(vm = name.as_str(), id = id.as_str(), %address, "VM created");
+        tracing::info!(vm = name.as_str(), vm_id = id.as_str(), %address, "VM created");
         Ok(self.info(&rec).await)
     }
 
@@ -926,7 +926,7 @@ impl Vms {
             .set_vm_state(&v.id, VmState::Running, backend)?;
         op.finish(OperationStage::Done);
         self.announce(Change::Vm(v.id.clone()));
-        tracing::info!(vm = name.as_str(), id = v.id, "VM started");
+        tracing::info!(vm = name.as_str(), vm_id = v.id, "VM started");
         let v = self.vm_record(name)?;
         Ok(self.info(&v).await)
     }
@@ -947,7 +947,7 @@ impl Vms {
             .set_vm_state(&v.id, VmState::Stopped, None)?;
         op.finish(OperationStage::Done);
         self.announce(Change::Vm(v.id.clone()));
-        tracing::info!(vm = name.as_str(), id = v.id, "VM stopped");
+        tracing::info!(vm = name.as_str(), vm_id = v.id, "VM stopped");
         Ok(self.info(&v).await)
     }
 
@@ -983,7 +983,7 @@ impl Vms {
         }
         op.finish(OperationStage::Done);
         self.agents.forget(&v.id);
-        tracing::info!(vm = name.as_str(), id = v.id, "VM deleted");
+        tracing::info!(vm = name.as_str(), vm_id = v.id, "VM deleted");
         Ok(())
     }
 
@@ -1138,17 +1138,17 @@ impl Vms {
             match self.live(&v.id).await {
                 VmState::Running | VmState::Starting => {
                     adopted += 1;
-                    tracing::info!(vm = v.name, id = v.id, "re-adopted running VM");
+                    tracing::info!(vm = v.name, vm_id = v.id, "re-adopted running VM");
                 }
                 // Left as it is, so `vm list` and doctor keep showing it until the owner
                 // starts, stops or removes the VM (each cleans up).
                 VmState::Failed => {
                     gone += 1;
-                    tracing::warn!(vm = v.name, id = v.id, "VM's VMM failed while away");
+                    tracing::warn!(vm = v.name, vm_id = v.id, "VM's VMM failed while away");
                 }
                 other => {
                     gone += 1;
-                    tracing::warn!(vm = v.name, id = v.id, state = %other, "VM ended while away");
+                    tracing::warn!(vm = v.name, vm_id = v.id, state = %other, "VM ended while away");
                     if let Err(e) =
                         self.store
                             .lock()

@@ -740,7 +740,7 @@ async fn object_introspection_matches_checked_in_contract() {
 async fn the_log_level_changes_without_a_restart() {
     use banger_host::runtime::{LOG_CONTROL_PATH, LogControl, init_service_logging};
     // The only test in this binary that sets the global subscriber.
-    let level = init_service_logging();
+    let level = init_service_logging("bangerd");
     let bus = PrivateBus::start(&me()).unwrap();
     let conn = zbus::connection::Builder::address(bus.address.as_str())
         .build()

@@ -13,6 +13,7 @@ mod words;
 pub mod error;
 pub mod ids;
 pub mod job;
+pub mod journal;
 pub mod names;
 pub mod net;
 pub mod objects;

@@ -8,10 +8,14 @@ use std::time::Duration;
 use zbus::Connection;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
-/// Logs to stderr (the journal, under systemd) without colours or timestamps; the level comes
-/// from `BANGER_LOG` (default `info`) and can be changed while the service runs through
-/// [`LogControl`] (`systemctl service-log-level UNIT LEVEL`).
-pub fn init_service_logging() -> LogLevel {
+/// Sets up the service's logging. Under systemd, with stderr connected to the journal
+/// (`JOURNAL_STREAM` names stderr), events go to journald natively: `PRIORITY` from their level
+/// (error 3, warning 4, info 6, debug 7), `SYSLOG_IDENTIFIER` `identifier`, and every tracing
+/// field as a journal field of its upper-cased name (`vm_id` → `VM_ID`, `message_id` →
+/// `MESSAGE_ID`). Elsewhere, or if the journal cannot be reached, they go to stderr as plain
+/// lines. The level comes from `BANGER_LOG` (default `info`) and can be changed while the
+/// service runs through [`LogControl`] (`systemctl service-log-level UNIT LEVEL`).
+pub fn init_service_logging(identifier: &str) -> LogLevel {
     use tracing::level_filters::LevelFilter;
     use tracing_subscriber::prelude::*;
     let level = std::env::var("BANGER_LOG")
@@ -19,16 +23,55 @@ pub fn init_service_logging() -> LogLevel {
         .and_then(|l| l.parse::<LevelFilter>().ok())
         .unwrap_or(LevelFilter::INFO);
     let (filter, handle) = tracing_subscriber::reload::Layer::new(level);
+    let journal = stderr_is_journal()
+        .then(tracing_journald::layer)
+        .and_then(Result::ok)
+        .map(|layer| {
+            use tracing_journald::{Priority, PriorityMappings};
+            layer
+                .with_field_prefix(None)
+                .with_syslog_identifier(identifier.to_string())
+                .with_priority_mappings(PriorityMappings {
+                    error: Priority::Error,
+                    warn: Priority::Warning,
+                    info: Priority::Informational,
+                    debug: Priority::Debug,
+                    trace: Priority::Debug,
+                })
+        });
+    let stderr = journal.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .without_time()
+            .with_writer(std::io::stderr)
+    });
     tracing_subscriber::registry()
         .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(false)
-                .without_time()
-                .with_writer(std::io::stderr),
-        )
+        .with(journal)
+        .with(stderr)
         .init();
     LogLevel { handle }
+}
+
+/// Whether stderr is the journal's stream: systemd sets `JOURNAL_STREAM` to the device and
+/// inode of the stream it connected, and a program whose stderr was redirected must not take
+/// that for its own.
+pub fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    std::fs::metadata("/proc/self/fd/2")
+        .map(|m| journal_stream_is(&stream.to_string_lossy(), m.dev(), m.ino()))
+        .unwrap_or(false)
+}
+
+/// Whether `JOURNAL_STREAM`'s value (`DEVICE:INODE`) names the file `dev`, `ino`.
+fn journal_stream_is(value: &str, dev: u64, ino: u64) -> bool {
+    value
+        .split_once(':')
+        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
+        == Some((dev, ino))
 }
 
 /// The running service's log level, changeable without a restart.
@@ -148,11 +191,11 @@ impl LogControl {
             .map_err(zbus::fdo::Error::InvalidArgs)
     }
 
-    /// Where logs go: `journal` under systemd (stderr connected to the journal), else
-    /// `console`.
+    /// Where logs go: `journal` under systemd (stderr connected to the journal: events are
+    /// written to journald natively), else `console`.
     #[zbus(property)]
     fn log_target(&self) -> String {
-        if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if stderr_is_journal() {
             "journal"
         } else {
             "console"
@@ -160,7 +203,7 @@ impl LogControl {
         .to_string()
     }
 
-    /// Logs always go to stderr: only the target it already has (or `auto`) is accepted.
+    /// The target is chosen at start: only the one it has (or `auto`) is accepted.
     #[zbus(property)]
     async fn set_log_target(
         &self,
@@ -173,7 +216,7 @@ impl LogControl {
             Ok(())
         } else {
             Err(zbus::fdo::Error::NotSupported(format!(
-                "{} logs to stderr only ({}); log target {value:?} is not supported",
+                "{} chose its log target ({}) at start; log target {value:?} is not supported",
                 self.identifier,
                 self.log_target()
             )))
@@ -344,6 +387,16 @@ pub async fn release_name_and_drain(conn: &Connection, name: &str, calls: &InFli
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_stream_must_name_this_very_file() {
+        assert!(journal_stream_is("8:12345", 8, 12345));
+        assert!(!journal_stream_is("8:12345", 8, 12346), "another inode");
+        assert!(!journal_stream_is("9:12345", 8, 12345), "another device");
+        for bad in ["", "8", "8:", ":1", "x:1", "8:12345:1"] {
+            assert!(!journal_stream_is(bad, 8, 12345), "{bad:?}");
+        }
+    }
 
     #[test]
     fn in_flight_counts_guards() {

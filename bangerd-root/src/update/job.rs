@@ -206,7 +206,7 @@ impl JobHandle {
 
     /// Moves to `stage` at `progress`.
     pub async fn stage(&self, stage: Stage, progress: f64) {
-        tracing::info!(job = self.id, stage = stage.as_str(), "update stage");
+        tracing::info!(job_id = self.id, stage = stage.as_str(), "update stage");
         self.update(|s| {
             s.stage = stage;
             s.progress = progress;
@@ -215,13 +215,38 @@ impl JobHandle {
     }
 
     /// Marks the job finished and publishes its end.
+    /// The end is written to the journal with the `MESSAGE_ID` of its outcome
+    /// (`banger_api::journal`), at warning for a rollback and error for a failure.
     pub async fn finish(&self, result: JobResult, error: &str) {
-        tracing::info!(
-            job = self.id,
-            result = result.as_str(),
-            error,
-            "update finished"
+        let st = self.status();
+        let (id, from, to) = (
+            self.id,
+            st.from_version.as_str(),
+            st.target_version.as_str(),
         );
+        macro_rules! outcome {
+            ($level:ident, $($message:tt)+) => {
+                tracing::$level!(
+                    message_id = banger_api::journal::update_outcome(result),
+                    job_id = id,
+                    result = result.as_str(),
+                    from_version = from,
+                    version = to,
+                    initiator_uid = self.initiator_uid,
+                    error,
+                    $($message)+
+                )
+            };
+        }
+        match result {
+            JobResult::Updated => outcome!(info, "update job {id}: updated v{from} → v{to}"),
+            JobResult::RolledBack => outcome!(
+                warn,
+                "update job {id}: v{to} rolled back, v{from} is installed again: {error}"
+            ),
+            JobResult::Failed => outcome!(error, "update job {id} failed: {error}"),
+            _ => outcome!(info, "update job {id} ended: {}", result.as_str()),
+        }
         self.update(|s| s.end(result, error)).await;
         self.events.job_finished(self, result).await;
     }

@@ -625,7 +625,7 @@ impl VmHost {
         let _guard = self.lock(id).await;
         let unit = unit_name(id);
         let tap = tap_name(id);
-        tracing::info!(id, ?opts, "starting VM");
+        tracing::info!(vm_id = id, ?opts, "starting VM");
         let cfg = VmConfig::load(&self.paths.config)?;
         let owner = InstallMeta::read_trusted(&self.paths.install_toml)?.owner;
 
@@ -643,7 +643,7 @@ impl VmHost {
         }
 
         let vm = check_files(&self.paths.state_dir, id, opts, owner.uid)?;
-        tracing::info!(id, files = ?vm.files, "files checked");
+        tracing::info!(vm_id = id, files = ?vm.files, "files checked");
 
         let (firecracker, qemu) = self.programs.vmms();
         let accel = self.accelerator();
@@ -654,8 +654,8 @@ impl VmHost {
         let (Some(kind), Some(program)) = (selection.kind, selection.program.clone()) else {
             return Err(VmError::NoVmm(selection.why));
         };
-        tracing::info!(id, backend = %kind, why = %selection.why, "back end picked");
-        tracing::info!(id, ?accel, "accelerator detected");
+        tracing::info!(vm_id = id, backend = %kind, why = %selection.why, "back end picked");
+        tracing::info!(vm_id = id, ?accel, "accelerator detected");
         let backend = vmm::backend(kind, program);
         let spec = build_spec(id, &vm.files, opts, accel, vmm::host_tsc_khz());
 
@@ -691,7 +691,7 @@ impl VmHost {
         ip.ensure_bridge(&cfg.network)
             .await
             .map_err(VmError::Bridge)?;
-        tracing::info!(id, bridge = %cfg.network.bridge, "bridge ready");
+        tracing::info!(vm_id = id, bridge = %cfg.network.bridge, "bridge ready");
         self.register_vm_domain(&cfg.network).await;
         // Counted until the unit runs or is undone, so a concurrent last stop does not release
         // the network under this start.
@@ -699,9 +699,11 @@ impl VmHost {
         if cfg.network.nat {
             let _nat = self.nat_lock.lock().await;
             match self.nat().apply(&ip, &cfg.network).await {
-                Ok(plan) => tracing::info!(id, uplink = plan.uplink, "outbound network ready"),
+                Ok(plan) => {
+                    tracing::info!(vm_id = id, uplink = plan.uplink, "outbound network ready")
+                }
                 // The VM still reaches the host; doctor says why it reaches nothing else.
-                Err(e) => tracing::warn!(id, "no outbound network for VMs: {e}"),
+                Err(e) => tracing::warn!(vm_id = id, "no outbound network for VMs: {e}"),
             }
         }
         ip.create_tap(&tap, owner.uid, &cfg.network.bridge, cfg.network.isolate)
@@ -710,7 +712,7 @@ impl VmHost {
                 tap: tap.clone(),
                 source,
             })?;
-        tracing::info!(id, tap, "tap ready");
+        tracing::info!(vm_id = id, tap, "tap ready");
 
         let launched = self
             .launch(
@@ -724,7 +726,7 @@ impl VmHost {
             .await;
         match launched {
             Ok(()) => {
-                tracing::info!(id, unit, "VM started");
+                tracing::info!(vm_id = id, unit, "VM started");
                 Ok(Started {
                     unit,
                     backend: kind,
@@ -754,7 +756,7 @@ impl VmHost {
         let svc = build_unit(spec, backend, &owner.user, logs, ip.program())
             .map_err(|e| format!("passing the log files on: {e}"))?;
         self.systemd.reset_failed(&unit).await;
-        tracing::info!(id = spec.id, unit, argv = ?svc.argv, "starting the VMM unit");
+        tracing::info!(vm_id = spec.id, unit, argv = ?svc.argv, "starting the VMM unit");
         self.systemd.start_transient(&svc).await.map_err(|e| {
             format!(
                 "{e}{}",
@@ -769,7 +771,7 @@ impl VmHost {
                 .wait_for_socket_file(&unit, dir, name, owner.uid, logs)
                 .await?;
             let via = safefs::fd_path(&pinned);
-            tracing::info!(id = spec.id, socket = %shown.display(), "configuring the VM over its API");
+            tracing::info!(vm_id = spec.id, socket = %shown.display(), "configuring the VM over its API");
             let requests = backend.setup_requests(spec);
             let configured = async {
                 vmm::api::wait_for_socket(&via, self.api_timeout).await?;
@@ -846,7 +848,7 @@ impl VmHost {
     async fn undo_start(&self, id: &str, ip: &Ip, why: String) -> VmError {
         let unit = unit_name(id);
         let tap = tap_name(id);
-        tracing::warn!(id, "starting VM failed, undoing: {why}");
+        tracing::warn!(vm_id = id, "starting VM failed, undoing: {why}");
         let mut left = Vec::new();
         if let Err(e) = self.stop_unit(&unit).await {
             left.push(format!("stopping {unit}: {e}"));
@@ -885,7 +887,7 @@ impl VmHost {
         let _guard = self.lock(id).await;
         let unit = unit_name(id);
         let tap = tap_name(id);
-        tracing::info!(id, unit, "stopping VM");
+        tracing::info!(vm_id = id, unit, "stopping VM");
         let had_unit = self
             .stop_unit(&unit)
             .await
@@ -894,7 +896,7 @@ impl VmHost {
                 tap: tap.clone(),
             })?;
         self.systemd.reset_failed(&unit).await;
-        tracing::info!(id, unit, had_unit, "VMM unit stopped");
+        tracing::info!(vm_id = id, unit, had_unit, "VMM unit stopped");
         let ip = self.ip().map_err(|source| VmError::StopIp {
             unit: unit.clone(),
             source,
@@ -907,7 +909,7 @@ impl VmHost {
                 tap: tap.clone(),
                 source,
             })?;
-        tracing::info!(id, tap, had_tap, "VM stopped");
+        tracing::info!(vm_id = id, tap, had_tap, "VM stopped");
         self.release_network_if_idle().await;
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! whether it may still be canceled): the helper does. This module only asks, watches and reports.
 
 mod follow;
+mod history;
 mod view;
 
 use std::collections::HashMap;
@@ -51,8 +52,13 @@ pub struct UpdateArgs {
     /// org.banger.update.downgrade.
     #[arg(long)]
     pub allow_downgrade: bool,
+    /// List the updates the journal recorded: each job's start, who asked, the versions and
+    /// its result (root sees them all; other users only with journal access, group adm or
+    /// systemd-journal). Asks no service.
+    #[arg(long, conflicts_with_all = ["check", "dry_run", "force", "to", "allow_downgrade"])]
+    pub history: bool,
     /// Print JSON on stdout instead of text: one object per line for each event of the update
-    /// (the last one is "finished"), or a single object with --check.
+    /// (the last one is "finished"), or a single object with --check or --history.
     #[arg(long)]
     pub json: bool,
 }
@@ -70,6 +76,9 @@ fn parse_version(s: &str) -> Result<String, String> {
 
 /// `banger update`.
 pub async fn run(args: UpdateArgs) -> CmdResult {
+    if args.history {
+        return history::run(args.json);
+    }
     let conn = bus::system_bus().await?;
     if args.check {
         return check(&conn, args.json).await;

@@ -203,7 +203,7 @@ impl Engine {
             }
         }
         tracing::warn!(
-            job = j.job_id,
+            job_id = j.job_id,
             phase = j.phase.as_str(),
             "recovering the update"
         );
@@ -332,6 +332,14 @@ impl Engine {
             return Err(EngineError::Journal(e.to_string()));
         }
         self.export(&handle).await?;
+        tracing::info!(
+            message_id = banger_api::journal::UPDATE_STARTED,
+            job_id = id,
+            from_version = %journal.from.version,
+            initiator_uid,
+            "update job {id} started by uid {initiator_uid} on v{}",
+            journal.from.version
+        );
         let engine = self.clone();
         let h = handle.clone();
         tokio::spawn(async move { engine.run(h, opts, journal).await });
@@ -500,7 +508,7 @@ impl Engine {
             tracing::error!("{e}");
         }
         tracing::info!(
-            job = j.job_id,
+            job_id = j.job_id,
             phase = j.phase.as_str(),
             "resuming update journal"
         );
