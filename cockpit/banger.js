@@ -254,6 +254,7 @@ $("confirm-yes").addEventListener("click", () => {
 /* ---------------------------------------------------------------- console */
 
 let consoleVm = null;
+let consoleSeq = 0;      // which opening of the console a reply belongs to
 let consoleOffset = 0;
 let consoleTimer = null;
 const decoder = cockpit.utf8_decoder();
@@ -267,10 +268,11 @@ function cleanConsole(text) {
 
 function readConsole() {
     const name = consoleVm;
+    const seq = consoleSeq;
     if (!name) return;
     daemon.call(DAEMON_PATH, DAEMON, "ReadVmLog", [name, consoleOffset], { type: "sx" })
             .then(([bytes, next]) => {
-                if (consoleVm !== name) return;
+                if (consoleSeq !== seq) return;
                 consoleOffset = next;
                 const text = cleanConsole(decoder.decode(cockpit.base64_decode(bytes), { stream: true }));
                 if (text) {
@@ -284,13 +286,14 @@ function readConsole() {
                 consoleTimer = window.setTimeout(readConsole, CONSOLE_FOLLOW_MS);
             })
             .catch((ex) => {
-                if (consoleVm !== name) return;
+                if (consoleSeq !== seq) return;
                 $("console-text").textContent += `\n[console unavailable: ${errorText(ex)}]\n`;
             });
 }
 
 function openConsole(name) {
     closeConsole();
+    consoleSeq += 1;
     consoleVm = name;
     consoleOffset = -65536;
     $("console-title").textContent = `Console of ${name}`;
@@ -300,6 +303,7 @@ function openConsole(name) {
 }
 
 function closeConsole() {
+    consoleSeq += 1;
     consoleVm = null;
     window.clearTimeout(consoleTimer);
     $("console-card").hidden = true;

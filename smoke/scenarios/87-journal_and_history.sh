@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The services log to journald natively: real priorities, structured fields and a MESSAGE_ID per
 # update outcome, so the journal answers an admin's questions without grep.
-# 1. An update (as root) and a rolled-back update (to the broken release) with a VM running:
+# 1. An update (as root) and a rolled-back update (to the broken release) with a VM running,
+#    then a restart of the helper (which announces the last end again on the bus):
 #    `journalctl MESSAGE_ID=<updated>` and `MESSAGE_ID=<rolled back>` list exactly those jobs,
 #    with JOB_ID, FROM_VERSION, VERSION, INITIATOR_UID and RESULT; the start has its own id.
 # 2. `journalctl -p warning -u bangerd-root.service` finds the rollback; info lines are
@@ -62,7 +63,11 @@ release_config broken && release_resign broken
 run_capture box_exec "$BANGER" update
 expect_update_end 4 'rolled back to previous install' "the update to the broken release" || exit 1
 
-# --- 1. one MESSAGE_ID per outcome, with its fields
+# A restarted helper re-announces the last job's end on the bus, but must not log it again.
+expect_rc 0 box_exec systemctl restart bangerd-root.service || exit 1
+wait_unit_state 15 bangerd-root.service active || exit 1
+
+# --- 1. one MESSAGE_ID per outcome, with its fields (once each, also after the restart)
 F=MESSAGE_ID,JOB_ID,FROM_VERSION,VERSION,INITIATOR_UID,RESULT,SYSLOG_IDENTIFIER
 upd=$(journal "$F" "MESSAGE_ID=$UPDATED" --since "@$since")
 rb=$(journal "$F" "MESSAGE_ID=$ROLLED_BACK" --since "@$since")

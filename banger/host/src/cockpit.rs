@@ -3,7 +3,8 @@
 //! which Cockpit reads for `/usr` and `/usr/local`).
 //!
 //! The page is static files; installing it copies the directory whole into a temporary
-//! sibling and renames that into place, so Cockpit sees the old page or the new one.
+//! sibling and renames that into place (the old page is put back if that fails), so Cockpit
+//! never sees a half-copied page.
 
 use std::fs;
 use std::io;
@@ -56,17 +57,50 @@ pub fn install(src: &Path, dst: &Path) -> io::Result<usize> {
     let tmp = parent.join(format!(".{name}.banger-tmp.{}", std::process::id()));
     let old = parent.join(format!(".{name}.banger-old.{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
+    let _ = fs::remove_dir_all(&old);
     let copied = copy_tree(src, &tmp).and_then(|n| {
-        if dst.exists() {
+        let had_old = dst.exists();
+        if had_old {
             fs::rename(dst, &old)?;
         }
-        fs::rename(&tmp, dst)?;
+        if let Err(e) = fs::rename(&tmp, dst) {
+            // Put the old page back: a failed install leaves what was there.
+            if had_old {
+                let _ = fs::rename(&old, dst);
+            }
+            return Err(e);
+        }
+        let _ = fs::remove_dir_all(&old);
         crate::fsutil::sync_dir(parent)?;
         Ok(n)
     });
     let _ = fs::remove_dir_all(&tmp);
-    let _ = fs::remove_dir_all(&old);
     copied
+}
+
+/// Checks that the page at `src` holds only directories and regular files (what
+/// [`install`] copies), so that an install can refuse a bad build before it writes anything.
+pub fn check_tree(src: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(src)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            check_tree(&entry.path())?;
+        } else if !kind.is_file() {
+            return Err(not_plain(&entry.path()));
+        }
+    }
+    Ok(())
+}
+
+fn not_plain(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{} is neither a file nor a directory; the page was not installed",
+            path.display()
+        ),
+    )
 }
 
 fn copy_tree(src: &Path, dst: &Path) -> io::Result<usize> {
@@ -87,13 +121,7 @@ fn copy_tree(src: &Path, dst: &Path) -> io::Result<usize> {
             fs::File::open(&to)?.sync_all()?;
             files += 1;
         } else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{} is neither a file nor a directory; the page was not installed",
-                    from.display()
-                ),
-            ));
+            return Err(not_plain(&from));
         }
     }
     Ok(files)
@@ -160,6 +188,8 @@ mod tests {
         let dst = page_dir(t.path());
         fs::create_dir_all(&dst).unwrap();
         fs::write(dst.join("index.html"), "old").unwrap();
+        let e = check_tree(&src).unwrap_err();
+        assert!(e.to_string().contains("shadow is neither a file"), "{e}");
         let e = install(&src, &dst).unwrap_err();
         assert!(e.to_string().contains("shadow is neither a file"), "{e}");
         assert_eq!(fs::read_to_string(dst.join("index.html")).unwrap(), "old");

@@ -98,6 +98,14 @@ pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
         }
     }
 
+    if let Some(page) = cockpit::built_page(src_dir) {
+        cockpit::check_tree(&page).with_context(|| {
+            format!(
+                "checking the Cockpit page in {}; nothing was changed",
+                page.display()
+            )
+        })?;
+    }
     let layout = Layout::new(&prefix);
     // Every system file is rendered (and its values checked) before anything is written.
     let rendered = ASSETS
@@ -214,8 +222,15 @@ fn install_cockpit_page(src_dir: &Path, prefix: &Path) -> anyhow::Result<()> {
     let dst = cockpit::page_dir(prefix);
     match cockpit::built_page(src_dir) {
         Some(src) if present => {
-            cockpit::install(&src, &dst)
-                .with_context(|| format!("installing the Cockpit page in {}", dst.display()))?;
+            // The rest of the install is written by now: a page that cannot be copied is
+            // reported, not allowed to stop the services from being set up.
+            if let Err(e) = cockpit::install(&src, &dst) {
+                eprintln!(
+                    "banger: warning: the Cockpit page was not installed in {}: {e}; everything else is",
+                    dst.display()
+                );
+                return Ok(());
+            }
             println!("installed the Cockpit page in {}", dst.display());
             if !cockpit::prefix_is_searched(prefix) {
                 println!(

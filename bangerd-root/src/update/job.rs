@@ -218,6 +218,20 @@ impl JobHandle {
     /// The end is written to the journal with the `MESSAGE_ID` of its outcome
     /// (`banger_api::journal`), at warning for a rollback and error for a failure.
     pub async fn finish(&self, result: JobResult, error: &str) {
+        self.log_outcome(result, error);
+        self.finish_again(result, error).await;
+    }
+
+    /// Marks the job finished and publishes its end, without writing the outcome to the
+    /// journal: for a job whose end was recorded (and logged) before, re-announced by a
+    /// restarted helper, so that `journalctl MESSAGE_ID=…` lists each end once.
+    pub async fn finish_again(&self, result: JobResult, error: &str) {
+        self.update(|s| s.end(result, error)).await;
+        self.events.job_finished(self, result).await;
+    }
+
+    /// Writes the job's outcome to the journal, with its `MESSAGE_ID` and fields.
+    pub fn log_outcome(&self, result: JobResult, error: &str) {
         let st = self.status();
         let (id, from, to) = (
             self.id,
@@ -247,7 +261,5 @@ impl JobHandle {
             JobResult::Failed => outcome!(error, "update job {id} failed: {error}"),
             _ => outcome!(info, "update job {id} ended: {}", result.as_str()),
         }
-        self.update(|s| s.end(result, error)).await;
-        self.events.job_finished(self, result).await;
     }
 }

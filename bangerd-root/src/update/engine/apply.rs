@@ -206,8 +206,9 @@ impl Engine {
                     return;
                 }
                 Phase::Done => {
+                    // Recorded (and logged) by whoever ended it: only announced again here.
                     let err = j.error.clone().unwrap_or_default();
-                    handle.finish(j.ended(), &err).await;
+                    handle.finish_again(j.ended(), &err).await;
                     return;
                 }
             }

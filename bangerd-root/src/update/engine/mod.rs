@@ -518,10 +518,9 @@ impl Engine {
                 let _ = banger_host::fsutil::remove_if_exists(&self.paths.pending_marker);
                 if j.phase == Phase::Preparing {
                     self.cleanup_staging(&j);
-                    j.set_result(
-                        JobResult::Failed,
-                        "the helper stopped before the point of no return",
-                    );
+                    let why = "the helper stopped before the point of no return";
+                    j.set_result(JobResult::Failed, why);
+                    handle.log_outcome(JobResult::Failed, why);
                     if let Err(e) = j.save(&self.paths.journal) {
                         tracing::error!("{e}");
                     }
