@@ -99,7 +99,9 @@ expect_not_contains() {
 
 expect_line() {
     local hay=$1 re=$2 what=${3:?expect_line HAYSTACK ERE WHAT}
-    tr -d '\r' <<<"$hay" | grep -qE -- "$re" && return 0
+    # grep reads all of its input (no -q): with pipefail, a grep that stops at the first match
+    # would make a long input's writer die of SIGPIPE and the match count as a failure.
+    tr -d '\r' <<<"$hay" | grep -E -- "$re" >/dev/null && return 0
     fail "$what: expected a line matching /$re/" || true
     _evidence "in:" "$hay"
     return 1
@@ -107,7 +109,7 @@ expect_line() {
 
 expect_no_line() {
     local hay=$1 re=$2 what=${3:?expect_no_line HAYSTACK ERE WHAT}
-    tr -d '\r' <<<"$hay" | grep -qE -- "$re" || return 0
+    tr -d '\r' <<<"$hay" | grep -E -- "$re" >/dev/null || return 0
     fail "$what: expected no line matching /$re/" || true
     _evidence "in:" "$hay"
     return 1

@@ -53,7 +53,17 @@ class Page:
                   "--window-size=1440,1000", f"--user-data-dir={args.profile}"):
             opts.add_argument(a)
         opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        self.d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+        # Chromium sometimes exits while starting ("session not created"): try up to 3 times.
+        for attempt in range(1, 4):
+            try:
+                self.d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+                break
+            except WebDriverException as e:
+                if attempt == 3:
+                    raise
+                print(f"  (Chromium did not start, attempt {attempt} of 3: {e.msg.splitlines()[0]})",
+                      flush=True)
+                time.sleep(2)
         self.d.set_page_load_timeout(60)
 
     # -- helpers ---------------------------------------------------------------------------
