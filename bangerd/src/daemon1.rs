@@ -21,6 +21,7 @@ use zbus::{Connection, OwnedObjectPath, fdo};
 use crate::core::Daemon;
 use crate::daemon_job::{JobObjects, job_path};
 use crate::images::{image_name_to_find, image_name_to_import};
+use crate::manager::Managed;
 use crate::ops::OperationGuard;
 use crate::pull::PullError;
 use crate::vms::{VmError, Vms, vm_name_to_create, vm_name_to_find};
@@ -44,8 +45,14 @@ impl Daemon1 {
             ready,
             inhibitors: Arc::new(Mutex::new(HashMap::new())),
             calls: InFlight::default(),
-            jobs: JobObjects::default(),
+            jobs: JobObjects::new(Arc::new(Managed::default())),
         }
+    }
+
+    /// The objects under `/org/banger/Daemon1` that its ObjectManager lists: serve
+    /// [`crate::manager::ObjectManager`] and [`crate::objects::Objects`] with it.
+    pub fn managed(&self) -> Arc<Managed> {
+        self.jobs.managed()
     }
 
     /// The counter of calls being answered, for a shutdown that waits for them.

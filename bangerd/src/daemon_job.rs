@@ -21,6 +21,7 @@ use zbus::{Connection, OwnedObjectPath, Variant, fdo};
 
 use crate::daemon1::check_caller;
 use crate::jobs::{Job, JobStatus, Jobs};
+use crate::manager::{Kind, Managed};
 
 /// Fewest milliseconds between two `PropertiesChanged` of one job.
 const SIGNAL_SPACING: Duration = Duration::from_millis(100);
@@ -47,12 +48,25 @@ fn result_word(s: &JobStatus) -> &'static str {
 }
 
 /// The job objects on the bus.
-#[derive(Default)]
 pub struct JobObjects {
     exported: Mutex<HashSet<u32>>,
+    managed: Arc<Managed>,
 }
 
 impl JobObjects {
+    /// No jobs yet; those served are listed in `managed` for the ObjectManager.
+    pub fn new(managed: Arc<Managed>) -> Self {
+        JobObjects {
+            exported: Mutex::default(),
+            managed,
+        }
+    }
+
+    /// What the ObjectManager lists.
+    pub fn managed(&self) -> Arc<Managed> {
+        self.managed.clone()
+    }
+
     /// Serves `job` on `conn` (and takes off the bus the jobs `jobs` no longer keeps), then
     /// follows it in a task of its own. Call it before the job's work starts, so that its path
     /// answers as soon as a client learns it.
@@ -71,11 +85,17 @@ impl JobObjects {
             gone
         };
         for id in gone {
+            self.managed.remove(&job_path(id));
             let _ = server.remove::<DaemonJob1, _>(job_path(id)).await;
         }
-        server
+        self.managed.insert(job_path(job.id), Kind::Job);
+        if let Err(e) = server
             .at(job_path(job.id), DaemonJob1 { job: job.clone() })
-            .await?;
+            .await
+        {
+            self.managed.remove(&job_path(job.id));
+            return Err(e);
+        }
         self.exported.lock().unwrap().insert(job.id);
         let conn = conn.clone();
         let job = job.clone();

@@ -13,6 +13,7 @@ pub mod guest;
 pub mod host;
 mod images;
 pub mod jobs;
+pub mod manager;
 pub mod namegen;
 pub mod objects;
 pub mod ops;

@@ -9,10 +9,19 @@
 //! without polling. Adding and removing objects makes zbus emit `InterfacesAdded` and
 //! `InterfacesRemoved`; a change emits one `PropertiesChanged` naming only what changed.
 //!
+//! A deleted VM's or image's object is announced removed (`InterfacesRemoved`, and
+//! `GetManagedObjects` no longer lists it) but stays on the bus, buried, for the next
+//! [`BURIED_KEPT`] deletions: a client that still holds the path, and calls it or reads a
+//! property, gets `org.banger.Error.NotFound` naming what happened rather than `UnknownObject`.
+//! When a buried object is finally dropped, zbus announces its removal a second time; clients
+//! already took it off their view and ignore that. An image imported again under a buried name
+//! revives its object, announced with `InterfacesAdded`.
+//!
 //! Like every adapter here it decides nothing: methods check the caller and call [`Vms`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use banger_api::error::BusError;
 use banger_api::ids::{ImageName, VmName};
@@ -29,10 +38,43 @@ use zbus::{Connection, OwnedObjectPath, Variant, fdo};
 
 use crate::daemon1::check_caller;
 use crate::host::live_state;
+use crate::manager::{Kind, Managed};
 use crate::vms::{Change, Vms};
 
-/// What a VM object shows: its record as the bus shows it, with the state last announced.
-type Shown<T> = Arc<Mutex<T>>;
+/// How many deleted objects stay on the bus answering NotFound.
+pub const BURIED_KEPT: usize = 256;
+
+/// What an object shows (a VM's record with the state last announced), and whether it was
+/// deleted.
+pub struct Shown<T> {
+    info: Mutex<T>,
+    gone: AtomicBool,
+}
+
+impl<T> Shown<T> {
+    fn new(info: T) -> Arc<Self> {
+        Arc::new(Shown {
+            info: Mutex::new(info),
+            gone: AtomicBool::new(false),
+        })
+    }
+
+    fn get(&self) -> MutexGuard<'_, T> {
+        self.info.lock().unwrap()
+    }
+
+    /// What it shows, or NotFound (`what`) when it was deleted.
+    fn live(&self, what: impl FnOnce(&T) -> String) -> Result<MutexGuard<'_, T>, BusError> {
+        let info = self.get();
+        if self.gone.load(Ordering::SeqCst) {
+            return Err(BusError::NotFound(format!(
+                "{} was deleted (see InterfacesRemoved); nothing was done",
+                what(&info)
+            )));
+        }
+        Ok(info)
+    }
+}
 
 /// A stream of (unit object path, ActiveState).
 type UnitStates = std::pin::Pin<Box<dyn Stream<Item = (String, String)> + Send>>;
@@ -42,8 +84,13 @@ pub struct Objects {
     conn: Connection,
     vms: Arc<Vms>,
     calls: InFlight,
-    served_vms: HashMap<String, Shown<VmInfo>>,
-    served_images: HashMap<String, Shown<ImageInfo>>,
+    managed: Arc<Managed>,
+    served_vms: HashMap<String, Arc<Shown<VmInfo>>>,
+    served_images: HashMap<String, Arc<Shown<ImageInfo>>>,
+    /// Deleted objects still on the bus, oldest first (VM id or image name).
+    buried: VecDeque<(Kind, String)>,
+    buried_vms: HashMap<String, Arc<Shown<VmInfo>>>,
+    buried_images: HashMap<String, Arc<Shown<ImageInfo>>>,
     changes: tokio::sync::broadcast::Receiver<Change>,
     units: UnitStates,
     /// Whether VM states come from systemd's signals (else they are read at each change).
@@ -128,13 +175,15 @@ async fn announce(
 }
 
 impl Objects {
-    /// Serves every VM and image of `vms` on `conn` (`calls` counts the calls they answer) and
-    /// starts listening for changes; with `systemd`, VM states follow its signals, without,
-    /// they are read at each change. Call [`Objects::run`] next to keep them current.
+    /// Serves every VM and image of `vms` on `conn` (`calls` counts the calls they answer,
+    /// `managed` lists them for the ObjectManager) and starts listening for changes; with
+    /// `systemd`, VM states follow its signals, without, they are read at each change. Call
+    /// [`Objects::run`] next to keep them current.
     pub async fn start(
         conn: Connection,
         vms: Arc<Vms>,
         calls: InFlight,
+        managed: Arc<Managed>,
         systemd: Option<&Systemd>,
     ) -> Self {
         // Listen before reading, so that no change falls between the two.
@@ -156,8 +205,12 @@ impl Objects {
             conn,
             vms,
             calls,
+            managed,
             served_vms: HashMap::new(),
             served_images: HashMap::new(),
+            buried: VecDeque::new(),
+            buried_vms: HashMap::new(),
+            buried_images: HashMap::new(),
             changes,
             units,
             follows_units,
@@ -241,7 +294,7 @@ impl Objects {
         let at = names::daemon_vm_path(id);
         match self.served_vms.get(id).cloned() {
             Some(shown) => {
-                let old = shown.lock().unwrap().clone();
+                let old = shown.get().clone();
                 // With systemd's signals the state is theirs; without, it is read now.
                 let state = if self.follows_units {
                     VmState::parse(&old.state).unwrap_or(VmState::Unknown)
@@ -249,7 +302,7 @@ impl Objects {
                     self.vms.live_state(id).await
                 };
                 let new = self.vms.info_with_state(&rec, state);
-                *shown.lock().unwrap() = new.clone();
+                *shown.get() = new.clone();
                 announce(
                     &self.conn,
                     &at,
@@ -261,17 +314,31 @@ impl Objects {
             }
             None => {
                 let state = self.vms.live_state(id).await;
-                let shown = Arc::new(Mutex::new(self.vms.info_with_state(&rec, state)));
+                let info = self.vms.info_with_state(&rec, state);
+                if let Some(shown) = self.buried_vms.remove(id) {
+                    self.unbury(Kind::Vm, id);
+                    let props = vm_properties(&info);
+                    revive(&shown, info);
+                    announce_added(
+                        &self.conn,
+                        &self.managed,
+                        &at,
+                        Kind::Vm,
+                        names::DAEMON_VM_INTERFACE,
+                        props,
+                    )
+                    .await;
+                    self.served_vms.insert(id.to_string(), shown);
+                    return;
+                }
+                let shown = Shown::new(info);
                 let object = VmObject {
                     vms: self.vms.clone(),
                     calls: self.calls.clone(),
                     shown: shown.clone(),
                 };
-                match self.conn.object_server().at(path(at.clone()), object).await {
-                    Ok(_) => {
-                        self.served_vms.insert(id.to_string(), shown);
-                    }
-                    Err(e) => tracing::warn!("serving {at}: {e}"),
+                if serve(&self.conn, &self.managed, &at, Kind::Vm, object).await {
+                    self.served_vms.insert(id.to_string(), shown);
                 }
             }
         }
@@ -282,10 +349,10 @@ impl Objects {
         let Some(shown) = self.served_vms.get(id).cloned() else {
             return;
         };
-        let old = shown.lock().unwrap().clone();
+        let old = shown.get().clone();
         let mut new = old.clone();
         new.state = state.as_str().to_string();
-        *shown.lock().unwrap() = new.clone();
+        *shown.get() = new.clone();
         announce(
             &self.conn,
             &names::daemon_vm_path(id),
@@ -297,16 +364,11 @@ impl Objects {
     }
 
     async fn remove_vm(&mut self, id: &str) {
-        if self.served_vms.remove(id).is_some() {
-            let at = names::daemon_vm_path(id);
-            if let Err(e) = self
-                .conn
-                .object_server()
-                .remove::<VmObject, _>(path(at.clone()))
-                .await
-            {
-                tracing::warn!("taking {at} off the bus: {e}");
-            }
+        if let Some(shown) = self.served_vms.remove(id) {
+            shown.gone.store(true, Ordering::SeqCst);
+            self.bury(Kind::Vm, id, names::DAEMON_VM_INTERFACE).await;
+            self.buried_vms.insert(id.to_string(), shown);
+            self.drop_oldest_buried().await;
         }
     }
 
@@ -320,7 +382,7 @@ impl Objects {
         let at = names::daemon_image_path(name);
         match self.served_images.get(name).cloned() {
             Some(shown) => {
-                let old = std::mem::replace(&mut *shown.lock().unwrap(), info.clone());
+                let old = std::mem::replace(&mut *shown.get(), info.clone());
                 announce(
                     &self.conn,
                     &at,
@@ -331,49 +393,178 @@ impl Objects {
                 .await;
             }
             None => {
-                let shown = Arc::new(Mutex::new(info));
+                if let Some(shown) = self.buried_images.remove(name) {
+                    self.unbury(Kind::Image, name);
+                    let props = image_properties(&info);
+                    revive(&shown, info);
+                    announce_added(
+                        &self.conn,
+                        &self.managed,
+                        &at,
+                        Kind::Image,
+                        names::DAEMON_IMAGE_INTERFACE,
+                        props,
+                    )
+                    .await;
+                    self.served_images.insert(name.to_string(), shown);
+                    return;
+                }
+                let shown = Shown::new(info);
                 let object = ImageObject {
                     vms: self.vms.clone(),
                     calls: self.calls.clone(),
                     shown: shown.clone(),
                 };
-                match self.conn.object_server().at(path(at.clone()), object).await {
-                    Ok(_) => {
-                        self.served_images.insert(name.to_string(), shown);
-                    }
-                    Err(e) => tracing::warn!("serving {at}: {e}"),
+                if serve(&self.conn, &self.managed, &at, Kind::Image, object).await {
+                    self.served_images.insert(name.to_string(), shown);
                 }
             }
         }
     }
 
     async fn remove_image(&mut self, name: &str) {
-        if self.served_images.remove(name).is_some() {
-            let at = names::daemon_image_path(name);
-            if let Err(e) = self
-                .conn
-                .object_server()
-                .remove::<ImageObject, _>(path(at.clone()))
-                .await
+        if let Some(shown) = self.served_images.remove(name) {
+            shown.gone.store(true, Ordering::SeqCst);
+            self.bury(Kind::Image, name, names::DAEMON_IMAGE_INTERFACE)
+                .await;
+            self.buried_images.insert(name.to_string(), shown);
+            self.drop_oldest_buried().await;
+        }
+    }
+
+    /// The object of `key` is announced removed and no longer listed, but stays on the bus.
+    async fn bury(&mut self, kind: Kind, key: &str, interface: &'static str) {
+        let at = object_path(kind, key);
+        self.managed.remove(&path(at.clone()));
+        self.buried.push_back((kind, key.to_string()));
+        if let Ok(emitter) = SignalEmitter::new(&self.conn, names::DAEMON1_PATH) {
+            let removed = [zbus::names::InterfaceName::from_static_str_unchecked(
+                interface,
+            )];
+            if let Err(e) = fdo::ObjectManager::interfaces_removed(
+                &emitter,
+                zbus::ObjectPath::from_str_unchecked(&at),
+                std::borrow::Cow::Borrowed(&removed),
+            )
+            .await
             {
+                tracing::warn!("announcing that {at} is gone: {e}");
+            }
+        }
+    }
+
+    fn unbury(&mut self, kind: Kind, key: &str) {
+        self.buried.retain(|(k, name)| !(*k == kind && name == key));
+    }
+
+    /// Takes the oldest buried objects off the bus, keeping [`BURIED_KEPT`].
+    async fn drop_oldest_buried(&mut self) {
+        while self.buried.len() > BURIED_KEPT {
+            let Some((kind, key)) = self.buried.pop_front() else {
+                return;
+            };
+            let at = path(object_path(kind, &key));
+            let server = self.conn.object_server();
+            let removed = match kind {
+                Kind::Vm => {
+                    self.buried_vms.remove(&key);
+                    server.remove::<VmObject, _>(at.clone()).await
+                }
+                Kind::Image => {
+                    self.buried_images.remove(&key);
+                    server.remove::<ImageObject, _>(at.clone()).await
+                }
+                Kind::Job => continue,
+            };
+            if let Err(e) = removed {
                 tracing::warn!("taking {at} off the bus: {e}");
             }
         }
     }
 }
 
+/// Serves `object` at `at` on `conn`, listed in `managed` first (so that a client answering
+/// zbus's `InterfacesAdded` with `GetManagedObjects` sees it); whether it is served.
+async fn serve<I: zbus::object_server::Interface>(
+    conn: &Connection,
+    managed: &Managed,
+    at: &str,
+    kind: Kind,
+    object: I,
+) -> bool {
+    managed.insert(path(at.to_string()), kind);
+    match conn.object_server().at(path(at.to_string()), object).await {
+        Ok(None) => true,
+        Ok(Some(_)) => {
+            tracing::warn!("serving {at}: something else is served there");
+            false
+        }
+        Err(e) => {
+            managed.remove(&path(at.to_string()));
+            tracing::warn!("serving {at}: {e}");
+            false
+        }
+    }
+}
+
+/// A buried object of `kind` at `at` serves again: listed and announced.
+async fn announce_added(
+    conn: &Connection,
+    managed: &Managed,
+    at: &str,
+    kind: Kind,
+    interface: &'static str,
+    props: Vec<(&'static str, Variant<'static>)>,
+) {
+    managed.insert(path(at.to_string()), kind);
+    let Ok(emitter) = SignalEmitter::new(conn, names::DAEMON1_PATH) else {
+        return;
+    };
+    let added = HashMap::from([(
+        zbus::names::InterfaceName::from_static_str_unchecked(interface),
+        props.into_iter().collect::<HashMap<_, _>>(),
+    )]);
+    if let Err(e) = fdo::ObjectManager::interfaces_added(
+        &emitter,
+        zbus::ObjectPath::from_str_unchecked(at),
+        added,
+    )
+    .await
+    {
+        tracing::warn!("announcing {at}: {e}");
+    }
+}
+
+/// The path of the VM (`key` its id) or image (`key` its name).
+fn object_path(kind: Kind, key: &str) -> String {
+    match kind {
+        Kind::Image => names::daemon_image_path(key),
+        _ => names::daemon_vm_path(key),
+    }
+}
+
+fn revive<T>(shown: &Shown<T>, info: T) {
+    *shown.get() = info;
+    shown.gone.store(false, Ordering::SeqCst);
+}
+
 /// A VM on the bus, `/org/banger/Daemon1/vm/<id>`.
 pub struct VmObject {
     vms: Arc<Vms>,
     calls: InFlight,
-    shown: Shown<VmInfo>,
+    shown: Arc<Shown<VmInfo>>,
 }
 
 impl VmObject {
+    /// What it shows, or NotFound when it was deleted.
+    fn live(&self) -> Result<MutexGuard<'_, VmInfo>, BusError> {
+        self.shown.live(|v| format!("VM {} ({})", v.name, v.id))
+    }
+
     /// The VM's name now, or NotFound when it was deleted (a client may still hold the path
-    /// for a moment after `InterfacesRemoved`).
+    /// after `InterfacesRemoved`).
     fn name_now(&self) -> Result<VmName, BusError> {
-        let id = self.shown.lock().unwrap().id.clone();
+        let id = self.live()?.id.clone();
         let gone = || {
             BusError::NotFound(format!(
                 "VM {id} was deleted (see InterfacesRemoved); nothing was done"
@@ -388,69 +579,69 @@ impl VmObject {
 impl VmObject {
     /// 12 lowercase hex digits: the last element of the path, and of the unit's name.
     #[zbus(property)]
-    fn id(&self) -> String {
-        self.shown.lock().unwrap().id.clone()
+    fn id(&self) -> Result<String, BusError> {
+        Ok(self.live()?.id.clone())
     }
 
     /// The VM's name (also the guest's hostname).
     #[zbus(property)]
-    fn name(&self) -> String {
-        self.shown.lock().unwrap().name.clone()
+    fn name(&self) -> Result<String, BusError> {
+        Ok(self.live()?.name.clone())
     }
 
     /// The image it was made from.
     #[zbus(property)]
-    fn image(&self) -> String {
-        self.shown.lock().unwrap().image.clone()
+    fn image(&self) -> Result<String, BusError> {
+        Ok(self.live()?.image.clone())
     }
 
     /// Virtual CPUs.
     #[zbus(property)]
-    fn cpus(&self) -> u32 {
-        self.shown.lock().unwrap().cpus
+    fn cpus(&self) -> Result<u32, BusError> {
+        Ok(self.live()?.cpus)
     }
 
     /// Memory in MiB.
     #[zbus(property, name = "MemoryMiB")]
-    fn memory_mib(&self) -> u32 {
-        self.shown.lock().unwrap().memory_mib
+    fn memory_mib(&self) -> Result<u32, BusError> {
+        Ok(self.live()?.memory_mib)
     }
 
     /// `running`, `starting`, `stopping`, `stopped`, `failed` or `unknown`, from the VM unit's
     /// ActiveState as systemd announces it.
     #[zbus(property)]
-    fn state(&self) -> String {
-        self.shown.lock().unwrap().state.clone()
+    fn state(&self) -> Result<String, BusError> {
+        Ok(self.live()?.state.clone())
     }
 
     /// The guest's IPv4 address on the VM network.
     #[zbus(property)]
-    fn address(&self) -> String {
-        self.shown.lock().unwrap().address.clone()
+    fn address(&self) -> Result<String, BusError> {
+        Ok(self.live()?.address.clone())
     }
 
     /// `qemu` or `firecracker` once started, "" before.
     #[zbus(property)]
-    fn backend(&self) -> String {
-        self.shown.lock().unwrap().backend.clone()
+    fn backend(&self) -> Result<String, BusError> {
+        Ok(self.live()?.backend.clone())
     }
 
     /// The VM's systemd unit, `banger-vm-<id>.service`.
     #[zbus(property)]
-    fn unit(&self) -> String {
-        self.shown.lock().unwrap().unit.clone()
+    fn unit(&self) -> Result<String, BusError> {
+        Ok(self.live()?.unit.clone())
     }
 
     /// When it was created, Unix seconds.
     #[zbus(property)]
-    fn created_at(&self) -> i64 {
-        self.shown.lock().unwrap().created
+    fn created_at(&self) -> Result<i64, BusError> {
+        Ok(self.live()?.created)
     }
 
     /// The pinned SSH host key (`ssh-ed25519 BASE64`), "" until first contact.
     #[zbus(property)]
-    fn host_key(&self) -> String {
-        self.shown.lock().unwrap().host_key.clone()
+    fn host_key(&self) -> Result<String, BusError> {
+        Ok(self.live()?.host_key.clone())
     }
 
     /// Starts the VM (as Daemon1.StartVm). Safe to repeat.
@@ -494,51 +685,58 @@ impl VmObject {
 pub struct ImageObject {
     vms: Arc<Vms>,
     calls: InFlight,
-    shown: Shown<ImageInfo>,
+    shown: Arc<Shown<ImageInfo>>,
+}
+
+impl ImageObject {
+    /// What it shows, or NotFound when it was deleted.
+    fn live(&self) -> Result<MutexGuard<'_, ImageInfo>, BusError> {
+        self.shown.live(|i| format!("image {:?}", i.name))
+    }
 }
 
 #[zbus::interface(name = "org.banger.Daemon1.Image")]
 impl ImageObject {
     /// The image's name.
     #[zbus(property)]
-    fn name(&self) -> String {
-        self.shown.lock().unwrap().name.clone()
+    fn name(&self) -> Result<String, BusError> {
+        Ok(self.live()?.name.clone())
     }
 
     /// Bytes stored for it, all its files together.
     #[zbus(property)]
-    fn bytes(&self) -> u64 {
-        self.shown.lock().unwrap().bytes
+    fn bytes(&self) -> Result<u64, BusError> {
+        Ok(self.live()?.bytes)
     }
 
     /// SHA-256 of its kernel, lowercase hex.
     #[zbus(property)]
-    fn kernel_sha256(&self) -> String {
-        self.shown.lock().unwrap().kernel_sha256.clone()
+    fn kernel_sha256(&self) -> Result<String, BusError> {
+        Ok(self.live()?.kernel_sha256.clone())
     }
 
     /// SHA-256 of its initrd, "" for none.
     #[zbus(property)]
-    fn initrd_sha256(&self) -> String {
-        self.shown.lock().unwrap().initrd_sha256.clone()
+    fn initrd_sha256(&self) -> Result<String, BusError> {
+        Ok(self.live()?.initrd_sha256.clone())
     }
 
     /// SHA-256 of its root filesystem, "" for none.
     #[zbus(property)]
-    fn rootfs_sha256(&self) -> String {
-        self.shown.lock().unwrap().rootfs_sha256.clone()
+    fn rootfs_sha256(&self) -> Result<String, BusError> {
+        Ok(self.live()?.rootfs_sha256.clone())
     }
 
     /// When it was made, Unix seconds.
     #[zbus(property)]
-    fn created_at(&self) -> i64 {
-        self.shown.lock().unwrap().created
+    fn created_at(&self) -> Result<i64, BusError> {
+        Ok(self.live()?.created)
     }
 
     /// The names of the VMs made from it.
     #[zbus(property)]
-    fn used_by(&self) -> Vec<String> {
-        self.shown.lock().unwrap().used_by.clone()
+    fn used_by(&self) -> Result<Vec<String>, BusError> {
+        Ok(self.live()?.used_by.clone())
     }
 
     /// Deletes the image (as Daemon1.DeleteImage); refused while a VM uses it.
@@ -549,7 +747,7 @@ impl ImageObject {
     ) -> Result<(), BusError> {
         let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
-        let name = self.shown.lock().unwrap().name.clone();
+        let name = self.live()?.name.clone();
         let name = ImageName::parse(&name).map_err(|_| {
             BusError::NotFound(format!("no image named {name:?}; nothing was done"))
         })?;

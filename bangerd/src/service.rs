@@ -121,6 +121,7 @@ async fn serve(
     vms.sweep_pull_leftovers();
     let daemon1 = Daemon1::new(core, vms.clone(), ready.clone());
     let calls = daemon1.calls();
+    let managed = daemon1.managed();
     conn.object_server()
         .at(names::DAEMON1_PATH, daemon1)
         .await
@@ -136,13 +137,21 @@ async fn serve(
     vms.reconcile().await;
     // VMs, images and jobs as objects, served before the name is owned.
     conn.object_server()
-        .at(names::DAEMON1_PATH, zbus::fdo::ObjectManager)
+        .at(
+            names::DAEMON1_PATH,
+            crate::manager::ObjectManager::new(managed.clone()),
+        )
         .await
         .context("serving the ObjectManager at /org/banger/Daemon1")?;
     let systemd = banger_host::systemd::Systemd::new(&conn).await.ok();
-    let objects =
-        crate::objects::Objects::start(conn.clone(), vms.clone(), calls.clone(), systemd.as_ref())
-            .await;
+    let objects = crate::objects::Objects::start(
+        conn.clone(),
+        vms.clone(),
+        calls.clone(),
+        managed,
+        systemd.as_ref(),
+    )
+    .await;
     tokio::spawn(objects.run());
     // In the background: it asks bangerd-root for the VM network, which may be restarting.
     tokio::spawn({

@@ -306,7 +306,7 @@ async fn served_job(
     bangerd::daemon_job::JobObjects,
 ) {
     let jobs = bangerd::jobs::Jobs::default();
-    let objects = bangerd::daemon_job::JobObjects::default();
+    let objects = bangerd::daemon_job::JobObjects::new(Default::default());
     let job = jobs.begin(
         banger_api::job::JOB_KIND_IMAGE_PULL,
         "mini:12 as mini".into(),
@@ -485,15 +485,20 @@ async fn serve_objects(
     ));
     let daemon1 = Daemon1::new(core, vms.clone(), Arc::new(AtomicBool::new(true)));
     let calls = daemon1.calls();
+    let managed = daemon1.managed();
     conn.object_server()
         .at(names::DAEMON1_PATH, daemon1)
         .await
         .unwrap();
     conn.object_server()
-        .at(names::DAEMON1_PATH, zbus::fdo::ObjectManager)
+        .at(
+            names::DAEMON1_PATH,
+            bangerd::manager::ObjectManager::new(managed.clone()),
+        )
         .await
         .unwrap();
-    let objects = bangerd::objects::Objects::start(conn.clone(), vms.clone(), calls, None).await;
+    let objects =
+        bangerd::objects::Objects::start(conn.clone(), vms.clone(), calls, managed, None).await;
     tokio::spawn(objects.run());
     conn.request_name(names::DAEMON1_NAME).await.unwrap();
     (conn, vms, host)
@@ -660,20 +665,167 @@ async fn vms_and_images_are_objects_that_announce_every_change() {
             .unwrap()
             .is_empty()
     );
-    let e = call("Start").await.unwrap_err();
-    // NotFound while the object is still being taken off the bus, UnknownObject after.
-    assert!(
-        e.to_string()
-            .contains("org.freedesktop.DBus.Error.UnknownObject")
-            || ErrorKind::of(&e) == Some(ErrorKind::NotFound),
-        "a deleted VM's path fails cleanly: {e}"
+    // A client still holding the path: every call and property read says NotFound.
+    for method in ["Start", "Stop", "Delete"] {
+        let e = call(method).await.unwrap_err();
+        assert_eq!(
+            ErrorKind::of(&e),
+            Some(ErrorKind::NotFound),
+            "{method} on a deleted VM's path: {e}"
+        );
+        assert!(e.to_string().contains("web1"), "names the VM: {e}");
+    }
+    let e = client
+        .call_method(
+            Some(names::DAEMON1_NAME),
+            vm_path.as_str(),
+            Some("org.freedesktop.DBus.Properties"),
+            "Get",
+            &(names::DAEMON_VM_INTERFACE, "State"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        ErrorKind::of(&e),
+        Some(ErrorKind::NotFound),
+        "reading a deleted VM's State: {e}"
     );
+    let managed = zbus::fdo::ObjectManagerProxy::builder(&client)
+        .destination(names::DAEMON1_NAME)
+        .path(names::DAEMON1_PATH)
+        .build()
+        .await
+        .unwrap();
+    let listed = managed.get_managed_objects().await.unwrap();
+    assert!(
+        !listed.keys().any(|p| p.as_str() == vm_path),
+        "a deleted VM is not listed: {listed:?}"
+    );
+    assert!(listed.keys().any(|p| p.as_str() == image_path));
     d.delete_image("deb-12").await.unwrap();
     signal_on(&mut signals, "InterfacesRemoved", &image_path).await;
+    let e = client
+        .call_method(
+            Some(names::DAEMON1_NAME),
+            image_path.as_str(),
+            Some(names::DAEMON_IMAGE_INTERFACE),
+            "Delete",
+            &(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::NotFound), "{e}");
+    assert!(managed.get_managed_objects().await.unwrap().is_empty());
+
+    // The same name imported again: the object comes back, announced and listed.
+    d.import_image("deb-12", kernel.to_str().unwrap(), "", "")
+        .await
+        .unwrap();
+    let added = signal_on(&mut signals, "InterfacesAdded", &image_path).await;
+    assert_eq!(text(&added, "Name"), "deb-12");
+    let listed = managed.get_managed_objects().await.unwrap();
+    assert_eq!(
+        listed.keys().map(|p| p.as_str()).collect::<Vec<_>>(),
+        [image_path.as_str()]
+    );
+    let image_props = zbus::fdo::PropertiesProxy::builder(&client)
+        .destination(names::DAEMON1_NAME)
+        .path(image_path.as_str())
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap();
+    let name = image_props
+        .get(
+            zbus::names::InterfaceName::from_static_str_unchecked(names::DAEMON_IMAGE_INTERFACE),
+            "Name",
+        )
+        .await
+        .unwrap();
+    assert_eq!(String::try_from(name).unwrap(), "deb-12");
     assert!(
         d.list_vms().await.unwrap().is_empty(),
         "the daemon still answers"
     );
+}
+
+/// Deleted objects stay on the bus answering NotFound for the next `BURIED_KEPT` deletions,
+/// then go: the bus is not a record of every image ever deleted.
+#[tokio::test]
+async fn deleted_objects_answer_not_found_for_a_bounded_while() {
+    let bus = PrivateBus::start(&me()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let (_svc, vms, _host) = serve_objects(&bus, &state).await;
+    let kernel = dir.path().join("vmlinux");
+    std::fs::write(&kernel, b"\x7fELF\x02\x01\x01 a tiny stand-in kernel").unwrap();
+    let client = bus.connect().await.unwrap();
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .interface("org.freedesktop.DBus.ObjectManager")
+        .build()
+        .unwrap();
+    let mut signals =
+        zbus::MessageStream::for_match_rule(rule, &client, std::num::NonZeroUsize::new(1024))
+            .await
+            .unwrap();
+    let deleted = bangerd::objects::BURIED_KEPT + 4;
+    for i in 0..deleted {
+        let image = banger_api::ids::ImageName::parse(&format!("img-{i}")).unwrap();
+        vms.import_image(&image, kernel.to_str().unwrap(), "", "")
+            .await
+            .unwrap();
+        // The objects follow in their own task: one change at a time, each seen served.
+        signal_on(
+            &mut signals,
+            "InterfacesAdded",
+            &names::daemon_image_path(image.as_str()),
+        )
+        .await;
+        vms.delete_image(&image).await.unwrap();
+        signal_on(
+            &mut signals,
+            "InterfacesRemoved",
+            &names::daemon_image_path(image.as_str()),
+        )
+        .await;
+    }
+    let delete = |i: usize| {
+        let client = client.clone();
+        async move {
+            client
+                .call_method(
+                    Some(names::DAEMON1_NAME),
+                    names::daemon_image_path(&format!("img-{i}")).as_str(),
+                    Some(names::DAEMON_IMAGE_INTERFACE),
+                    "Delete",
+                    &(),
+                )
+                .await
+                .unwrap_err()
+        }
+    };
+    for i in 0..4 {
+        let e = delete(i).await;
+        assert!(
+            e.to_string()
+                .contains("org.freedesktop.DBus.Error.UnknownObject"),
+            "img-{i} was dropped from the bus: {e}"
+        );
+    }
+    for i in [4, deleted / 2, deleted - 1] {
+        let e = delete(i).await;
+        assert_eq!(ErrorKind::of(&e), Some(ErrorKind::NotFound), "img-{i}: {e}");
+        assert!(e.to_string().contains(&format!("img-{i}")), "{e}");
+    }
+    let om = zbus::fdo::ObjectManagerProxy::builder(&client)
+        .destination(names::DAEMON1_NAME)
+        .path(names::DAEMON1_PATH)
+        .build()
+        .await
+        .unwrap();
+    assert!(om.get_managed_objects().await.unwrap().is_empty());
 }
 
 #[tokio::test]

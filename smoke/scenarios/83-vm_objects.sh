@@ -7,7 +7,9 @@
 # 1. Importing the image and creating and starting a VM appear as InterfacesAdded and
 #    PropertiesChanged (State running), in order; `banger vm list --watch --json` lists them.
 # 2. A VM whose VMM is killed from a shell (nobody asks banger) turns State=failed on the bus.
-# 3. Stopping and deleting a VM: State stopped, then InterfacesRemoved.
+# 3. Stopping and deleting a VM: State stopped, then InterfacesRemoved; a client that still
+#    holds its path gets org.banger.Error.NotFound from a method and from Properties.Get, and
+#    GetManagedObjects no longer lists it.
 # 4. The other user sees none of it (the bus policy keeps Daemon1's signals from other users)
 #    and cannot read the objects.
 # shellcheck source=../lib/common.sh
@@ -89,6 +91,19 @@ wait_for 15 "banger events to see obj1 removed" \
     file_has "$WORK/events.json" '"event":"removed".*"name":"obj1"' || exit 1
 wait_for 15 "gdbus monitor to see obj1 removed" \
     file_has "$WORK/gdbus-$OWNER.txt" "InterfacesRemoved \\(objectpath '$path1'" || exit 1
+# A client still holding the path: GLib names the error, busctl prints its message.
+expect_rc '!0' as_owner gdbus call --system --dest org.banger.Daemon1 --object-path "$path1" \
+    --method org.banger.Daemon1.Vm.Start
+expect_contains "$LAST_OUT" "org.banger.Error.NotFound" "Start on a deleted VM's path"
+expect_contains "$LAST_OUT" "obj1" "Start on a deleted VM's path"
+expect_rc '!0' as_owner busctl --system get-property org.banger.Daemon1 "$path1" \
+    org.banger.Daemon1.Vm State
+expect_contains "$LAST_OUT" "was deleted" "busctl get-property State of a deleted VM"
+expect_rc 0 as_owner busctl --system --json=short call org.banger.Daemon1 /org/banger/Daemon1 \
+    org.freedesktop.DBus.ObjectManager GetManagedObjects
+expect_not_contains "$LAST_OUT" "$path1" "GetManagedObjects after obj1 was deleted"
+expect_contains "$LAST_OUT" "$id2" "GetManagedObjects after obj1 was deleted (obj2 stays)"
+proved "a deleted VM's path answers org.banger.Error.NotFound and is no longer listed"
 # The order banger events saw for obj1: added, running, stopped, removed.
 order=$(box_exec cat "$WORK/events.json" | python3 -c '
 import json, sys
