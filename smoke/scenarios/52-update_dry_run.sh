@@ -64,3 +64,34 @@ snapshot_install dry-run-after-json
 expect_same_snapshot dry-run-before dry-run-after-json "after banger update --dry-run --to 0.3.0 --json"
 expect_eq "$(update_leftovers)" "" "staging or backups after the pinned dry run"
 proved "the pinned dry run changed nothing either"
+
+# --- on a terminal, and --quiet --------------------------------------------------------------
+# On a terminal (a pseudo-terminal from script(1)) the download is an indicatif bar on stderr,
+# coloured unless NO_COLOR is set; off a terminal there is none; --quiet prints the last line
+# only. (Pinned to 0.3.0: the pinned dry run above raised the anti-rollback floor to it.)
+for colour in yes no; do
+    if [ "$colour" = no ]; then env=(NO_COLOR=1); else env=(); fi
+    expect_rc 0 box_exec env TERM=xterm "${env[@]}" script -qefc "$BANGER update --dry-run --to 0.3.0" /dev/null
+    tty_out=$LAST_OUT
+    expect_update_end 0 '^dry run: v0\.3\.0 downloaded, verified and staged; nothing was changed.?$' \
+        "banger update --dry-run on a terminal (colour: $colour)"
+    expect_contains "$tty_out" "downloading [" "the bar on a terminal (colour: $colour)"
+    if [ "$colour" = yes ]; then
+        expect_contains "$tty_out" $'\e[36m' "the bar's colour on a terminal"
+    else
+        expect_not_contains "$tty_out" $'\e[3' "the bar with NO_COLOR=1"
+    fi
+done
+expect_not_contains "$out" "downloading [" "banger update --dry-run off a terminal"
+proved "on a terminal the download is drawn as a bar (coloured, and plain with NO_COLOR=1); off a terminal it is not"
+
+expect_rc 0 box_exec "$BANGER" --quiet update --dry-run --to 0.3.0
+expect_eq "$LAST_OUT" "dry run: v0.3.0 downloaded, verified and staged; nothing was changed" \
+    "banger --quiet update --dry-run"
+expect_rc 0 box_exec env TERM=xterm script -qefc "$BANGER update -q --dry-run --to 0.3.0" /dev/null
+expect_not_contains "$LAST_OUT" "downloading" "banger update -q --dry-run on a terminal"
+expect_update_end 0 '^dry run: v0\.3\.0 downloaded, verified and staged; nothing was changed.?$' \
+    "banger update -q --dry-run on a terminal"
+proved "--quiet prints the outcome only, on a terminal too"
+snapshot_install dry-run-after-tty
+expect_same_snapshot dry-run-before dry-run-after-tty "after the dry runs on a terminal"

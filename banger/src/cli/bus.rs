@@ -9,14 +9,36 @@ use zbus::Connection;
 use zbus::proxy::MethodFlags;
 
 use super::agent::Agent;
+use super::remote;
+use zbus::address::Address;
+use zbus::address::transport::{Transport, Unixexec};
 
-/// Connects to the system bus with a call timeout long enough for a password prompt.
+/// Connects to the system bus (another host's with `-H`) with a call timeout long enough for
+/// a password prompt.
 pub async fn system_bus() -> anyhow::Result<Connection> {
-    zbus::connection::Builder::system()
+    let builder = match remote::get() {
+        None => zbus::connection::Builder::system(),
+        Some(host) => {
+            let ssh = Unixexec::new("ssh".into(), None, host.ssh_args());
+            zbus::connection::Builder::address(Address::from(Transport::Unixexec(ssh)))
+        }
+    };
+    let conn = builder
         .method_timeout(Duration::from_secs(600))
         .build()
-        .await
-        .context("connecting to the system bus (is dbus running?)")
+        .await;
+    match remote::get() {
+        None => conn.context("connecting to the system bus (is dbus running?)"),
+        Some(host) => conn.with_context(|| {
+            format!(
+                "reaching the system bus of {} over ssh failed (ssh's own words, if any, are \
+                 above; the host must accept your SSH login, be in your known_hosts, and have \
+                 {} from systemd)",
+                host.spec,
+                remote::BRIDGE
+            )
+        }),
+    }
 }
 
 /// Whether `banger --verbose` asked for the raw texts behind messages.
@@ -140,7 +162,11 @@ where
     R: for<'d> zbus::wire::DynamicDeserialize<'d>,
 {
     let root1 = Root1Proxy::new(conn).await?;
-    let agent = Agent::start_if_interactive().context("starting the polkit agent")?;
+    // A local agent cannot answer for another host's polkit.
+    let agent = match remote::get() {
+        None => Agent::start_if_interactive().context("starting the polkit agent")?,
+        Some(_) => None,
+    };
     let flags = if agent.is_some() {
         MethodFlags::ALLOW_INTERACTIVE_AUTH
     } else {
@@ -153,7 +179,18 @@ where
         Ok(None) => Err(anyhow::anyhow!("{what}: bangerd-root sent no reply")),
         Err(e) => {
             let e = CallError::from(&e);
-            if e.kind == Some(ErrorKind::InteractiveAuthorizationRequired) {
+            if e.kind == Some(ErrorKind::InteractiveAuthorizationRequired)
+                && let Some(host) = remote::get()
+            {
+                eprintln!(
+                    "banger: hint: {} wants a password for this, which cannot be asked over -H. \
+                     Run it there ({}), or enable the example polkit rule in PREFIX/share/banger \
+                     on {} so that it needs none.",
+                    host.spec,
+                    host.run_there("…"),
+                    host.spec
+                );
+            } else if e.kind == Some(ErrorKind::InteractiveAuthorizationRequired) {
                 eprintln!(
                     "banger: hint: this needs authentication. Run it from a terminal so banger can \
                      ask for a password, run it as root, or enable the example polkit rule in \

@@ -6,7 +6,6 @@
 //! nothing about the pull itself: every check is the daemon's.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
 use std::num::NonZeroUsize;
 
 use anyhow::{Context, anyhow};
@@ -23,6 +22,7 @@ use zbus::{Connection, MatchRule, Message, MessageStream, OwnedObjectPath, Owned
 
 use super::daemon_client::failed;
 use super::output::{mib_label, render_table};
+use super::progress::{Lines, Progress, quiet};
 use super::{CmdResult, EXIT_CANCELED, EXIT_INTERRUPTED, EXIT_OK, bus};
 
 /// Queue for the job's signals.
@@ -173,53 +173,45 @@ impl Event {
     }
 }
 
-/// Where events go: JSON lines on stdout, or lines for people on stderr with the byte count
-/// redrawn in place when stderr is a terminal.
+/// Where events go: JSON lines on stdout, or lines for people on stderr with the bytes drawn
+/// as a bar there when it is a terminal (see [`Progress`]); with `--quiet`, only the answer to
+/// Ctrl-C (the result is printed by the caller).
 struct Output {
     json: bool,
-    terminal: bool,
-    drawn: bool,
+    progress: Progress,
 }
 
 impl Output {
+    fn new(json: bool) -> Self {
+        Output {
+            json,
+            progress: Progress::new(Lines::Stderr, json),
+        }
+    }
+
     fn emit(&mut self, event: &Event) {
         if self.json {
             println!("{}", event.to_json());
             return;
         }
-        let mut err = std::io::stderr().lock();
         if let Event::Progress {
+            stage,
             bytes_done,
             bytes_total,
-            progress,
             ..
         } = event
         {
-            if self.terminal {
-                let _ = write!(
-                    err,
-                    "\r  {} of {} ({:.0}% of the pull)\x1b[K",
-                    mib_label(*bytes_done),
-                    mib_label(*bytes_total),
-                    progress * 100.0
-                );
-                self.drawn = true;
-            }
-        } else if let Some(line) = event.to_line() {
-            if self.drawn {
-                let _ = write!(err, "\r\x1b[K");
-                self.drawn = false;
-            }
-            let _ = writeln!(err, "{line}");
+            self.progress.bytes(stage, *bytes_done, *bytes_total);
+            return;
         }
-        let _ = err.flush();
-    }
-}
-
-impl Drop for Output {
-    fn drop(&mut self) {
-        if self.drawn {
-            eprintln!();
+        if !matches!(event, Event::Canceling) {
+            self.progress.clear();
+        }
+        if quiet() && !matches!(event, Event::Canceling) {
+            return;
+        }
+        if let Some(line) = event.to_line() {
+            self.progress.line(&line);
         }
     }
 }
@@ -307,11 +299,7 @@ pub async fn pull(reference: &str, name: Option<&str>, json: bool) -> CmdResult 
         .cache_properties(CacheProperties::No)
         .build()
         .await?;
-    let mut out = Output {
-        json,
-        terminal: !json && std::io::stderr().is_terminal(),
-        drawn: false,
-    };
+    let mut out = Output::new(json);
     out.emit(&Event::Started {
         job: path.to_string(),
         reference: reference.to_string(),

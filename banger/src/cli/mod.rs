@@ -11,6 +11,8 @@ mod image;
 mod image_pull;
 mod inhibit;
 mod output;
+mod progress;
+mod remote;
 mod ssh;
 mod system;
 mod update;
@@ -73,6 +75,23 @@ struct Cli {
     /// refuses a call).
     #[arg(short = 'v', long, global = true)]
     verbose: bool,
+    /// Print results, warnings and errors only: no progress bar and no stage lines (a bar is
+    /// drawn only on a terminal anyway, and coloured only without NO_COLOR).
+    #[arg(short = 'q', long, global = true)]
+    quiet: bool,
+    /// Operate on the services of another host over SSH, as `systemctl -H` does: the bus
+    /// connection is `ssh -xT [USER@]HOST systemd-stdio-bridge`, so the host must accept your
+    /// SSH login and be in your known_hosts. polkit there decides; it cannot ask for a
+    /// password over -H. Commands that work on this machine's files or reach a VM's network
+    /// (system, doctor, image import, vm ssh, update --history) refuse it; vm start does not
+    /// wait for SSH.
+    #[arg(
+        short = 'H',
+        long = "host",
+        value_name = "[USER@]HOST[:PORT]",
+        global = true
+    )]
+    host: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -221,6 +240,30 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
+/// The command's name and why, when it works only on the machine it runs on (for `-H`).
+fn local_only(command: &Command) -> Option<(&'static str, &'static str)> {
+    const FILES: &str = "works on this machine's files";
+    Some(match command {
+        Command::System(SystemCommand::Install { .. }) => ("system install", FILES),
+        Command::System(SystemCommand::Uninstall { .. }) => ("system uninstall", FILES),
+        Command::System(SystemCommand::Status { .. }) => ("system status", FILES),
+        Command::System(SystemCommand::Restart) => ("system restart", FILES),
+        Command::Doctor { .. } => ("doctor", "checks this machine's files and host"),
+        Command::Image(image::ImageCommand::Import { .. }) => (
+            "image import",
+            "hands bangerd paths of files, which it would read on its own host",
+        ),
+        Command::Vm(vm::VmCommand::Ssh { .. }) => (
+            "vm ssh",
+            "needs the VM's key and network, which are on the VM's host",
+        ),
+        Command::Update(args) if args.history => {
+            ("update --history", "reads this machine's journal")
+        }
+        _ => return None,
+    })
+}
+
 /// Result of a command: an exit code or a failure.
 pub type CmdResult = Result<i32, Failure>;
 
@@ -240,9 +283,27 @@ pub fn main() -> i32 {
         return EXIT_OK;
     }
     bus::set_verbose(cli.verbose);
+    progress::set_quiet(cli.quiet);
     let Some(command) = cli.command else {
         return EXIT_USAGE;
     };
+    if let Some(spec) = &cli.host {
+        let host = match remote::RemoteHost::parse(spec) {
+            Ok(host) => host,
+            Err(e) => {
+                eprintln!("banger: {e}");
+                return EXIT_USAGE;
+            }
+        };
+        if let Some((name, why)) = local_only(&command) {
+            eprintln!(
+                "banger: `banger {name}` {why}, so it cannot run over -H; run it there: {}",
+                host.run_there(name)
+            );
+            return EXIT_USAGE;
+        }
+        remote::set(host);
+    }
     if let Command::Version { json } = command {
         let id = BuildIdentity::current();
         if json {
@@ -344,6 +405,56 @@ mod tests {
         ] {
             assert!(help.contains(needle), "{needle}: {help}");
         }
+    }
+
+    #[test]
+    fn host_is_global_and_local_commands_refuse_it() {
+        let local = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["banger"].iter().chain(args)).unwrap();
+            assert_eq!(cli.host.as_deref(), Some("alice@build1"), "{args:?}");
+            local_only(&cli.command.unwrap()).map(|(name, _)| name)
+        };
+        for (args, name) in [
+            (&["-H", "alice@build1", "doctor"][..], "doctor"),
+            (&["doctor", "-H", "alice@build1"], "doctor"),
+            (
+                &["--host", "alice@build1", "system", "install"],
+                "system install",
+            ),
+            (&["-H", "alice@build1", "system", "status"], "system status"),
+            (&["-H", "alice@build1", "vm", "ssh", "web1"], "vm ssh"),
+            (
+                &[
+                    "-H",
+                    "alice@build1",
+                    "image",
+                    "import",
+                    "d",
+                    "--kernel",
+                    "k",
+                ],
+                "image import",
+            ),
+            (
+                &["-H", "alice@build1", "update", "--history"],
+                "update --history",
+            ),
+        ] {
+            assert_eq!(local(args), Some(name), "{args:?}");
+        }
+        for args in [
+            &["-H", "alice@build1", "vm", "list"][..],
+            &["-H", "alice@build1", "vm", "start", "web1"],
+            &["-H", "alice@build1", "update", "--check"],
+            &["-H", "alice@build1", "update"],
+            &["-H", "alice@build1", "events", "--json"],
+            &["-H", "alice@build1", "daemon", "status"],
+            &["-H", "alice@build1", "image", "pull", "debian"],
+        ] {
+            assert_eq!(local(args), None, "{args:?}");
+        }
+        let cli = Cli::try_parse_from(["banger", "-q", "update", "--check"]).unwrap();
+        assert!(cli.quiet);
     }
 
     #[test]

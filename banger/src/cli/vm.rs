@@ -186,12 +186,12 @@ pub async fn run(command: VmCommand) -> CmdResult {
             no_wait,
             timeout,
         } => {
-            let wait = start.then_some(WaitArgs { no_wait, timeout });
+            let wait = start.then(|| over_remote(WaitArgs { no_wait, timeout }));
             create(name.as_deref(), &image, cpus, memory, wait).await
         }
         VmCommand::Start { name, wait } => {
             let daemon = daemon().await?;
-            start(&daemon, &name, wait).await
+            start(&daemon, &name, over_remote(wait)).await
         }
         VmCommand::Stop { name } => stop(&name).await,
         VmCommand::Rm { name, force } => rm(&name, force).await,
@@ -204,6 +204,26 @@ pub async fn run(command: VmCommand) -> CmdResult {
             follow,
             bytes,
         } => logs(&name, follow, bytes).await,
+    }
+}
+
+/// Over `-H` the VM's network is on the other host, out of reach of ssh-keyscan here: banger
+/// starts the VM without waiting for SSH, and says so.
+fn over_remote(wait: WaitArgs) -> WaitArgs {
+    match super::remote::get() {
+        Some(host) if !wait.no_wait => {
+            eprintln!(
+                "banger: not waiting for SSH over -H (the VM's network is on {}); `{}` waits \
+                 and pins its host key",
+                host.spec,
+                host.run_there("vm ssh NAME")
+            );
+            WaitArgs {
+                no_wait: true,
+                ..wait
+            }
+        }
+        _ => wait,
     }
 }
 

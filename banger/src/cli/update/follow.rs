@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use banger_api::error::ErrorKind;
+use banger_api::job::Stage;
 use banger_api::names::{JOB_FINISHED_SIGNAL, JOB_INTERFACE, JOB_PATH_NAMESPACE, ROOT1_NAME};
 use banger_api::proxies::JobProxy;
 use futures_util::{FutureExt, StreamExt};
@@ -26,9 +27,9 @@ use zbus::{Connection, MatchRule, Message, MessageStream, OwnedObjectPath, Owned
 use super::HELPER_RETURN_PATIENCE;
 use super::view::{
     CancelStep, Event, JobView, helper_changed, helper_restart_is_planned, lost_outcome,
-    progress_line,
 };
 use crate::cli::bus::CallError;
+use crate::cli::progress::{Lines, Progress, quiet};
 use crate::cli::{EXIT_FAILED, EXIT_INTERRUPTED};
 
 /// Pause between two attempts to read the job while the helper comes back.
@@ -55,56 +56,46 @@ pub(super) async fn subscribe_job_signals(conn: &Connection) -> anyhow::Result<M
         .context("subscribing to the signals of update jobs")
 }
 
-/// Where events go: JSON lines, or lines for people with a progress line redrawn in place when
-/// stdout is a terminal.
+/// Where events go: JSON lines on stdout, or lines for people on stdout with the download
+/// drawn as a bar on stderr when that is a terminal (see [`Progress`]); with `--quiet`, only
+/// the outcome and the answers to Ctrl-C.
 struct Output {
     json: bool,
-    terminal: bool,
-    progress_drawn: bool,
+    progress: Progress,
 }
 
 impl Output {
     fn new(json: bool) -> Self {
         Output {
             json,
-            terminal: !json && std::io::stdout().is_terminal(),
-            progress_drawn: false,
+            progress: Progress::new(Lines::Stdout, json),
         }
     }
 
     fn emit(&mut self, event: &Event) {
-        let mut stdout = std::io::stdout().lock();
         if self.json {
+            let mut stdout = std::io::stdout().lock();
             let _ = writeln!(stdout, "{}", event.to_json());
-        } else if let Event::Progress {
-            bytes_done,
-            bytes_total,
-        } = event
-        {
-            if self.terminal {
-                let _ = write!(
-                    stdout,
-                    "\r{}\x1b[K",
-                    progress_line(*bytes_done, *bytes_total)
-                );
-                self.progress_drawn = true;
-            }
-        } else if let Some(line) = event.to_line() {
-            if self.progress_drawn {
-                let _ = write!(stdout, "\r\x1b[K");
-                self.progress_drawn = false;
-            }
-            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.flush();
+            return;
         }
-        let _ = stdout.flush();
-    }
-}
-
-impl Drop for Output {
-    /// Ends a progress line left drawn, so that an error printed next starts on its own line.
-    fn drop(&mut self) {
-        if self.progress_drawn {
-            println!();
+        match event {
+            Event::Progress {
+                bytes_done,
+                bytes_total,
+            } => self
+                .progress
+                .bytes(Stage::Downloading.as_str(), *bytes_done, *bytes_total),
+            _ => {
+                // The download is over once anything else happens.
+                self.progress.clear();
+                if quiet() && !event.shown_when_quiet() {
+                    return;
+                }
+                if let Some(line) = event.to_line() {
+                    self.progress.line(&line);
+                }
+            }
         }
     }
 }

@@ -133,34 +133,6 @@ pub fn version_label(v: &str) -> String {
     }
 }
 
-/// A byte count for people: `512 B`, `12.3 MiB`.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-/// The download progress line shown on a terminal.
-pub fn progress_line(done: u64, total: u64) -> String {
-    if total == 0 {
-        return format!("downloading: {}", human_bytes(done));
-    }
-    let percent = (done.min(total) as f64 * 100.0 / total as f64).floor();
-    format!(
-        "downloading: {} of {} ({percent:.0}%)",
-        human_bytes(done),
-        human_bytes(total)
-    )
-}
-
 /// What happened to a request to cancel the job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelStep {
@@ -237,6 +209,14 @@ pub enum Event {
 }
 
 impl Event {
+    /// Whether `--quiet` still prints it: the outcome, and what answers the user's own Ctrl-C.
+    pub fn shown_when_quiet(&self) -> bool {
+        matches!(
+            self,
+            Event::Finished { .. } | Event::Lost { .. } | Event::Cancel(_) | Event::Detached { .. }
+        )
+    }
+
     /// The event as one line of JSON.
     pub fn to_json(&self) -> String {
         let value = match self {
@@ -708,18 +688,6 @@ mod tests {
             v,
             json!({"event": "helper-restarting", "stage": "swapping", "planned": false})
         );
-    }
-
-    #[test]
-    fn progress_for_people() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(12 * 1024 * 1024 + 300 * 1024), "12.3 MiB");
-        assert_eq!(
-            progress_line(5 * 1024 * 1024, 20 * 1024 * 1024),
-            "downloading: 5.0 MiB of 20.0 MiB (25%)"
-        );
-        assert_eq!(progress_line(2048, 0), "downloading: 2.0 KiB");
     }
 
     #[test]
