@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help deps build release agent cockpit test test-unit test-smoke demo lint update-generated clean
+.PHONY: help deps build release agent cockpit test test-unit test-smoke demo bench lint update-generated clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ test-smoke: release agent cockpit ## End-to-end scenarios in a throwaway systemd
 
 demo: deps release agent cockpit ## Throwaway systemd container: install banger, boot a VM, update banger, show the VM's boot_id unchanged
 	smoke/demo --bin-dir target/release
+
+bench: deps release ## Measure every speed and memory figure beside its baseline in a throwaway systemd container; prints one table (root)
+	bench/run --bin-dir target/release
 
 lint: ## rustfmt and clippy, as CI wants them
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Prints bench/run's measurements (one JSON object per line) as one table:
+
+    figure | banger | baseline | ratio
+
+Each cell is the median of the repeated runs with their min-max after it; the ratio is
+banger's median over the baseline's. Standard library only.
+"""
+
+import json
+import statistics
+import sys
+from collections import OrderedDict, defaultdict
+
+# (value key, label, scale) per measurement kind, recognised by the keys it has.
+ROUNDTRIP = [("p50_us", "p50 (µs)", 1), ("p99_us", "p99 (µs)", 1)]
+STORM = [("errors", "errors", 1), ("wall_ms", "wall (ms)", 1), ("p99_us", "call p99 (µs)", 1)]
+SPAWN = [("median_ms", "wall (ms)", 1)]
+MEMORY = [("rss_kib", "RSS (MiB)", 1 / 1024), ("pss_kib", "PSS (MiB)", 1 / 1024)]
+LOOP = [("errors", "errors", 1), ("calls", "calls made", 1), ("slowest_ms", "slowest call (ms)", 1)]
+
+
+def kind(value):
+    if "p50_us" in value:
+        return ROUNDTRIP
+    if "clients" in value:
+        return STORM
+    if "median_ms" in value:
+        return SPAWN
+    if "rss_kib" in value:
+        return MEMORY
+    if "first_errors" in value:
+        return LOOP
+    raise ValueError("unknown measurement: %r" % value)
+
+
+def cell(values):
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    lo, hi = min(values), max(values)
+
+    def f(x):
+        return ("%.0f" % x) if abs(x) >= 100 or x == int(x) else ("%.2f" % x)
+
+    if lo == hi:
+        return f(med)
+    return "%s (%s–%s)" % (f(med), f(lo), f(hi))
+
+
+def main(path):
+    # figure -> side -> [values]
+    seen = OrderedDict()
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            m = json.loads(line)
+            seen.setdefault(m["figure"], defaultdict(list))[m["side"]].append(m["value"])
+    rows = []
+    for figure, sides in seen.items():
+        baseline = sides.get("baseline", [])
+        for side, runs in sides.items():
+            if side == "baseline":
+                continue
+            failed = sum(r.get("failed", 0) for r in runs + baseline)
+            for key, label, scale in kind(runs[0]):
+                ours = [r[key] * scale for r in runs]
+                theirs = [r[key] * scale for r in baseline]
+                name = "%s, %s" % (figure, label)
+                if side != "banger":
+                    name = "%s, %s, %s" % (figure, side, label)
+                if failed:
+                    name += " [%d runs exited non-zero]" % failed
+                ratio = "-"
+                if theirs and statistics.median(theirs) > 0:
+                    ratio = "%.2f×" % (statistics.median(ours) / statistics.median(theirs))
+                base = cell(theirs) if theirs else ("0 (target)" if key == "errors" else "-")
+                rows.append((name, cell(ours), base, ratio))
+    header = ("figure", "banger", "baseline", "ratio")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
+    for r in [header, tuple("-" * w for w in widths)] + rows:
+        print(" | ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
