@@ -17,6 +17,7 @@ ROUNDTRIP = [("p50_us", "p50 (µs)", 1), ("p99_us", "p99 (µs)", 1)]
 STORM = [("errors", "errors", 1), ("wall_ms", "wall (ms)", 1), ("p99_us", "call p99 (µs)", 1)]
 SPAWN = [("median_ms", "wall (ms)", 1)]
 MEMORY = [("rss_kib", "RSS (MiB)", 1 / 1024), ("pss_kib", "PSS (MiB)", 1 / 1024)]
+THROUGHPUT = [("mb_per_s", "MB/s", 1)]
 LOOP = [("errors", "errors", 1), ("calls", "calls made", 1), ("slowest_ms", "slowest call (ms)", 1)]
 
 
@@ -31,6 +32,8 @@ def kind(value):
         return MEMORY
     if "first_errors" in value:
         return LOOP
+    if "mb_per_s" in value:
+        return THROUGHPUT
     raise ValueError("unknown measurement: %r" % value)
 
 

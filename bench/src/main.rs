@@ -72,6 +72,35 @@ enum Command {
         #[arg(long)]
         seconds: f64,
     },
+    /// Downloads URL (exactly SIZE bytes) into DEST through banger's own download path (the one
+    /// updates and image pulls use: read, SHA-256, write, one fsync at the end): MB/s.
+    Fetch {
+        /// An http:// URL.
+        #[arg(long)]
+        url: String,
+        /// Its size in bytes.
+        #[arg(long)]
+        size: u64,
+        /// The file to write (replaced).
+        #[arg(long)]
+        dest: std::path::PathBuf,
+    },
+    /// Runs a command once and reports BYTES over its wall time as MB/s (e.g. `curl -o`).
+    Throughput {
+        /// The bytes the command moves.
+        #[arg(long)]
+        bytes: u64,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// SHA-256 throughput of this machine: `openssl speed -evp sha256` on 256 KiB blocks
+    /// (banger's read size), as MB/s.
+    OpensslSha256 {
+        /// Seconds openssl measures for.
+        #[arg(long, default_value_t = 2)]
+        seconds: u32,
+    },
     /// Runs a command RUNS times (output discarded): wall time min, median and max.
     Spawn {
         /// Runs measured (one more is made first, not measured).
@@ -275,6 +304,70 @@ fn spawn(runs: usize, command: &[String]) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// MB/s (10^6 bytes a second) for `bytes` in `d`.
+fn mb_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64().max(1e-9) / 1e6
+}
+
+fn fetch(url: &str, size: u64, dest: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let fetcher = banger_fetch::Fetcher::new(&banger_fetch::FetchLimits {
+        connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(30),
+        total_timeout: Duration::from_secs(600),
+        redirect_hosts: Vec::new(),
+        redirect_setting: "(bench)",
+    });
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let t = Instant::now();
+    let got = fetcher
+        .fetch_to_file(url, size, size, dest, &cancel, &mut |_| {})
+        .with_context(|| format!("downloading {url}"))?;
+    let took = t.elapsed();
+    Ok(json!({
+        "bytes": got.bytes,
+        "seconds": took.as_secs_f64(),
+        "mb_per_s": mb_per_s(got.bytes, took),
+    }))
+}
+
+fn throughput(bytes: u64, command: &[String]) -> anyhow::Result<serde_json::Value> {
+    let t = Instant::now();
+    let status = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("running {}", command[0]))?;
+    let took = t.elapsed();
+    if !status.success() {
+        bail!("{} exited with {status}", command.join(" "));
+    }
+    Ok(json!({
+        "bytes": bytes,
+        "seconds": took.as_secs_f64(),
+        "mb_per_s": mb_per_s(bytes, took),
+    }))
+}
+
+/// The rate of openssl's last line (`sha256  1704493.75k`: thousands of bytes a second).
+fn openssl_rate(output: &str) -> Option<f64> {
+    let last = output.lines().rev().find(|l| l.starts_with("sha256"))?;
+    let k = last.split_whitespace().last()?.strip_suffix('k')?;
+    Some(k.parse::<f64>().ok()? * 1000.0 / 1e6)
+}
+
+fn openssl_sha256(seconds: u32) -> anyhow::Result<serde_json::Value> {
+    let out = std::process::Command::new("openssl")
+        .args(["speed", "-evp", "sha256", "-bytes", "262144", "-seconds"])
+        .arg(seconds.to_string())
+        .stderr(Stdio::null())
+        .output()
+        .context("running openssl speed")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rate = openssl_rate(&text)
+        .with_context(|| format!("reading the rate out of openssl speed's output: {text}"))?;
+    Ok(json!({"mb_per_s": rate}))
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -306,6 +399,9 @@ fn main() -> std::process::ExitCode {
                 calls,
             } => storm(target, *clients, *calls).await,
             Command::Loop { targets, seconds } => tight_loop(targets, *seconds).await,
+            Command::Fetch { url, size, dest } => fetch(url, *size, dest),
+            Command::Throughput { bytes, command } => throughput(*bytes, command),
+            Command::OpensslSha256 { seconds } => openssl_sha256(*seconds),
             Command::Spawn { runs, command } => {
                 if *runs == 0 {
                     bail!("--runs must be at least 1");
@@ -348,6 +444,17 @@ mod tests {
             ("a.b", "/a", "Version")
         );
         assert!(parse_target("a.b,/a,Version").is_err());
+    }
+
+    #[test]
+    fn openssl_speed_output_is_read() {
+        let out = "The 'numbers' are in 1000s of bytes per second processed.\n\
+                   type         262144 bytes\n\
+                   sha256         1704493.75k\n";
+        let rate = openssl_rate(out).unwrap();
+        assert!((rate - 1704.49375).abs() < 1e-6, "{rate}");
+        assert_eq!(openssl_rate("sha256 nothing"), None);
+        assert_eq!(openssl_rate(""), None);
     }
 
     #[test]

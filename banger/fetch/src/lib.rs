@@ -13,6 +13,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -102,6 +103,17 @@ pub struct Fetcher {
     /// with it.
     roots_error: Option<String>,
 }
+
+/// Bytes one read stage chunk holds at most.
+const CHUNK: usize = 256 * 1024;
+/// Full chunks that may wait between reading and hashing-and-writing.
+const DEPTH: usize = 4;
+
+/// The reading stage's ends of the two channels: empty chunks back, full chunks out.
+type Stages<'a> = (
+    &'a mpsc::Receiver<Vec<u8>>,
+    &'a mpsc::SyncSender<(Vec<u8>, usize)>,
+);
 
 /// Redirects followed for one download, at most.
 const MAX_REDIRECTS: u32 = 5;
@@ -236,10 +248,7 @@ impl Fetcher {
             cap,
             None,
             &AtomicBool::new(false),
-            &mut |chunk| {
-                out.extend_from_slice(chunk);
-                Ok(())
-            },
+            &mut out,
             &mut |_| {},
         )?;
         Ok(out)
@@ -262,14 +271,7 @@ impl Fetcher {
         };
         let mut file = std::fs::File::create(dest).map_err(werr)?;
         let fetched = self
-            .stream(
-                url,
-                cap.min(size),
-                Some(size),
-                cancel,
-                &mut |chunk| file.write_all(chunk),
-                progress,
-            )
+            .stream(url, cap.min(size), Some(size), cancel, &mut file, progress)
             .map_err(|e| match e {
                 // The sink is this file: name it, not the URL.
                 DownloadError::Write { why, .. } => DownloadError::Write {
@@ -282,19 +284,20 @@ impl Fetcher {
         Ok(fetched)
     }
 
-    fn stream(
+    /// Streams the body of `url` into `sink` through SHA-256, in two stages that overlap: this
+    /// thread reads from the network into chunks of up to [`CHUNK`] bytes, checking the cap,
+    /// the exact size, the total time and `cancel`; a second thread hashes each chunk and then
+    /// writes it, in order. At most [`DEPTH`] full chunks wait between the two, so memory stays
+    /// bounded whatever the server sends. The bytes written are the bytes hashed.
+    fn stream<W: Write + Send>(
         &self,
         url: &str,
         cap: u64,
         exact: Option<u64>,
         cancel: &AtomicBool,
-        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+        sink: &mut W,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Fetched, DownloadError> {
-        let transport = |why: String| DownloadError::Transport {
-            url: url.to_string(),
-            why,
-        };
         let started = Instant::now();
         let mut resp = self.get(url)?;
         let status = resp.status().as_u16();
@@ -313,50 +316,123 @@ impl Fetcher {
             });
         }
         let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut total: u64 = 0;
-        loop {
-            if cancel.load(Ordering::SeqCst) {
-                return Err(DownloadError::Canceled);
+        // A small document needs no more than its cap.
+        let chunk = usize::try_from(cap.saturating_add(1))
+            .unwrap_or(CHUNK)
+            .clamp(4096, CHUNK);
+        std::thread::scope(|scope| {
+            let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(DEPTH);
+            let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(DEPTH + 1);
+            for _ in 0..=DEPTH {
+                let _ = empty_tx.send(vec![0u8; chunk]);
             }
-            if started.elapsed() > self.total {
-                return Err(transport(format!(
-                    "took longer than {} s",
-                    self.total.as_secs()
-                )));
-            }
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // A server that closes early looks like an unexpected EOF.
-                    if let Some(want) = exact
-                        && matches!(e.kind(), std::io::ErrorKind::UnexpectedEof)
-                    {
-                        return Err(DownloadError::Truncated {
-                            url: url.into(),
-                            got: total,
-                            want,
-                        });
-                    }
-                    return Err(transport(describe_io(&e)));
+            let stage = scope.spawn(move || -> std::io::Result<Sha256> {
+                let mut hasher = Sha256::new();
+                for (buf, n) in full_rx {
+                    hasher.update(&buf[..n]);
+                    sink.write_all(&buf[..n])?;
+                    // The reader may have stopped; then nobody needs the buffer back.
+                    let _ = empty_tx.send(buf);
                 }
-            };
-            total += n as u64;
-            if total > cap {
-                return Err(DownloadError::TooLarge {
-                    url: url.into(),
-                    cap,
-                });
-            }
-            hasher.update(&buf[..n]);
-            sink(&buf[..n]).map_err(|e| DownloadError::Write {
+                Ok(hasher)
+            });
+            let read = self.read_chunks(
+                url,
+                cap,
+                exact,
+                cancel,
+                started,
+                &mut reader,
+                (&empty_rx, &full_tx),
+                progress,
+            );
+            drop(full_tx);
+            let hashed = stage.join().unwrap_or_else(|_| {
+                Err(std::io::Error::other("the hash-and-write stage panicked"))
+            });
+            // A failed write is why the reading stopped, if it did.
+            let hasher = hashed.map_err(|e| DownloadError::Write {
                 path: url.into(),
                 why: e.to_string(),
             })?;
-            progress(total);
+            let total = read?;
+            Ok(Fetched {
+                bytes: total,
+                sha256: hasher.finalize().into(),
+            })
+        })
+    }
+
+    /// The reading stage of [`Fetcher::stream`]: fills the empty chunks it gets back from the
+    /// other stage and hands them over full; returns the byte count. It returns early, with
+    /// what it read, when the other stage has stopped (that stage's error is the one reported).
+    #[allow(clippy::too_many_arguments)]
+    fn read_chunks(
+        &self,
+        url: &str,
+        cap: u64,
+        exact: Option<u64>,
+        cancel: &AtomicBool,
+        started: Instant,
+        reader: &mut dyn Read,
+        (empty, full): Stages<'_>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, DownloadError> {
+        let transport = |why: String| DownloadError::Transport {
+            url: url.to_string(),
+            why,
+        };
+        let mut total: u64 = 0;
+        let mut eof = false;
+        while !eof {
+            let Ok(mut buf) = empty.recv() else {
+                return Ok(total);
+            };
+            let mut n = 0;
+            while n < buf.len() {
+                if cancel.load(Ordering::SeqCst) {
+                    return Err(DownloadError::Canceled);
+                }
+                if started.elapsed() > self.total {
+                    return Err(transport(format!(
+                        "took longer than {} s",
+                        self.total.as_secs()
+                    )));
+                }
+                let got = match reader.read(&mut buf[n..]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(got) => got,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // A server that closes early looks like an unexpected EOF.
+                        if let Some(want) = exact
+                            && matches!(e.kind(), std::io::ErrorKind::UnexpectedEof)
+                        {
+                            return Err(DownloadError::Truncated {
+                                url: url.into(),
+                                got: total,
+                                want,
+                            });
+                        }
+                        return Err(transport(describe_io(&e)));
+                    }
+                };
+                n += got;
+                total += got as u64;
+                if total > cap {
+                    return Err(DownloadError::TooLarge {
+                        url: url.into(),
+                        cap,
+                    });
+                }
+                progress(total);
+            }
+            if n > 0 && full.send((buf, n)).is_err() {
+                return Ok(total);
+            }
         }
         if let Some(want) = exact
             && total != want
@@ -367,10 +443,7 @@ impl Fetcher {
                 want,
             });
         }
-        Ok(Fetched {
-            bytes: total,
-            sha256: hasher.finalize().into(),
-        })
+        Ok(total)
     }
 }
 
@@ -467,6 +540,143 @@ mod tests {
     use super::*;
 
     const SETTING: &str = "[update] redirect_hosts";
+
+    /// Serves one HTTP/1.1 response on loopback: `length` in Content-Length, then `body`, then
+    /// closes. Returns the URL.
+    fn serve_once(length: usize, body: Vec<u8>) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/artefact", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4096];
+            let _ = conn.read(&mut request);
+            let head =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n");
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        });
+        url
+    }
+
+    fn fetcher() -> Fetcher {
+        Fetcher::new(&FetchLimits {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+            total_timeout: Duration::from_secs(30),
+            redirect_hosts: Vec::new(),
+            redirect_setting: SETTING,
+        })
+    }
+
+    /// A body of `n` bytes that no two chunks share, so that an order mistake changes the hash.
+    fn body(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_download_is_written_whole_and_in_order_and_hashed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        // Several chunks and a partial last one.
+        let data = body(3 * CHUNK + 12345);
+        let url = serve_once(data.len(), data.clone());
+        let mut seen = Vec::new();
+        let got = fetcher()
+            .fetch_to_file(
+                &url,
+                data.len() as u64,
+                1 << 30,
+                &dest,
+                &AtomicBool::new(false),
+                &mut |n| seen.push(n),
+            )
+            .unwrap();
+        assert_eq!(got.bytes, data.len() as u64);
+        let want: [u8; 32] = Sha256::digest(&data).into();
+        assert_eq!(got.sha256, want);
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        assert_eq!(seen.last().copied(), Some(data.len() as u64));
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "progress only grows");
+    }
+
+    #[test]
+    fn a_small_document_comes_back_whole() {
+        let data = body(10_000);
+        let url = serve_once(data.len(), data.clone());
+        assert_eq!(fetcher().fetch_small(&url, 20_000).unwrap(), data);
+    }
+
+    #[test]
+    fn a_body_over_the_cap_or_short_of_its_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let cancel = AtomicBool::new(false);
+        // No Content-Length lie: more bytes than the cap allows.
+        let data = body(2 * CHUNK);
+        let url = serve_once(data.len(), data.clone());
+        let e = fetcher()
+            .fetch_to_file(
+                &url,
+                CHUNK as u64,
+                CHUNK as u64,
+                &dest,
+                &cancel,
+                &mut |_| {},
+            )
+            .unwrap_err();
+        assert!(matches!(e, DownloadError::TooLarge { .. }), "{e}");
+        // The server promises more than it sends.
+        let data = body(CHUNK + 10);
+        let url = serve_once(2 * CHUNK, data);
+        let e = fetcher()
+            .fetch_to_file(&url, 2 * CHUNK as u64, 1 << 30, &dest, &cancel, &mut |_| {})
+            .unwrap_err();
+        assert!(
+            matches!(e, DownloadError::Truncated { got, .. } if got == CHUNK as u64 + 10),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_failing_write_stops_the_download_and_names_the_file() {
+        let data = body(2 * CHUNK);
+        let url = serve_once(data.len(), data.clone());
+        let e = fetcher()
+            .fetch_to_file(
+                &url,
+                data.len() as u64,
+                1 << 30,
+                Path::new("/dev/full"),
+                &AtomicBool::new(false),
+                &mut |_| {},
+            )
+            .unwrap_err();
+        match e {
+            DownloadError::Write { path, why } => {
+                assert_eq!(path, "/dev/full");
+                assert!(why.contains("space"), "{why}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_canceled_download_says_so() {
+        let data = body(2 * CHUNK);
+        let url = serve_once(data.len(), data);
+        let dir = tempfile::tempdir().unwrap();
+        let e = fetcher()
+            .fetch_to_file(
+                &url,
+                2 * CHUNK as u64,
+                1 << 30,
+                &dir.path().join("out"),
+                &AtomicBool::new(true),
+                &mut |_| {},
+            )
+            .unwrap_err();
+        assert!(matches!(e, DownloadError::Canceled), "{e}");
+    }
 
     #[test]
     fn redirects_stay_on_the_scheme_and_the_host() {
