@@ -3,7 +3,13 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help deps build release agent cockpit test test-unit test-smoke demo bench lint update-generated clean
+.PHONY: help deps build release agent cockpit install deb test test-unit test-smoke demo bench lint update-generated clean
+
+# `make install`: where the file set goes, and who will own it (named by `banger update`, which
+# refuses to replace a package manager's files).
+PREFIX ?= /usr/local
+DESTDIR ?=
+MANAGED_BY ?= make install
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -24,6 +30,12 @@ agent: ## Static build of the guest agent (target/x86_64-unknown-linux-gnu/relea
 
 cockpit: ## The Cockpit page, with PatternFly's CSS from cockpit/package-lock.json (target/release/cockpit)
 	cockpit/build.sh target/release/cockpit
+
+install: release ## The file set a package holds, for packagers: make install DESTDIR=… PREFIX=/usr [MANAGED_BY=rpm]; then on the host: sudo banger system setup --owner USER
+	target/release/banger system install --destdir "$(if $(DESTDIR),$(abspath $(DESTDIR)),/)" --prefix "$(PREFIX)" --managed-by "$(MANAGED_BY)"
+
+deb: release cockpit ## Debian package from this tree, built offline (target/debian/banger_VERSION_amd64.deb)
+	debian/build --bin-dir target/release --out target/debian
 
 test: deps test-unit test-smoke ## Everything: unit and interface tests, then the smoke suite on a real systemd
 

@@ -479,6 +479,46 @@ async fn update_without_install_metadata_is_refused_naming_the_file() {
 }
 
 #[tokio::test]
+async fn update_of_a_packaged_install_is_refused_before_polkit_naming_the_package_manager() {
+    let f = fixture(Verdict::Challenge, "done").await;
+    let meta = banger_host::install::InstallMeta {
+        installed_at: "2026-12-01T00:00:00Z".into(),
+        prefix: "/usr".into(),
+        owner: banger_host::install::Owner {
+            user: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            home: "/nonexistent".into(),
+        },
+        release: banger_host::build_info::BuildIdentity::current(),
+        package: Some(banger_host::install::Packaging::for_manager("dpkg")),
+    };
+    let toml = f.bus.dir().join("etc/banger/install.toml");
+    std::fs::create_dir_all(toml.parent().unwrap()).unwrap();
+    meta.write(&toml).unwrap();
+    let before = std::fs::read(&toml).unwrap();
+    let e = update_call(&f, HashMap::new()).await.unwrap_err();
+    assert_eq!(ErrorKind::of(&e), Some(ErrorKind::Failed), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("installed here by dpkg"), "{text}");
+    assert!(
+        text.contains("sudo apt-get install --only-upgrade banger"),
+        "{text}"
+    );
+    assert!(text.contains("nothing was changed"), "{text}");
+    assert!(f.asked.lock().unwrap().is_empty(), "polkit was asked");
+    assert_eq!(std::fs::read(&toml).unwrap(), before);
+    // The same install from `banger system install` goes on to polkit.
+    let meta = banger_host::install::InstallMeta {
+        package: None,
+        ..meta
+    };
+    meta.write(&toml).unwrap();
+    let _ = update_call(&f, HashMap::new()).await;
+    assert_eq!(f.asked.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn job_introspection_matches_checked_in_contract() {
     let f = fixture(Verdict::Deny, "done").await;
     // Served by the helper's own connection, as the engine does.

@@ -364,6 +364,7 @@ impl Fixture {
                 home: "/home/vmowner".into(),
             },
             release: BuildIdentity::current(),
+            package: None,
         };
         std::fs::create_dir_all(self.paths.install_toml.parent().unwrap()).unwrap();
         meta.write(&self.paths.install_toml).unwrap();

@@ -82,6 +82,13 @@ pub fn main(args: Args) -> anyhow::Result<i32> {
             }
         });
     }
+    if banger_host::users::current_uid() == 0 {
+        anyhow::bail!(
+            "bangerd runs as the owner of the install, never as root: if bangerd.service has no \
+             User= (a packaged install not set up yet), choose the owner with: sudo banger \
+             system setup --owner USER"
+        );
+    }
     let log_level = banger_host::runtime::init_service_logging("bangerd");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

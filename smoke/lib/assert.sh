@@ -152,9 +152,11 @@ banger_installed_paths() {
         /etc/systemd/system/bangerd-root-resume.service \
         /etc/systemd/system/multi-user.target.wants/bangerd-root-resume.service \
         /etc/systemd/system/bangerd.service \
+        /etc/systemd/system/bangerd.service.d/owner.conf \
         /etc/systemd/system/banger.slice \
         /etc/dbus-1/system.d/org.banger.Root1.conf \
         /etc/dbus-1/system.d/org.banger.Daemon1.conf \
+        /etc/dbus-1/system.d/org.banger.Daemon1.owner.conf \
         /usr/share/dbus-1/system-services/org.banger.Root1.service \
         /usr/share/dbus-1/system-services/org.banger.Daemon1.service \
         "$BANGER_POLICY" \

@@ -40,11 +40,12 @@ proved "bangerd-root-resume.service is enabled (it finishes an interrupted updat
 
 mapfile -t text_files < <(banger_installed_paths | grep -E '\.(service|slice|conf|policy|example|toml)$')
 expect_rc 1 box_exec grep -n -e @OWNER@ -e @PREFIX@ -e @LIBEXEC@ -- "${text_files[@]}"
-expect_rc 0 box_exec grep -q "\"$OWNER\"" /etc/dbus-1/system.d/org.banger.Daemon1.conf
-expect_rc 0 box_exec grep -qx "User=$OWNER" /usr/share/dbus-1/system-services/org.banger.Daemon1.service
+expect_rc 0 box_exec grep -q "user=\"$OWNER\"" /etc/dbus-1/system.d/org.banger.Daemon1.owner.conf
+expect_rc 0 box_exec grep -qx "User=$OWNER" /etc/systemd/system/bangerd.service.d/owner.conf
+expect_eq "$(box_exec systemctl show -p User --value bangerd.service)" "$OWNER" "bangerd.service User= (its drop-in)"
 expect_rc 0 box_exec grep -q "$OWNER" "$BANGER_PREFIX/share/banger/49-banger-owner.rules.example"
 expect_rc 1 box_exec test -e /etc/polkit-1/rules.d/49-banger-owner.rules
-proved "no @OWNER@/@PREFIX@/@LIBEXEC@ placeholder left; Daemon1 policy, activation file and example rule name $OWNER; the example rule is not active"
+proved "no @OWNER@/@PREFIX@/@LIBEXEC@ placeholder left; the owner's Daemon1 policy, bangerd drop-in and example rule name $OWNER; the example rule is not active"
 
 expect_rc 0 box_exec python3 -c '
 import sys, tomllib

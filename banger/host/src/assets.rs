@@ -3,7 +3,8 @@
 //! binary carries the files that match it.
 //!
 //! Templates use three placeholders: `@OWNER@`, `@PREFIX@` and `@LIBEXEC@` (the binaries'
-//! directory).
+//! directory). Only the owner's files ([`Asset::owner`]) name the owner, so the others are the
+//! same on every host and can belong to a package; the owner's are always in `/etc`.
 
 use std::path::PathBuf;
 
@@ -11,19 +12,24 @@ use banger_api::names;
 
 use crate::install::Layout;
 
-/// Where an asset goes.
+/// Where an asset goes (see [`Layout`] for the two kinds of install).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dest {
-    /// `/etc/systemd/system`.
+    /// `/etc/systemd/system`, or `PREFIX/lib/systemd/system` for a package.
     UnitDir,
-    /// `/etc/dbus-1/system.d`.
+    /// `/etc/systemd/system/bangerd.service.d`.
+    DaemonDropinDir,
+    /// `/etc/dbus-1/system.d`, or `/usr/share/dbus-1/system.d` for a package.
     BusPolicyDir,
+    /// `/etc/dbus-1/system.d`.
+    AdminBusPolicyDir,
     /// `/usr/share/dbus-1/system-services`.
     BusActivationDir,
     /// `/usr/share/polkit-1/actions`.
     PolkitActionsDir,
-    /// `PREFIX/share/banger`.
-    ShareDir,
+    /// `PREFIX/share/banger`, or `/etc/banger` for a package (whose share directory is the
+    /// package manager's).
+    ExampleDir,
 }
 
 /// One embedded system file.
@@ -33,65 +39,90 @@ pub struct Asset {
     pub name: &'static str,
     /// Directory it goes to.
     pub dest: Dest,
+    /// Whether it names the owner (written by `banger system setup`, never packaged).
+    pub owner: bool,
     /// Raw text with placeholders.
     pub text: &'static str,
 }
 
 /// Every system file of an install.
-pub const ASSETS: [Asset; 11] = [
+pub const ASSETS: [Asset; 13] = [
     Asset {
         name: "bangerd-root.service",
         dest: Dest::UnitDir,
+        owner: false,
         text: include_str!("../../../systemd/bangerd-root.service"),
     },
     Asset {
         name: "bangerd-root-recover.service",
         dest: Dest::UnitDir,
+        owner: false,
         text: include_str!("../../../systemd/bangerd-root-recover.service"),
     },
     Asset {
         name: "bangerd-root-resume.service",
         dest: Dest::UnitDir,
+        owner: false,
         text: include_str!("../../../systemd/bangerd-root-resume.service"),
     },
     Asset {
         name: "bangerd.service",
         dest: Dest::UnitDir,
+        owner: false,
         text: include_str!("../../../systemd/bangerd.service"),
+    },
+    Asset {
+        name: "owner.conf",
+        dest: Dest::DaemonDropinDir,
+        owner: true,
+        text: include_str!("../../../systemd/bangerd-owner.conf"),
     },
     Asset {
         name: "banger.slice",
         dest: Dest::UnitDir,
+        owner: false,
         text: include_str!("../../../systemd/banger.slice"),
     },
     Asset {
         name: "org.banger.Root1.conf",
         dest: Dest::BusPolicyDir,
+        owner: false,
         text: include_str!("../../../dbus/org.banger.Root1.conf"),
     },
     Asset {
         name: "org.banger.Daemon1.conf",
         dest: Dest::BusPolicyDir,
+        owner: false,
         text: include_str!("../../../dbus/org.banger.Daemon1.conf"),
+    },
+    Asset {
+        name: "org.banger.Daemon1.owner.conf",
+        dest: Dest::AdminBusPolicyDir,
+        owner: true,
+        text: include_str!("../../../dbus/org.banger.Daemon1.owner.conf"),
     },
     Asset {
         name: "org.banger.Root1.service",
         dest: Dest::BusActivationDir,
+        owner: false,
         text: include_str!("../../../dbus/org.banger.Root1.service"),
     },
     Asset {
         name: "org.banger.Daemon1.service",
         dest: Dest::BusActivationDir,
+        owner: false,
         text: include_str!("../../../dbus/org.banger.Daemon1.service"),
     },
     Asset {
         name: names::POLKIT_POLICY,
         dest: Dest::PolkitActionsDir,
+        owner: false,
         text: include_str!("../../../polkit/org.banger.policy"),
     },
     Asset {
         name: "49-banger-owner.rules.example",
-        dest: Dest::ShareDir,
+        dest: Dest::ExampleDir,
+        owner: true,
         text: include_str!("../../../polkit/49-banger-owner.rules.example"),
     },
 ];
@@ -101,10 +132,15 @@ impl Asset {
     pub fn path(&self, layout: &Layout) -> PathBuf {
         let dir = match self.dest {
             Dest::UnitDir => layout.unit_dir(),
+            Dest::DaemonDropinDir => layout
+                .admin_unit_dir()
+                .join(format!("{}.d", names::DAEMON_UNIT)),
             Dest::BusPolicyDir => layout.bus_policy_dir(),
+            Dest::AdminBusPolicyDir => layout.admin_bus_policy_dir(),
             Dest::BusActivationDir => layout.bus_activation_dir(),
             Dest::PolkitActionsDir => layout.polkit_actions_dir(),
-            Dest::ShareDir => layout.share_dir(),
+            Dest::ExampleDir if layout.packaged => layout.etc_dir(),
+            Dest::ExampleDir => layout.share_dir(),
         };
         dir.join(self.name)
     }
@@ -118,6 +154,16 @@ impl Asset {
         Ok(self
             .text
             .replace("@OWNER@", owner)
+            .replace("@LIBEXEC@", &format!("{prefix}/lib/banger/bin"))
+            .replace("@PREFIX@", prefix))
+    }
+
+    /// The text of a file that names no owner (see [`Asset::owner`]).
+    pub fn render_shared(&self, layout: &Layout) -> Result<String, TemplateError> {
+        debug_assert!(!self.owner, "{} names the owner", self.name);
+        let prefix = check_prefix(&layout.prefix)?;
+        Ok(self
+            .text
             .replace("@LIBEXEC@", &format!("{prefix}/lib/banger/bin"))
             .replace("@PREFIX@", prefix))
     }
@@ -174,6 +220,8 @@ pub fn check_prefix(prefix: &std::path::Path) -> Result<&str, TemplateError> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -266,6 +314,52 @@ mod tests {
         let unit = |n| ASSETS.iter().find(|a| a.name == n).unwrap().text;
         assert!(unit("bangerd-root.service").contains("BusName=org.banger.Root1"));
         assert!(unit("bangerd.service").contains("BusName=org.banger.Daemon1"));
-        assert!(unit("bangerd.service").contains("User=@OWNER@"));
+        assert!(unit("owner.conf").contains("\nUser=@OWNER@\n"));
+    }
+
+    #[test]
+    fn xml_comments_hold_no_double_hyphen() {
+        // dbus-daemon refuses a policy file whose comment holds "--" (not well-formed XML).
+        for a in ASSETS.iter().filter(|a| a.text.starts_with("<?xml")) {
+            let mut rest = a.text;
+            while let Some(i) = rest.find("<!--") {
+                let body = &rest[i + 4..];
+                let end = body.find("-->").expect("unterminated comment");
+                assert!(!body[..end].contains("--"), "{}: {}", a.name, &body[..end]);
+                rest = &body[end + 3..];
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_owner_files_name_the_owner_and_they_all_live_in_etc() {
+        for a in ASSETS {
+            let names_owner = a
+                .text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with('#') && !l.trim_start().starts_with("//"))
+                .any(|l| l.contains("@OWNER@"));
+            assert_eq!(names_owner, a.owner, "{}", a.name);
+        }
+        let pkg = Layout::packaged("/usr").under("/stage");
+        let src = Layout::new("/usr/local").under("/stage");
+        for a in ASSETS {
+            let (p, s) = (a.path(&pkg), a.path(&src));
+            if a.owner {
+                assert!(p.starts_with("/stage/etc"), "{}: {}", a.name, p.display());
+            } else {
+                assert!(p.starts_with("/stage/usr"), "{}: {}", a.name, p.display());
+                let text = a.render_shared(&pkg).unwrap();
+                for ph in ["@OWNER@", "@PREFIX@", "@LIBEXEC@"] {
+                    assert!(!text.contains(ph), "{}: {ph}", a.name);
+                }
+            }
+            assert!(s.starts_with("/stage"), "{}", s.display());
+        }
+        let drop_in = ASSETS.iter().find(|a| a.name == "owner.conf").unwrap();
+        assert_eq!(
+            drop_in.path(&pkg),
+            Path::new("/stage/etc/systemd/system/bangerd.service.d/owner.conf")
+        );
     }
 }

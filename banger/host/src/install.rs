@@ -24,21 +24,51 @@ pub const DEFAULT_PREFIX: &str = "/usr/local";
 /// The programs an install consists of, in the order they are swapped.
 pub const PROGRAMS: [&str; 3] = ["bangerd-root", "bangerd", "banger"];
 
+/// The file, under the prefix, that marks a packaged install (see [`Packaging`]).
+pub const PACKAGING_FILE: &str = "lib/banger/packaging.toml";
+
 /// Paths of an installation under a given prefix.
+///
+/// There are two kinds of install. `banger system install` copies the binaries it runs from and
+/// writes every system file itself, the units and bus policy in `/etc` as an administrator's
+/// own. A packaged install (a `.deb`, or `make install` for another distribution's package) is
+/// a file set that belongs to the package manager: units under `PREFIX/lib/systemd/system`,
+/// bus policy under `/usr/share/dbus-1/system.d`, and no owner in any of them. `banger system
+/// setup --owner USER` then writes the few files that name the owner, all in `/etc`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     /// Installation prefix, e.g. `/usr/local`.
     pub prefix: PathBuf,
-    /// Root of the filesystem the system files go to (`/` except in tests).
+    /// Root of the filesystem the system files go to (`/`, or `DESTDIR` when staging a
+    /// package's files).
     pub root: PathBuf,
+    /// Whether the install is a package manager's file set.
+    pub packaged: bool,
 }
 
 impl Layout {
-    /// The layout for `prefix` on the live system.
+    /// The layout of a `banger system install` under `prefix` on the live system.
     pub fn new(prefix: impl Into<PathBuf>) -> Self {
         Layout {
             prefix: prefix.into(),
             root: PathBuf::from("/"),
+            packaged: false,
+        }
+    }
+
+    /// The layout of a packaged install under `prefix` on the live system.
+    pub fn packaged(prefix: impl Into<PathBuf>) -> Self {
+        Layout {
+            packaged: true,
+            ..Layout::new(prefix)
+        }
+    }
+
+    /// The same layout, with its system files under `root` instead of `/`.
+    pub fn under(self, root: impl Into<PathBuf>) -> Self {
+        Layout {
+            root: root.into(),
+            ..self
         }
     }
 
@@ -66,12 +96,34 @@ impl Layout {
     pub fn share_dir(&self) -> PathBuf {
         self.sys(&self.prefix.join("share/banger").to_string_lossy())
     }
-    /// systemd unit directory for admin-installed units.
+    /// The marker of a packaged install.
+    pub fn packaging_file(&self) -> PathBuf {
+        self.prefix_path(PACKAGING_FILE)
+    }
+    /// systemd unit directory: the administrator's for `banger system install`, the
+    /// package's under the prefix otherwise (systemd reads `/usr/lib` and `/usr/local/lib`).
     pub fn unit_dir(&self) -> PathBuf {
+        if self.packaged {
+            self.prefix_path("lib/systemd/system")
+        } else {
+            self.admin_unit_dir()
+        }
+    }
+    /// `/etc/systemd/system`, where the administrator's units and drop-ins live.
+    pub fn admin_unit_dir(&self) -> PathBuf {
         self.sys("/etc/systemd/system")
     }
-    /// D-Bus system bus policy directory.
+    /// D-Bus system bus policy directory: `/etc` for `banger system install`,
+    /// `/usr/share` (the one for packages) otherwise.
     pub fn bus_policy_dir(&self) -> PathBuf {
+        if self.packaged {
+            self.sys("/usr/share/dbus-1/system.d")
+        } else {
+            self.admin_bus_policy_dir()
+        }
+    }
+    /// `/etc/dbus-1/system.d`, the administrator's bus policy.
+    pub fn admin_bus_policy_dir(&self) -> PathBuf {
         self.sys("/etc/dbus-1/system.d")
     }
     /// D-Bus system bus activation directory.
@@ -131,6 +183,82 @@ pub struct InstallMeta {
     pub owner: Owner,
     /// Which release is installed.
     pub release: BuildIdentity,
+    /// Set on a packaged install: the package manager owns the binaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<Packaging>,
+}
+
+/// Who owns the files of a packaged install, and how a user updates or removes it. Written
+/// by `banger system install --destdir` as [`PACKAGING_FILE`] and copied into install
+/// metadata by `banger system setup`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Packaging {
+    /// The package manager, e.g. `dpkg`.
+    pub manager: String,
+    /// The command that updates banger, e.g. `apt-get install --only-upgrade banger`.
+    pub upgrade: String,
+    /// The command that removes banger.
+    pub remove: String,
+}
+
+impl Packaging {
+    /// What a package manager called `manager` owns; dpkg's commands are known, any other
+    /// manager is named in the advice.
+    pub fn for_manager(manager: &str) -> Packaging {
+        let (upgrade, remove) = match manager {
+            "dpkg" | "apt" => (
+                "sudo apt-get install --only-upgrade banger".to_string(),
+                "sudo apt-get remove banger (purge also deletes VMs and images)".to_string(),
+            ),
+            "make install" => (
+                "build the new release, run make install again, then: sudo banger system setup"
+                    .to_string(),
+                "sudo banger system uninstall, then delete the files make install wrote"
+                    .to_string(),
+            ),
+            m => (
+                format!("update the banger package with {m}"),
+                format!("remove the banger package with {m}"),
+            ),
+        };
+        Packaging {
+            manager: manager.to_string(),
+            upgrade,
+            remove,
+        }
+    }
+
+    /// The marker file's text.
+    pub fn render(&self) -> String {
+        format!(
+            "# These banger files belong to a package manager: it installs, updates and removes\n\
+             # them, and `banger update` refuses to replace them.\n{}",
+            toml::to_string(self).expect("packaging always serializes")
+        )
+    }
+
+    /// Reads the marker file at `path`: `Ok(None)` when it does not exist.
+    pub fn read(path: &Path) -> Result<Option<Packaging>, MetaError> {
+        let text = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(MetaError::Read {
+                    path: path.into(),
+                    source,
+                });
+            }
+        };
+        let parse_err = |why: String| MetaError::Marker {
+            path: path.into(),
+            why: why.split_whitespace().collect::<Vec<_>>().join(" "),
+        };
+        let text = std::str::from_utf8(&text).map_err(|e| parse_err(format!("not UTF-8: {e}")))?;
+        toml::from_str(text)
+            .map(Some)
+            .map_err(|e| parse_err(e.to_string()))
+    }
 }
 
 /// Why install metadata could not be read.
@@ -158,6 +286,16 @@ pub enum MetaError {
         "{path} is not valid install metadata: {why}; it was left as it is: fix it or reinstall with: sudo banger system install"
     )]
     Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, on one line.
+        why: String,
+    },
+    /// The packaging marker is not valid.
+    #[error(
+        "{path} is not a valid packaging marker: {why}; it belongs to the package that installed banger: reinstall that package"
+    )]
+    Marker {
         /// The file.
         path: PathBuf,
         /// The parser's message, on one line.
@@ -211,7 +349,11 @@ impl InstallMeta {
 
     /// The layout this metadata describes.
     pub fn layout(&self) -> Layout {
-        Layout::new(&self.prefix)
+        if self.package.is_some() {
+            Layout::packaged(&self.prefix)
+        } else {
+            Layout::new(&self.prefix)
+        }
     }
 
     /// Serializes the metadata with a header comment.
@@ -254,6 +396,7 @@ mod tests {
                 commit: "abc1234".into(),
                 built_at: "2026-11-22T02:00:00Z".into(),
             },
+            package: None,
         }
     }
 
@@ -293,5 +436,50 @@ mod tests {
         );
         assert_eq!(l.cli_link(), Path::new("/usr/local/bin/banger"));
         assert_eq!(l.store(), Path::new("/var/lib/banger/banger.db"));
+        assert_eq!(l.unit_dir(), Path::new("/etc/systemd/system"));
+        assert_eq!(l.bus_policy_dir(), Path::new("/etc/dbus-1/system.d"));
+        let p = Layout::packaged("/usr").under("/tmp/stage");
+        assert_eq!(p.unit_dir(), Path::new("/tmp/stage/usr/lib/systemd/system"));
+        assert_eq!(
+            p.bus_policy_dir(),
+            Path::new("/tmp/stage/usr/share/dbus-1/system.d")
+        );
+        assert_eq!(
+            p.admin_unit_dir(),
+            Path::new("/tmp/stage/etc/systemd/system")
+        );
+        assert_eq!(
+            p.packaging_file(),
+            Path::new("/tmp/stage/usr/lib/banger/packaging.toml")
+        );
+        assert_eq!(
+            p.program("banger"),
+            Path::new("/tmp/stage/usr/lib/banger/bin/banger")
+        );
+    }
+
+    #[test]
+    fn packaged_metadata_round_trips_and_old_metadata_still_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("install.toml");
+        let mut m = sample();
+        m.package = Some(Packaging::for_manager("dpkg"));
+        m.write(&p).unwrap();
+        let back = InstallMeta::read(&p).unwrap();
+        assert_eq!(back, m);
+        assert!(back.layout().packaged);
+        assert!(
+            !sample().render().contains("package"),
+            "{}",
+            sample().render()
+        );
+        let marker = dir.path().join("packaging.toml");
+        assert_eq!(Packaging::read(&marker).unwrap(), None);
+        std::fs::write(&marker, Packaging::for_manager("rpm").render()).unwrap();
+        let got = Packaging::read(&marker).unwrap().unwrap();
+        assert!(got.upgrade.contains("rpm"), "{got:?}");
+        std::fs::write(&marker, "manager = 3\n").unwrap();
+        let e = Packaging::read(&marker).unwrap_err();
+        assert!(e.to_string().contains("packaging.toml"), "{e}");
     }
 }

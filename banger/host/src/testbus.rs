@@ -35,7 +35,10 @@ impl PrivateBus {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
         let layout = Layout::new("/usr/local");
-        for a in ASSETS.iter().filter(|a| a.dest == Dest::BusPolicyDir) {
+        for a in ASSETS
+            .iter()
+            .filter(|a| matches!(a.dest, Dest::BusPolicyDir | Dest::AdminBusPolicyDir))
+        {
             std::fs::write(
                 dir.join("system.d").join(a.name),
                 a.render(&layout, owner).map_err(std::io::Error::other)?,

@@ -26,8 +26,15 @@ pub async fn run(json: bool) -> CmdResult {
                 Level::Pass,
                 "install.toml",
                 format!(
-                    "v{} (commit {}), owner {}, prefix {}",
-                    m.release.version, m.release.commit, m.owner, m.prefix
+                    "v{} (commit {}), owner {}, prefix {}{}",
+                    m.release.version,
+                    m.release.commit,
+                    m.owner,
+                    m.prefix,
+                    m.package
+                        .as_ref()
+                        .map(|p| format!(", installed by {} (updates: {})", p.manager, p.upgrade))
+                        .unwrap_or_default()
                 ),
             ));
             Some(m)
@@ -115,7 +122,11 @@ fn file_checks(layout: &Layout) -> Vec<DoctorCheck> {
         Err(e) => DoctorCheck::new(
             Level::Fail,
             "polkit policy",
-            format!("{}: {e}: authorization for updates and daemon control cannot work; reinstall with: sudo banger system install", policy.display()),
+            format!(
+                "{}: {e}: authorization for updates and daemon control cannot work; {}",
+                policy.display(),
+                repair_hint(layout)
+            ),
         ),
         Ok(text) => {
             let missing: Vec<_> = names::action::ALL
@@ -123,9 +134,26 @@ fn file_checks(layout: &Layout) -> Vec<DoctorCheck> {
                 .filter(|a| !text.contains(&format!("<action id=\"{a}\"")))
                 .collect();
             if missing.is_empty() {
-                DoctorCheck::new(Level::Pass, "polkit policy", format!("{} defines all {} actions", policy.display(), names::action::ALL.len()))
+                DoctorCheck::new(
+                    Level::Pass,
+                    "polkit policy",
+                    format!(
+                        "{} defines all {} actions",
+                        policy.display(),
+                        names::action::ALL.len()
+                    ),
+                )
             } else {
-                DoctorCheck::new(Level::Fail, "polkit policy", format!("{} lacks {:?}: reinstall with: sudo banger system install", policy.display(), missing))
+                DoctorCheck::new(
+                    Level::Fail,
+                    "polkit policy",
+                    format!(
+                        "{} lacks {:?}: {}",
+                        policy.display(),
+                        missing,
+                        repair_hint(layout)
+                    ),
+                )
             }
         }
     });
@@ -146,13 +174,19 @@ fn file_checks(layout: &Layout) -> Vec<DoctorCheck> {
         DoctorCheck::new(
             Level::Fail,
             "system files",
-            format!(
-                "missing {}: reinstall with: sudo banger system install",
-                missing.join(", ")
-            ),
+            format!("missing {}: {}", missing.join(", "), repair_hint(layout)),
         )
     });
     out
+}
+
+/// How to put missing or damaged system files back.
+fn repair_hint(layout: &Layout) -> &'static str {
+    if layout.packaged {
+        "reinstall banger's package, then run: sudo banger system setup"
+    } else {
+        "reinstall with: sudo banger system install"
+    }
 }
 
 async fn service_checks(conn: &zbus::Connection, meta: Option<&InstallMeta>) -> Vec<DoctorCheck> {

@@ -155,7 +155,7 @@ pub fn completion_scripts() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 /// Every documentation file an install writes under `layout`'s prefix: the man pages and the
 /// shell completions, as (path, contents).
 pub fn doc_files(layout: &Layout, cli: &clap::Command) -> Vec<(PathBuf, Vec<u8>)> {
-    let share = layout.prefix.join("share");
+    let share = layout.prefix_path("share");
     let mut out: Vec<(PathBuf, Vec<u8>)> = man_pages(cli)
         .into_iter()
         .map(|(name, text)| (share.join("man/man1").join(name), text))

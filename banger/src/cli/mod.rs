@@ -173,13 +173,40 @@ enum SystemCommand {
     /// services (root). The binaries are taken from the directory of this banger; the Cockpit
     /// page built beside them (make cockpit) goes to <prefix>/share/cockpit/banger when
     /// Cockpit is installed.
+    ///
+    /// With --destdir, write instead the file set of a package under DIR (what `make install`
+    /// and the .deb contain): units in <prefix>/lib/systemd/system, bus policy in
+    /// /usr/share/dbus-1/system.d, no owner anywhere, nothing started. Run `banger system
+    /// setup --owner USER` on the host it is installed on.
     Install {
         /// The user who will own VMs and run bangerd (default: the user who ran sudo).
-        #[arg(long, value_name = "USER")]
+        #[arg(long, value_name = "USER", conflicts_with = "destdir")]
         owner: Option<String>,
         /// Installation prefix.
         #[arg(long, value_name = "DIR", default_value = banger_host::install::DEFAULT_PREFIX)]
         prefix: PathBuf,
+        /// Write a package's file set under DIR instead of installing on this host.
+        #[arg(long, value_name = "DIR")]
+        destdir: Option<PathBuf>,
+        /// With --destdir: the package manager that will own the files (named by `banger
+        /// update`, which refuses to replace them).
+        #[arg(
+            long,
+            value_name = "NAME",
+            requires = "destdir",
+            default_value = "dpkg"
+        )]
+        managed_by: String,
+    },
+    /// Set up a packaged install (a .deb, or `make install`) for its owner, and start the
+    /// services (root): writes the files that name the owner (bangerd's drop-in, its bus
+    /// policy, /etc/banger/install.toml) and enables the units. Run it again after an
+    /// upgrade (the package does) or to change nothing but restart onto the installed files.
+    Setup {
+        /// The user who will own VMs and run bangerd (default: the owner already set up, else
+        /// the user who ran sudo).
+        #[arg(long, value_name = "USER")]
+        owner: Option<String>,
     },
     /// Show the installed release and the state of the services.
     Status {
@@ -191,7 +218,8 @@ enum SystemCommand {
     /// Restart bangerd-root and bangerd through systemd (root).
     Restart,
     /// Stop the services and remove everything `install` put in place (root). The store in
-    /// /var/lib/banger and /etc/banger are kept unless --purge is given.
+    /// /var/lib/banger and /etc/banger are kept unless --purge is given. On a packaged
+    /// install it undoes `setup` only: the package's files stay for its package manager.
     Uninstall {
         /// Also remove /var/lib/banger (VM records, images) and /etc/banger.
         #[arg(long)]
@@ -245,6 +273,7 @@ fn local_only(command: &Command) -> Option<(&'static str, &'static str)> {
     const FILES: &str = "works on this machine's files";
     Some(match command {
         Command::System(SystemCommand::Install { .. }) => ("system install", FILES),
+        Command::System(SystemCommand::Setup { .. }) => ("system setup", FILES),
         Command::System(SystemCommand::Uninstall { .. }) => ("system uninstall", FILES),
         Command::System(SystemCommand::Status { .. }) => ("system status", FILES),
         Command::System(SystemCommand::Restart) => ("system restart", FILES),
@@ -335,9 +364,22 @@ pub fn main() -> i32 {
     let result = rt.block_on(async {
         match command {
             Command::Version { .. } => unreachable!("handled above"),
-            Command::System(SystemCommand::Install { owner, prefix }) => {
-                system::install(owner, prefix).await
+            Command::System(SystemCommand::Install {
+                owner,
+                prefix,
+                destdir: Some(destdir),
+                managed_by,
+            }) => {
+                debug_assert!(owner.is_none());
+                system::stage(&destdir, &prefix, &managed_by)
             }
+            Command::System(SystemCommand::Install {
+                owner,
+                prefix,
+                destdir: None,
+                ..
+            }) => system::install(owner, prefix).await,
+            Command::System(SystemCommand::Setup { owner }) => system::setup(owner).await,
             Command::System(SystemCommand::Status { json }) => system::status(json).await,
             Command::System(SystemCommand::Restart) => system::restart().await,
             Command::System(SystemCommand::Uninstall { purge, stop_vms }) => {

@@ -7,7 +7,7 @@ use banger_api::names;
 use banger_api::time;
 use banger_host::assets::ASSETS;
 use banger_host::build_info::BuildIdentity;
-use banger_host::install::{InstallMeta, Layout, Owner, PROGRAMS};
+use banger_host::install::{InstallMeta, Layout, Owner, PACKAGING_FILE, PROGRAMS, Packaging};
 use banger_host::systemd::{JobKind, Systemd};
 use banger_host::{cockpit, fsutil, users};
 use clap::CommandFactory;
@@ -63,6 +63,97 @@ async fn reload_bus_config(conn: &zbus::Connection) -> anyhow::Result<()> {
         .context("asking dbus-daemon to reload its configuration")
 }
 
+/// The identity of the three programs in `src_dir`, refusing a set that is incomplete or
+/// mixed (not all of this banger's release).
+fn check_program_set(src_dir: &Path) -> anyhow::Result<BuildIdentity> {
+    let identity = BuildIdentity::current();
+    for program in PROGRAMS {
+        let src = src_dir.join(program);
+        if !src.is_file() {
+            bail!(
+                "{} is missing: install needs bangerd-root, bangerd and banger side by side; nothing was changed",
+                src.display()
+            );
+        }
+        let id = program_identity(&src, program)?;
+        if id != identity {
+            bail!(
+                "{} is v{} (commit {}) but this banger is v{} (commit {}): refusing to install a mixed set; nothing was changed",
+                src.display(),
+                id.version,
+                id.commit,
+                identity.version,
+                identity.commit
+            );
+        }
+    }
+    Ok(identity)
+}
+
+/// The directory this banger runs from.
+fn own_dir() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("locating this banger binary")?;
+    Ok(me
+        .parent()
+        .context("locating this banger's directory")?
+        .to_path_buf())
+}
+
+/// The prefix of an install whose binaries are in `bin` (`PREFIX/lib/banger/bin`).
+fn prefix_of_bin_dir(bin: &Path) -> Option<PathBuf> {
+    if bin.ends_with("lib/banger/bin") {
+        bin.parent()?.parent()?.parent().map(Path::to_path_buf)
+    } else {
+        None
+    }
+}
+
+/// Writes the files of an install that name no owner: the binaries (unless they are already
+/// in place), the `banger` link, units, bus policy, activation files, polkit policy, man pages
+/// and completions. Every file is rendered (and its values checked) before any is written.
+fn write_shared_files(src_dir: &Path, layout: &Layout) -> anyhow::Result<()> {
+    let rendered = ASSETS
+        .iter()
+        .filter(|a| !a.owner)
+        .map(|a| Ok((a.path(layout), a.render_shared(layout)?.into_bytes())))
+        .collect::<Result<Vec<_>, banger_host::assets::TemplateError>>()?;
+    std::fs::create_dir_all(layout.bin_dir())
+        .with_context(|| format!("creating {}", layout.bin_dir().display()))?;
+    if let Some(bin) = layout.cli_link().parent() {
+        std::fs::create_dir_all(bin).with_context(|| format!("creating {}", bin.display()))?;
+    }
+    for program in PROGRAMS {
+        let (src, dst) = (src_dir.join(program), layout.program(program));
+        if src != dst {
+            fsutil::atomic_copy(&src, &dst, 0o755)
+                .with_context(|| format!("installing {}", dst.display()))?;
+        }
+    }
+    link_cli(layout)?;
+    let docs = super::generated::doc_files(layout, &super::Cli::command());
+    for (path, text) in rendered.into_iter().chain(docs) {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        fsutil::atomic_write(&path, &text, 0o644)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Checks the Cockpit page built beside the binaries, if there is one.
+fn check_built_page(src_dir: &Path) -> anyhow::Result<()> {
+    if let Some(page) = cockpit::built_page(src_dir) {
+        cockpit::check_tree(&page).with_context(|| {
+            format!(
+                "checking the Cockpit page in {}; nothing was changed",
+                page.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// `banger system install`.
 pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
     require_root("system install")?;
@@ -74,76 +165,191 @@ pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
         .into());
     }
     banger_host::assets::check_prefix(&prefix)?;
+    let src_dir = own_dir()?;
+    let own_package = match prefix_of_bin_dir(&src_dir) {
+        Some(p) => Packaging::read(&p.join(PACKAGING_FILE))?,
+        None => None,
+    };
+    if let Some(p) = own_package {
+        return Err(anyhow::anyhow!(
+            "this banger ({}) belongs to {}: set it up with: sudo banger system setup --owner USER; nothing was changed",
+            src_dir.display(),
+            p.manager
+        ).into());
+    }
+    if let (_, Some(meta), _) = installed_layout()
+        && let Some(p) = &meta.package
+    {
+        return Err(anyhow::anyhow!(
+            "banger v{} is installed by {} under {}: installing over it would break both; \
+                 update it with: {}, or remove it first ({}); nothing was changed",
+            meta.release.version,
+            p.manager,
+            meta.prefix,
+            p.upgrade,
+            p.remove
+        )
+        .into());
+    }
     let owner = resolve_owner(owner)?;
-    let me = std::env::current_exe().context("locating this banger binary")?;
-    let src_dir = me.parent().context("locating this banger's directory")?;
-    let identity = BuildIdentity::current();
-    // Refuse a mixed set before touching anything.
-    for program in PROGRAMS {
-        let src = src_dir.join(program);
-        if !src.is_file() {
-            return Err(anyhow::anyhow!(
-                "{} is missing: install needs bangerd-root, bangerd and banger side by side; nothing was changed",
-                src.display()
-            )
-            .into());
-        }
-        let id = program_identity(&src, program)?;
-        if id != identity {
-            return Err(anyhow::anyhow!(
-                "{} is v{} (commit {}) but this banger is v{} (commit {}): refusing to install a mixed set; nothing was changed",
-                src.display(), id.version, id.commit, identity.version, identity.commit
-            )
-            .into());
-        }
-    }
-
-    if let Some(page) = cockpit::built_page(src_dir) {
-        cockpit::check_tree(&page).with_context(|| {
-            format!(
-                "checking the Cockpit page in {}; nothing was changed",
-                page.display()
-            )
-        })?;
-    }
+    let identity = check_program_set(&src_dir)?;
+    check_built_page(&src_dir)?;
     let layout = Layout::new(&prefix);
-    // Every system file is rendered (and its values checked) before anything is written.
+    write_shared_files(&src_dir, &layout)?;
+    install_cockpit_page(&src_dir, &prefix)?;
+    configure(&layout, &owner, &identity, None).await?;
+    println!(
+        "installed banger v{} (commit {}) under {} for owner {}",
+        identity.version,
+        identity.commit,
+        prefix.display(),
+        owner
+    );
+    println!(
+        "services started: {} and {}",
+        names::ROOT_UNIT,
+        names::DAEMON_UNIT
+    );
+    Ok(EXIT_OK)
+}
+
+/// `banger system install --destdir DIR`: a package's file set under `destdir`.
+pub fn stage(destdir: &Path, prefix: &Path, managed_by: &str) -> CmdResult {
+    if !destdir.is_absolute() || !prefix.is_absolute() {
+        return Err(anyhow::anyhow!(
+            "--destdir {} and --prefix {} must be absolute paths; nothing was written",
+            destdir.display(),
+            prefix.display()
+        )
+        .into());
+    }
+    banger_host::assets::check_prefix(prefix)?;
+    if managed_by.is_empty() || !managed_by.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(anyhow::anyhow!(
+            "--managed-by {managed_by:?} must be the package manager's name, e.g. dpkg; nothing was written"
+        ).into());
+    }
+    let src_dir = own_dir()?;
+    check_program_set(&src_dir)?;
+    check_built_page(&src_dir)?;
+    let layout = Layout::packaged(prefix).under(destdir);
+    write_shared_files(&src_dir, &layout)?;
+    let marker = layout.packaging_file();
+    fsutil::atomic_write(
+        &marker,
+        Packaging::for_manager(managed_by).render().as_bytes(),
+        0o644,
+    )
+    .with_context(|| format!("writing {}", marker.display()))?;
+    if let Some(page) = cockpit::built_page(&src_dir) {
+        let dst = destdir.join(
+            cockpit::page_dir(prefix)
+                .strip_prefix("/")
+                .expect("the prefix is absolute"),
+        );
+        let n = cockpit::install(&page, &dst)
+            .with_context(|| format!("copying the Cockpit page to {}", dst.display()))?;
+        println!("staged the Cockpit page ({n} files) in {}", dst.display());
+    }
+    println!(
+        "staged banger v{} for {} under {} (prefix {}); on the host it is installed on, run: sudo banger system setup --owner USER",
+        BuildIdentity::current().version,
+        managed_by,
+        destdir.display(),
+        prefix.display()
+    );
+    Ok(EXIT_OK)
+}
+
+/// `banger system setup`: the owner's files and the services of a packaged install.
+pub async fn setup(owner: Option<String>) -> CmdResult {
+    require_root("system setup")?;
+    let src_dir = own_dir()?;
+    let prefix = prefix_of_bin_dir(&src_dir).filter(|p| {
+        Packaging::read(&p.join(PACKAGING_FILE))
+            .ok()
+            .flatten()
+            .is_some()
+    });
+    let Some(prefix) = prefix else {
+        return Err(anyhow::anyhow!(
+            "this banger ({}) is not part of a packaged install (no {PACKAGING_FILE} under its prefix): \
+             install it with: sudo banger system install; nothing was changed",
+            src_dir.display()
+        ).into());
+    };
+    let layout = Layout::packaged(&prefix);
+    let package = Packaging::read(&layout.packaging_file())?.expect("checked above");
+    let previous = match InstallMeta::read(&layout.install_toml()) {
+        Ok(m) => Some(m),
+        Err(banger_host::install::MetaError::Missing { .. }) => None,
+        Err(e) => {
+            eprintln!("banger: note: {e}; setting it up again");
+            None
+        }
+    };
+    if let Some(m) = &previous
+        && (m.package.is_none() || Path::new(&m.prefix) != prefix)
+    {
+        return Err(anyhow::anyhow!(
+                "banger v{} is already installed under {} by `banger system install`: remove it \
+                 first (sudo {}/bin/banger system uninstall), then run setup again; nothing was changed",
+                m.release.version,
+                m.prefix,
+                m.prefix
+            ).into());
+    }
+    let owner = match (owner, &previous) {
+        (Some(o), _) => resolve_owner(Some(o))?,
+        (None, Some(m)) => resolve_owner(Some(m.owner.user.clone()))?,
+        (None, None) => resolve_owner(None).map_err(|_| {
+            anyhow::anyhow!(
+                "name the owner: sudo banger system setup --owner USER (the user who will run VMs); nothing was changed"
+            )
+        })?,
+    };
+    let identity = check_program_set(&src_dir)?;
+    configure(&layout, &owner, &identity, Some(package)).await?;
+    println!(
+        "set up banger v{} (commit {}) under {} for owner {}; services started: {} and {}",
+        identity.version,
+        identity.commit,
+        prefix.display(),
+        owner,
+        names::ROOT_UNIT,
+        names::DAEMON_UNIT
+    );
+    Ok(EXIT_OK)
+}
+
+/// Writes the files that name the owner and the install metadata, then (re)starts the
+/// services: the end of both `install` and `setup`.
+async fn configure(
+    layout: &Layout,
+    owner: &Owner,
+    identity: &BuildIdentity,
+    package: Option<Packaging>,
+) -> anyhow::Result<()> {
     let rendered = ASSETS
         .iter()
-        .map(|a| Ok((a.path(&layout), a.render(&layout, &owner.user)?)))
+        .filter(|a| a.owner)
+        .map(|a| Ok((a.path(layout), a.render(layout, &owner.user)?)))
         .collect::<Result<Vec<_>, banger_host::assets::TemplateError>>()?;
-    for dir in [layout.bin_dir(), layout.share_dir(), layout.etc_dir()] {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    if let Some(bin) = layout.cli_link().parent() {
-        std::fs::create_dir_all(bin).with_context(|| format!("creating {}", bin.display()))?;
-    }
-    for program in PROGRAMS {
-        let (src, dst) = (src_dir.join(program), layout.program(program));
-        if src != dst {
-            fsutil::atomic_copy(&src, &dst, 0o755)
-                .with_context(|| format!("installing {}", dst.display()))?;
-        }
-    }
-    link_cli(&layout)?;
+    std::fs::create_dir_all(layout.etc_dir())
+        .with_context(|| format!("creating {}", layout.etc_dir().display()))?;
     for (path, text) in rendered {
-        fsutil::atomic_write(&path, text.as_bytes(), 0o644)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    // Man pages and shell completions, in the standard places under the prefix.
-    for (path, text) in super::generated::doc_files(&layout, &super::Cli::command()) {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        fsutil::atomic_write(&path, &text, 0o644)
+        fsutil::atomic_write(&path, text.as_bytes(), 0o644)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    install_cockpit_page(src_dir, &prefix)?;
     let meta = InstallMeta {
         installed_at: time::rfc3339(time::unix_now()),
-        prefix: prefix.to_string_lossy().into(),
+        prefix: layout.prefix.to_string_lossy().into(),
         owner: owner.clone(),
         release: identity.clone(),
+        package,
     };
     meta.write(&layout.install_toml())
         .with_context(|| format!("writing {}", layout.install_toml().display()))?;
@@ -201,19 +407,7 @@ pub async fn install(owner: Option<String>, prefix: PathBuf) -> CmdResult {
             .await
             .with_context(|| format!("starting {unit}; the files are installed, fix the cause and run: sudo banger system restart"))?;
     }
-    println!(
-        "installed banger v{} (commit {}) under {} for owner {}",
-        identity.version,
-        identity.commit,
-        prefix.display(),
-        owner
-    );
-    println!(
-        "services started: {} and {}",
-        names::ROOT_UNIT,
-        names::DAEMON_UNIT
-    );
-    Ok(EXIT_OK)
+    Ok(())
 }
 
 /// Installs the Cockpit page built beside the binaries when Cockpit is on this host.
@@ -311,6 +505,7 @@ pub async fn status(json: bool) -> CmdResult {
                 "owner": m.owner.user,
                 "owner_uid": m.owner.uid,
                 "installed_at": m.installed_at,
+                "managed_by": m.package.as_ref().map(|p| &p.manager),
             })
         });
         let services: Vec<serde_json::Value> = services
@@ -348,6 +543,9 @@ pub async fn status(json: bool) -> CmdResult {
                 );
                 println!("owner: {}", m.owner);
                 println!("installed at: {}", m.installed_at);
+                if let Some(p) = &m.package {
+                    println!("managed by: {} (update with: {})", p.manager, p.upgrade);
+                }
             }
             (None, Some(e)) => println!("installed: unknown ({e})"),
             (None, None) => {}
@@ -396,6 +594,15 @@ async fn stop_vm_units(
         .map(|(u, _)| u.as_str())
         .collect();
     if !running.is_empty() && !stop_vms {
+        if let Some(package) = dpkg_maintainer_script() {
+            bail!(
+                "{} VM(s) still running ({}): removing {package} would leave them without \
+                 their services; stop them first (banger vm stop NAME, as their owner), then \
+                 remove the package again; nothing was removed",
+                running.len(),
+                running.join(", ")
+            );
+        }
         bail!(
             "{} VM(s) still running ({}): stop them first (banger vm stop NAME, as their \
              owner) or pass --stop-vms to stop them now; nothing was removed",
@@ -423,6 +630,13 @@ async fn stop_vm_units(
         println!("stopped {unit} and removed its tap");
     }
     Ok(())
+}
+
+/// The package whose maintainer script runs this banger, if dpkg runs it.
+fn dpkg_maintainer_script() -> Option<String> {
+    std::env::var("DPKG_MAINTSCRIPT_PACKAGE")
+        .ok()
+        .filter(|p| !p.is_empty())
 }
 
 /// Removes the VM bridge if bangerd-root created it (it carries [`names::BRIDGE_ALIAS`]) and
@@ -476,7 +690,8 @@ fn configured_bridge(config: &Path) -> String {
 
 pub async fn uninstall(purge: bool, stop_vms: bool) -> CmdResult {
     require_root("system uninstall")?;
-    let (layout, _meta, meta_err) = installed_layout();
+    let (layout, meta, meta_err) = installed_layout();
+    let mut package_note = None;
     if let Some(e) = meta_err {
         eprintln!(
             "banger: note: {e}; removing the default layout under {}",
@@ -508,31 +723,55 @@ pub async fn uninstall(purge: bool, stop_vms: bool) -> CmdResult {
         Ok(false) => {}
         Err(e) => errors.push(format!("removing {}: {e}", p.display())),
     };
-    for asset in ASSETS {
-        remove(asset.path(&layout));
-    }
-    for (path, _) in super::generated::doc_files(&layout, &super::Cli::command()) {
-        remove(path);
-    }
-    if std::fs::read_link(layout.cli_link()).is_ok() {
-        remove(layout.cli_link());
-    }
-    for program in PROGRAMS {
-        remove(layout.program(program));
-    }
-    remove(layout.install_toml());
-    let page = cockpit::page_dir(&layout.prefix);
-    match cockpit::remove(&page) {
-        Ok(true) => removed.push(page),
-        Ok(false) => {}
-        Err(e) => errors.push(format!("removing {}: {e}", page.display())),
-    }
-    for dir in [
-        layout.bin_dir(),
-        layout.prefix.join("lib/banger"),
-        layout.share_dir(),
-    ] {
-        let _ = std::fs::remove_dir(&dir);
+    if let Some(p) = meta.as_ref().and_then(|m| m.package.as_ref()) {
+        // The package manager's files are its own to remove; only what setup wrote goes,
+        // and (like the package's configuration) only on a purge.
+        if purge {
+            for asset in ASSETS.iter().filter(|a| a.owner) {
+                remove(asset.path(&layout));
+            }
+            let _ = std::fs::remove_dir(
+                layout
+                    .admin_unit_dir()
+                    .join(format!("{}.d", names::DAEMON_UNIT)),
+            );
+        }
+        package_note = Some(format!(
+            "the files of the package stay for {}: {}",
+            p.manager, p.remove
+        ));
+    } else {
+        for asset in ASSETS {
+            remove(asset.path(&layout));
+        }
+        let _ = std::fs::remove_dir(
+            layout
+                .admin_unit_dir()
+                .join(format!("{}.d", names::DAEMON_UNIT)),
+        );
+        for (path, _) in super::generated::doc_files(&layout, &super::Cli::command()) {
+            remove(path);
+        }
+        if std::fs::read_link(layout.cli_link()).is_ok() {
+            remove(layout.cli_link());
+        }
+        for program in PROGRAMS {
+            remove(layout.program(program));
+        }
+        remove(layout.install_toml());
+        let page = cockpit::page_dir(&layout.prefix);
+        match cockpit::remove(&page) {
+            Ok(true) => removed.push(page),
+            Ok(false) => {}
+            Err(e) => errors.push(format!("removing {}: {e}", page.display())),
+        }
+        for dir in [
+            layout.bin_dir(),
+            layout.prefix.join("lib/banger"),
+            layout.share_dir(),
+        ] {
+            let _ = std::fs::remove_dir(&dir);
+        }
     }
     systemd.reload().await?;
     reload_bus_config(&conn).await?;
@@ -574,6 +813,15 @@ pub async fn uninstall(purge: bool, stop_vms: bool) -> CmdResult {
             layout.state_dir().display(),
             layout.etc_dir().display()
         );
+    }
+    if let Some(note) = package_note
+        && errors.is_empty()
+    {
+        match dpkg_maintainer_script() {
+            Some(_) => println!("banger's services are stopped"),
+            None => println!("banger's services are stopped; {note}"),
+        }
+        return Ok(EXIT_OK);
     }
     if errors.is_empty() {
         println!("banger is uninstalled");

@@ -66,6 +66,15 @@ fn vm_error(e: VmError) -> BusError {
 }
 
 /// Maps update engine errors to bus errors.
+/// Why `Update` refuses on a packaged install.
+fn packaged_refusal(p: &banger_host::install::Packaging) -> String {
+    format!(
+        "banger is installed here by {}, which owns its files: update it with: {}; \
+         banger update would replace them behind {}'s back; nothing was changed",
+        p.manager, p.upgrade, p.manager
+    )
+}
+
 fn engine_error(e: EngineError) -> BusError {
     let message = e.to_string();
     match e {
@@ -299,6 +308,10 @@ impl Root1 {
         let _call = self.calls.enter();
         let _admitted = self.admit(&hdr).await?;
         let opts = update_options(&options)?;
+        // Before polkit: nobody should type a password for an update that cannot happen.
+        if let Some(p) = self.engine.package() {
+            return Err(BusError::Failed(packaged_refusal(&p)));
+        }
         self.authz
             .authorize(&hdr, update_action(&opts), Trust::PolkitOnly)
             .await?;

@@ -355,6 +355,15 @@ impl Engine {
         Ok(())
     }
 
+    /// The package manager that owns the install, if one does (then `banger update` must not
+    /// replace its files). An install whose metadata cannot be read is not known to be
+    /// packaged: the update itself then refuses on the metadata.
+    pub fn package(&self) -> Option<banger_host::install::Packaging> {
+        InstallMeta::read_trusted(&self.layout.install_toml())
+            .ok()
+            .and_then(|m| m.package)
+    }
+
     /// The layout of the install `meta` describes (its prefix), on this engine's root.
     fn installed_layout(&self, meta: &InstallMeta) -> Layout {
         let mut l = meta.layout();
