@@ -153,6 +153,8 @@ async fn serve(log_level: banger_host::runtime::LogLevel) -> anyhow::Result<()> 
     // from now on every VM unit's end is seen as it happens.
     vms.release_network_if_idle().await;
     tokio::spawn(vms.clone().follow_vm_units());
+    // A storm of callers leaves megabytes of freed heap resident; give them back.
+    tokio::spawn(banger_host::runtime::return_freed_memory("bangerd-root"));
     banger_host::runtime::shutdown_signal().await;
     tracing::info!("bangerd-root stopping");
     banger_host::runtime::release_name_and_drain(&conn, names::ROOT1_NAME, &calls).await;

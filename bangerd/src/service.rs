@@ -169,6 +169,8 @@ async fn serve(
     // Request the name only once the object is served and ready.
     banger_host::runtime::own_name(&conn, names::DAEMON1_NAME).await?;
     tracing::info!(version = banger_host::build_info::VERSION, "bangerd ready");
+    // A storm of callers leaves megabytes of freed heap resident; give them back.
+    tokio::spawn(banger_host::runtime::return_freed_memory("bangerd"));
     banger_host::runtime::shutdown_signal().await;
     ready.store(false, Ordering::SeqCst);
     banger_host::runtime::release_name_and_drain(&conn, names::DAEMON1_NAME, &calls).await;
