@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs after 90-uninstall, on a box with no banger left. banger as a Debian package:
-# 1. debian/build makes a .deb of the binaries under test and one of v0.2.0; lintian finds no
+# 1. debian/build makes a .deb of the binaries under test and one of v0.2.0 (make install writes
+#    the same file set); lintian finds no
 #    error or warning; the package holds no file in /etc and names no user.
 # 2. `apt-get install ./banger_0.1.0_amd64.deb` starts nothing and says how to choose the owner;
 #    `banger system setup` without an owner, or with root, is refused; `--owner` sets it up
@@ -70,6 +71,13 @@ for f in ./usr/lib/banger/bin/bangerd-root ./usr/lib/systemd/system/bangerd.serv
     ./usr/share/cockpit/banger/manifest.json ./usr/lib/banger/packaging.toml; do
     expect_line "$contents" "$f" "the package's file list"
 done
+# `make install` writes the same file set (the .deb adds its doc directory and gzips man pages).
+expect_rc 0 make -s -C "$SMOKE_REPO" install DESTDIR="$DEB_WORK/mi" PREFIX=/usr MANAGED_BY=dpkg
+mi_files=$(cd "$DEB_WORK/mi" && find . ! -type d | sort)
+deb_files=$(grep -v '/$' <<<"$contents" | grep -v '^\./usr/share/doc/' | sed 's/\.gz$//' | sort)
+expect_eq "$mi_files" "$deb_files" "make install's files against the package's"
+expect_contains "$(cat "$DEB_WORK/mi/usr/lib/banger/packaging.toml")" 'manager = "dpkg"' "make install's packaging marker"
+proved "make install DESTDIR=… PREFIX=/usr writes the package's file set ($(wc -l <<<"$mi_files") files)"
 dpkg-deb -x "$old_deb" "$DEB_WORK/x"
 expect_rc 1 grep -rlE "(User=|user=\")($OWNER|@OWNER@)" "$DEB_WORK/x/usr/lib/systemd" "$DEB_WORK/x/usr/share/dbus-1" \
     "$DEB_WORK/x/usr/share/polkit-1"
