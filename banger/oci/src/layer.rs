@@ -399,60 +399,42 @@ impl Tree {
         })
     }
 
-    /// Checks that every directory above an entry is a real directory (never a link).
-    fn check_parents(&self, parents: &[&str]) -> Result<(), String> {
-        let mut p = self.root.clone();
-        for (i, c) in parents.iter().enumerate() {
-            p.push(c);
-            match fs::symlink_metadata(&p) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(format!(
-                        "{:?} above it is a symbolic link: nothing is unpacked through a link",
-                        parents[..=i].join("/")
-                    ));
-                }
-                Ok(m) if !m.is_dir() => {
-                    return Err(format!(
-                        "{:?} above it is not a directory",
-                        parents[..=i].join("/")
-                    ));
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    return Err(format!(
-                        "{:?} above it is not in the image",
-                        parents[..=i].join("/")
-                    ));
-                }
-            }
-        }
-        Ok(())
+    /// Checks that every directory above an entry is a real directory (never a link), and
+    /// fails on one that is missing.
+    fn check_parents(&mut self, parents: &[&str]) -> Result<(), String> {
+        self.walk_parents(parents, false).map(|_| ())
     }
 
     /// Creates the directories above an entry that do not exist yet (root's, 0755, as the
     /// spec's implied parents), refusing links and files in the way; returns the parent.
     fn ensure_parents(&mut self, parents: &[&str]) -> Result<PathBuf, String> {
+        self.walk_parents(parents, true)
+    }
+
+    /// Walks the directories above an entry with `lstat`: a symbolic link or a file on the way
+    /// is refused; a missing directory is created (`create`) or refused.
+    fn walk_parents(&mut self, parents: &[&str], create: bool) -> Result<PathBuf, String> {
         let mut p = self.root.clone();
         for (i, c) in parents.iter().enumerate() {
             p.push(c);
+            let shown = parents[..=i].join("/");
             match fs::symlink_metadata(&p) {
                 Ok(m) if m.file_type().is_symlink() => {
                     return Err(format!(
-                        "{:?} above it is a symbolic link: nothing is unpacked through a link",
-                        parents[..=i].join("/")
+                        "{shown:?} above it is a symbolic link: nothing is unpacked through a link"
                     ));
                 }
                 Ok(m) if !m.is_dir() => {
-                    return Err(format!(
-                        "{:?} above it is not a directory",
-                        parents[..=i].join("/")
-                    ));
+                    return Err(format!("{shown:?} above it is not a directory"));
                 }
                 Ok(_) => {}
+                Err(_) if !create => {
+                    return Err(format!("{shown:?} above it is not in the image"));
+                }
                 Err(_) => {
                     fs::create_dir(&p).map_err(|e| format!("creating {}: {e}", p.display()))?;
                     self.meta.insert(
-                        parents[..=i].join("/"),
+                        shown,
                         Meta {
                             kind: Kind::Dir,
                             uid: 0,
