@@ -48,7 +48,7 @@ test-smoke: release agent cockpit ## End-to-end scenarios in a throwaway systemd
 demo: deps release agent cockpit ## Throwaway systemd container: install banger, boot a VM, update banger, show the VM's boot_id unchanged
 	smoke/demo --bin-dir target/release
 
-bench: deps release ## Measure every speed and memory figure beside its baseline in a throwaway systemd container; prints one table (root)
+bench: deps release agent ## Measure every speed and memory figure beside its baseline in a throwaway systemd container; prints one table (root)
 	bench/run --bin-dir target/release
 
 lint: ## rustfmt and clippy, as CI wants them

@@ -18,6 +18,7 @@ STORM = [("errors", "errors", 1), ("wall_ms", "wall (ms)", 1), ("p99_us", "call 
 SPAWN = [("median_ms", "wall (ms)", 1)]
 MEMORY = [("rss_kib", "RSS (MiB)", 1 / 1024), ("pss_kib", "PSS (MiB)", 1 / 1024)]
 THROUGHPUT = [("mb_per_s", "MB/s", 1)]
+SECONDS = [("seconds", "wall (s)", 1)]
 LOOP = [("errors", "errors", 1), ("calls", "calls made", 1), ("slowest_ms", "slowest call (ms)", 1)]
 
 
@@ -34,6 +35,8 @@ def kind(value):
         return LOOP
     if "mb_per_s" in value:
         return THROUGHPUT
+    if "seconds" in value:
+        return SECONDS
     raise ValueError("unknown measurement: %r" % value)
 
 
