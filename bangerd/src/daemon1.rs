@@ -59,6 +59,22 @@ impl Daemon1 {
     pub fn calls(&self) -> InFlight {
         self.calls.clone()
     }
+
+    /// Checks a pull, serves its job and starts it; answers the job's path.
+    async fn start_pull(
+        &self,
+        conn: &Connection,
+        reference: &str,
+        name: &str,
+        kernel: &str,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let task = self.vms.begin_pull(reference, name, kernel).await?;
+        self.jobs.serve(conn, &self.vms.jobs, &task.job).await?;
+        tracing::info!(job = task.job.id, "pull of {} started", task.job.what);
+        let path = job_path(task.job.id);
+        tokio::spawn(self.vms.clone().run_pull(task));
+        Ok(path)
+    }
 }
 
 /// Every image or VM error goes on the bus as one `org.banger.Error.*`, with its message.
@@ -120,6 +136,10 @@ impl From<PullError> for BusError {
             PullError::Vm(e) => e.into(),
             PullError::Catalog(CatalogError::BadReference { .. }) => BusError::InvalidArgument(m),
             PullError::Catalog(CatalogError::NoEntry { .. }) => BusError::NotFound(m),
+            PullError::OciReference(_)
+            | PullError::NoKernel
+            | PullError::KernelWithoutInitrd(_)
+            | PullError::KernelForCatalog => BusError::InvalidArgument(m),
             _ => BusError::Failed(m),
         }
     }
@@ -220,12 +240,43 @@ impl Daemon1 {
     ) -> Result<OwnedObjectPath, BusError> {
         let _call = self.calls.enter();
         check_caller(conn, &hdr).await?;
-        let task = self.vms.begin_pull(&reference, &name).await?;
-        self.jobs.serve(conn, &self.vms.jobs, &task.job).await?;
-        tracing::info!(job = task.job.id, "pull of {} started", task.job.what);
-        let path = job_path(task.job.id);
-        tokio::spawn(self.vms.clone().run_pull(task));
-        Ok(path)
+        self.start_pull(conn, &reference, &name, "").await
+    }
+
+    /// PullImage with options: `reference` is also an OCI image,
+    /// `oci://REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST]` (or `docker://…`), pulled from its
+    /// registry, every blob verified by digest, and written as an ext4 root filesystem
+    /// (stages resolving, downloading, unpacking, building, recording). Options: `kernel` (s),
+    /// for an OCI image the local image whose kernel and initrd it boots with (required: an OCI
+    /// image carries no kernel). An unknown option is refused.
+    async fn pull_image_with(
+        &self,
+        reference: String,
+        name: String,
+        options: HashMap<String, zbus::OwnedVariant>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let _call = self.calls.enter();
+        check_caller(conn, &hdr).await?;
+        let mut kernel = String::new();
+        for (key, value) in &options {
+            match key.as_str() {
+                "kernel" => {
+                    kernel = String::try_from(value.try_clone()?).map_err(|_| {
+                        BusError::InvalidArgument(
+                            "option kernel must be a string (s): an image name".into(),
+                        )
+                    })?;
+                }
+                other => {
+                    return Err(BusError::InvalidArgument(format!(
+                        "unknown option {other:?} (PullImageWith knows: kernel)"
+                    )));
+                }
+            }
+        }
+        self.start_pull(conn, &reference, &name, &kernel).await
     }
 
     /// What the configured catalog offers, from its index fetched and verified now:

@@ -21,9 +21,9 @@ use crate::store::{ImageRecord, VmRecord};
 use crate::vms::{Change, Result, VmError, Vms, random_id};
 
 /// Largest kernel accepted at import.
-const MAX_KERNEL: u64 = 512 << 20;
+pub(crate) const MAX_KERNEL: u64 = 512 << 20;
 /// Largest initrd accepted at import.
-const MAX_INITRD: u64 = 4 << 30;
+pub(crate) const MAX_INITRD: u64 = 4 << 30;
 /// Largest root filesystem accepted at import.
 pub(crate) const MAX_ROOTFS: u64 = 256 << 30;
 

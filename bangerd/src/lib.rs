@@ -18,6 +18,7 @@ pub mod namegen;
 pub mod objects;
 pub mod ops;
 pub mod pull;
+mod pull_oci;
 pub mod service;
 pub mod store;
 pub mod vms;

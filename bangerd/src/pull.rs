@@ -166,6 +166,41 @@ pub enum PullError {
     /// Cancel was asked.
     #[error("canceled")]
     Canceled,
+    /// A malformed OCI image reference.
+    #[error("{0}")]
+    OciReference(#[from] banger_oci::reference::ReferenceError),
+    /// The registry, or what it served, was refused.
+    #[error("{0}")]
+    Registry(#[from] banger_oci::registry::RegistryError),
+    /// A layer was refused.
+    #[error("refused {0}")]
+    Layer(#[from] banger_oci::layer::LayerError),
+    /// The image cannot be a banger VM's root filesystem.
+    #[error("{0}")]
+    Build(#[from] banger_oci::rootfs::BuildError),
+    /// An OCI pull without `--kernel`.
+    #[error(
+        "an OCI image carries no kernel: name a local image to take the kernel and initrd from \
+         (banger image pull REFERENCE --kernel IMAGE; e.g. a kernel pulled from the catalog)"
+    )]
+    NoKernel,
+    /// The kernel image has no initrd, which the hand-over needs.
+    #[error(
+        "image {0:?} has no initrd: an OCI image boots through banger's initramfs, which \
+         applies the VM's config disk and hands over to the image's init"
+    )]
+    KernelWithoutInitrd(String),
+    /// `--kernel` for a catalog entry.
+    #[error("a kernel is chosen only for OCI images: a catalog rootfs entry names its own kernel")]
+    KernelForCatalog,
+    /// A file of the kernel image changed since it was imported.
+    #[error("the {role} of image {image:?} no longer matches its recorded SHA-256")]
+    KernelChanged {
+        /// The kernel image.
+        image: String,
+        /// `kernel` or `initrd`.
+        role: &'static str,
+    },
     /// The store, the image directory or the name.
     #[error("{0}")]
     Vm(#[from] VmError),
@@ -180,7 +215,7 @@ impl From<DownloadError> for PullError {
     }
 }
 
-type PullResult<T> = std::result::Result<T, PullError>;
+pub(crate) type PullResult<T> = std::result::Result<T, PullError>;
 
 fn fetcher(s: &CatalogSettings) -> Fetcher {
     let secs = |n: u64| Duration::from_secs(n.max(1));
@@ -230,11 +265,35 @@ impl Pulling {
     }
 }
 
+/// What a pull takes its image from.
+pub(crate) enum Source {
+    /// An entry of the configured catalog.
+    Catalog(EntryRef),
+    /// An OCI image, booted with the kernel and initrd of a local image.
+    Oci {
+        /// The image.
+        reference: banger_oci::reference::Reference,
+        /// The image whose kernel and initrd it gets.
+        kernel: Box<ImageRecord>,
+    },
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Catalog(e) => write!(f, "{e}"),
+            Source::Oci { reference, kernel } => {
+                write!(f, "{reference} (kernel of {})", kernel.name)
+            }
+        }
+    }
+}
+
 /// A pull the daemon agreed to run: its job, and what to pull.
 pub struct PullTask {
     /// The job clients follow.
     pub job: Arc<Job>,
-    entry: EntryRef,
+    source: Source,
     name: ImageName,
     settings: CatalogSettings,
 }
@@ -293,11 +352,56 @@ impl Vms {
             .collect())
     }
 
-    /// Checks a pull request (the reference, the local name, that no image or pull has it and
-    /// that a catalog is configured) and makes its job; [`Vms::run_pull`] does the work.
-    pub async fn begin_pull(&self, reference: &str, name: &str) -> PullResult<PullTask> {
-        let entry = EntryRef::parse(reference)?;
-        let name = image_name_to_import(if name.is_empty() { &entry.name } else { name })?;
+    /// The image an OCI image takes its kernel and initrd from.
+    fn kernel_image(&self, name: &str) -> PullResult<ImageRecord> {
+        if name.is_empty() {
+            return Err(PullError::NoKernel);
+        }
+        let rec = self
+            .store
+            .lock()
+            .unwrap()
+            .image(name)
+            .map_err(VmError::Store)?
+            .ok_or_else(|| VmError::NoSuchImage(name.to_string()))?;
+        if rec.initrd_path.is_none() {
+            return Err(PullError::KernelWithoutInitrd(name.to_string()));
+        }
+        Ok(rec)
+    }
+
+    /// Checks a pull request (the reference, the local name, that no image or pull has it,
+    /// that a catalog is configured for a catalog entry, the kernel image for an OCI image) and
+    /// makes its job; [`Vms::run_pull`] does the work.
+    pub async fn begin_pull(
+        &self,
+        reference: &str,
+        name: &str,
+        kernel: &str,
+    ) -> PullResult<PullTask> {
+        let source = if banger_oci::reference::is_oci(reference) {
+            let reference = banger_oci::reference::Reference::parse(reference)?;
+            Source::Oci {
+                kernel: Box::new(self.kernel_image(kernel)?),
+                reference,
+            }
+        } else {
+            let entry = EntryRef::parse(reference)?;
+            if !kernel.is_empty() {
+                return Err(PullError::KernelForCatalog);
+            }
+            Source::Catalog(entry)
+        };
+        let default_name = match &source {
+            Source::Catalog(e) => e.name.clone(),
+            Source::Oci { reference, .. } => reference
+                .repository
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        };
+        let name = image_name_to_import(if name.is_empty() { &default_name } else { name })?;
         if self
             .store
             .lock()
@@ -308,13 +412,17 @@ impl Vms {
         {
             return Err(VmError::ImageExists(name.to_string()).into());
         }
-        let settings = self.catalog_settings().await?;
+        let settings = match &source {
+            Source::Catalog(_) => self.catalog_settings().await?,
+            // A registry needs no catalog, only the download limits and caps.
+            Source::Oci { .. } => self.host.catalog_settings().await?,
+        };
         let job = self
             .jobs
-            .begin(JOB_KIND_IMAGE_PULL, format!("{entry} as {name}"));
+            .begin(JOB_KIND_IMAGE_PULL, format!("{source} as {name}"));
         Ok(PullTask {
             job,
-            entry,
+            source,
             name,
             settings,
         })
@@ -329,11 +437,11 @@ impl Vms {
         };
         match outcome {
             Ok(()) => {
-                tracing::info!(image = task.name.as_str(), from = %task.entry, "image pulled");
+                tracing::info!(image = task.name.as_str(), from = %task.source, "image pulled");
                 job.finish(Ok(task.name.to_string()));
             }
             Err(e) => {
-                tracing::warn!(image = task.name.as_str(), from = %task.entry, "pull failed: {e}");
+                tracing::warn!(image = task.name.as_str(), from = %task.source, "pull failed: {e}");
                 job.finish(Err(format!("{e}; nothing was imported")));
             }
         }
@@ -342,7 +450,7 @@ impl Vms {
     async fn pull(&self, task: &PullTask) -> PullResult<()> {
         let job = &task.job;
         let op = self.ops.begin("image.pull").map_err(VmError::Store)?;
-        op.stage(&format!("pulling {} as {}", task.entry, task.name));
+        op.stage(&format!("pulling {} as {}", task.source, task.name));
         job.stage(PullStage::Resolving.as_str(), 0);
         let result = self.pull_files(task).await;
         let made = match result {
@@ -362,11 +470,36 @@ impl Vms {
         recorded
     }
 
+    /// A new temporary directory for a pull of `name`, under `images/`.
+    pub(crate) fn pull_dir(&self, name: &ImageName) -> PullResult<PathBuf> {
+        Ok(self.images_dir().join(format!(
+            "{PULL_DIR_PREFIX}{}-{}",
+            name,
+            random_id().map_err(VmError::Random)?
+        )))
+    }
+
     /// Everything up to the image's files in their temporary directory.
     async fn pull_files(&self, task: &PullTask) -> PullResult<Unpacked> {
+        match &task.source {
+            Source::Catalog(entry) => self.pull_catalog_files(task, entry).await,
+            Source::Oci { reference, kernel } => {
+                let tmp = self.pull_dir(&task.name)?;
+                let (job, s) = (task.job.clone(), task.settings.clone());
+                let (reference, kernel, dir) = (reference.clone(), kernel.clone(), tmp.clone());
+                let work = tokio::task::spawn_blocking(move || {
+                    crate::pull_oci::pull(&fetcher(&s), &job, &s, &reference, &kernel, &dir)
+                });
+                finish_work(work.await.map_err(VmError::Task)?, &task.job, &tmp)
+            }
+        }
+    }
+
+    /// The files of catalog entry `entry` (and its kernel's).
+    async fn pull_catalog_files(&self, task: &PullTask, entry: &EntryRef) -> PullResult<Unpacked> {
         let s = &task.settings;
         let index = self.verified_index(s).await?;
-        let entry = index.find(&task.entry)?.clone();
+        let entry = index.find(entry)?.clone();
         let parts: Vec<CatalogEntry> = index
             .kernel_of(&entry)
             .cloned()
@@ -398,11 +531,7 @@ impl Vms {
                 })?;
             urls.push(url);
         }
-        let tmp = self.images_dir().join(format!(
-            "{PULL_DIR_PREFIX}{}-{}",
-            task.name,
-            random_id().map_err(VmError::Random)?
-        ));
+        let tmp = self.pull_dir(&task.name)?;
         let job = task.job.clone();
         let f = fetcher(s);
         let dir = tmp.clone();
@@ -432,21 +561,7 @@ impl Vms {
             }
             Ok(files)
         });
-        match work.await.map_err(VmError::Task)? {
-            Ok(files) if task.job.canceled() => {
-                let _ = std::fs::remove_dir_all(&files.dir);
-                Err(PullError::Canceled)
-            }
-            Ok(files) => Ok(files),
-            Err(e) => {
-                if let Err(error) = std::fs::remove_dir_all(&tmp)
-                    && error.kind() != std::io::ErrorKind::NotFound
-                {
-                    tracing::warn!("removing {}: {error}", tmp.display());
-                }
-                Err(e)
-            }
-        }
+        finish_work(work.await.map_err(VmError::Task)?, &task.job, &tmp)
     }
 
     /// Moves the files into `images/<name>/` and records the image; on failure removes them.
@@ -516,18 +631,38 @@ impl Vms {
     }
 }
 
+/// What a pull's blocking work made, as the pull goes on: a cancel that came too late to stop
+/// the work still leaves nothing, and a failure removes the temporary directory `tmp`.
+fn finish_work(made: PullResult<Unpacked>, job: &Job, tmp: &Path) -> PullResult<Unpacked> {
+    match made {
+        Ok(files) if job.canceled() => {
+            let _ = std::fs::remove_dir_all(&files.dir);
+            Err(PullError::Canceled)
+        }
+        Ok(files) => Ok(files),
+        Err(e) => {
+            if let Err(error) = std::fs::remove_dir_all(tmp)
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!("removing {}: {error}", tmp.display());
+            }
+            Err(e)
+        }
+    }
+}
+
 /// One file of a pulled image.
 #[derive(Debug)]
-struct UnpackedFile {
-    sha256: String,
-    bytes: u64,
+pub(crate) struct UnpackedFile {
+    pub(crate) sha256: String,
+    pub(crate) bytes: u64,
 }
 
 /// A pull's temporary directory and the files in it, by role.
 #[derive(Debug)]
-struct Unpacked {
-    dir: PathBuf,
-    files: HashMap<&'static str, UnpackedFile>,
+pub(crate) struct Unpacked {
+    pub(crate) dir: PathBuf,
+    pub(crate) files: HashMap<&'static str, UnpackedFile>,
 }
 
 /// Downloads `p` from `url` to `dest`, checking size and digest; reports bytes on `job` (the

@@ -252,18 +252,21 @@ while IFS= read -r a; do
     mkdir -p "$R/$(dirname "$a")"
     ln -s /bin/busybox "$R/$a"
 done <"$W/applets"
-for tool in sh ip dd head tr hostname insmod arping usleep setsid cttyhack sleep cat; do
+for tool in sh ip dd head tr hostname insmod arping usleep setsid cttyhack sleep cat mount umount switch_root sed grep cp rm mkdir chmod; do
     grep -qE "(^|/)$tool\$" "$W/applets" || die "busybox-static lacks the '$tool' applet"
 done
 
 [ -x "$X/usr/sbin/dropbear" ] || die "dropbear-bin has no /usr/sbin/dropbear"
 [ -x "$X/usr/bin/dropbearkey" ] || die "dropbear-bin has no /usr/bin/dropbearkey"
+[ -x "$X/usr/bin/dropbearconvert" ] || die "dropbear-bin has no /usr/bin/dropbearconvert"
 cp "$X/usr/sbin/dropbear" "$R/usr/sbin/dropbear"
 if readelf -lW "$AGENT" | grep -q 'Requesting program interpreter'; then
     die "$AGENT is dynamically linked; the guest needs a static one (make agent)"
 fi
 cp "$AGENT" "$R/usr/sbin/banger-agent"
 cp "$X/usr/bin/dropbearkey" "$R/usr/bin/dropbearkey"
+# The hand-over to an image's OpenSSH gives it the same host key, in OpenSSH's format.
+cp "$X/usr/bin/dropbearconvert" "$R/usr/bin/dropbearconvert"
 declare -A copied=()
 copy_libs() { # copies the DT_NEEDED closure of ELF $1 to /lib/x86_64-linux-gnu (the loader's default path)
     local lib src
@@ -281,6 +284,7 @@ copy_libs() { # copies the DT_NEEDED closure of ELF $1 to /lib/x86_64-linux-gnu 
 }
 copy_libs "$X/usr/sbin/dropbear"
 copy_libs "$X/usr/bin/dropbearkey"
+copy_libs "$X/usr/bin/dropbearconvert"
 interp=$(readelf -lW "$X/usr/sbin/dropbear" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
 [ "$interp" = /lib64/ld-linux-x86-64.so.2 ] || die "unexpected ELF interpreter '$interp' for dropbear"
 [ -e "$R/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" ] \
@@ -337,6 +341,8 @@ if [ "$(id -u)" = 0 ]; then
         || die "dropbear does not run inside the initramfs tree: $(chroot "$R" /usr/sbin/dropbear -V 2>&1 | head -3)"
     chroot "$R" /usr/bin/dropbearkey -t ed25519 -f /tmp/k >/dev/null 2>"$W/dropbearkey.err" \
         || die "dropbearkey does not run inside the initramfs tree: $(head -3 "$W/dropbearkey.err")"
+    chroot "$R" /usr/bin/dropbearconvert dropbear openssh /tmp/k /tmp/k.openssh >/dev/null 2>"$W/dropbearconvert.err" \
+        || die "dropbearconvert does not run inside the initramfs tree: $(head -3 "$W/dropbearconvert.err")"
     chroot "$R" /bin/sh -c 'hostname >/dev/null && cat /etc/modules >/dev/null' || die "busybox does not run inside the tree"
     # The tests above leave plain files like /dev/null, /dev/urandom, /tmp/k behind: start those afresh.
     rm -rf "${R:?}/dev" "${R:?}/tmp"

@@ -42,6 +42,7 @@ BOX_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 BOX_PACKAGES=(systemd systemd-container dbus dbus-bin libpam-systemd polkitd util-linux bsdutils procps
     openssl ca-certificates python3 python3-dbus python3-gi qemu-system-x86 openssh-client iproute2 nftables
     e2fsprogs libglib2.0-bin man-db bash-completion curl openssh-server dpkg-dev binutils lintian
+    docker-registry skopeo mmdebstrap
     cockpit-ws cockpit-bridge cockpit-system chromium chromium-driver python3-selenium)
 
 _box_log() { printf '[box %s] %s\n' "$(date +%T)" "$*" >&2; }

@@ -146,6 +146,8 @@ words! {
         Downloading => "downloading",
         /// Unpacking a bundle and checking what it holds.
         Unpacking => "unpacking",
+        /// Writing the root filesystem image (OCI images: the applied layers as ext4).
+        Building => "building",
         /// Moving the image into place and recording it.
         Recording => "recording",
     }

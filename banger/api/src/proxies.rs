@@ -191,6 +191,14 @@ pub trait Daemon1 {
     /// Starts a pull of `reference` from the configured catalog as image `name` ("" for the
     /// entry's name); answers the path of the job doing it.
     fn pull_image(&self, reference: &str, name: &str) -> zbus::Result<zbus::OwnedObjectPath>;
+    /// PullImage with options (`kernel`: the image an OCI image boots with); `reference` may
+    /// be an OCI image, `oci://…` or `docker://…`.
+    fn pull_image_with(
+        &self,
+        reference: &str,
+        name: &str,
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<zbus::OwnedObjectPath>;
     /// What the configured catalog offers.
     fn list_catalog(&self) -> zbus::Result<Vec<crate::wire::CatalogEntryInfo>>;
 }

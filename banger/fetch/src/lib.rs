@@ -44,6 +44,16 @@ pub enum DownloadError {
         /// What went wrong.
         why: String,
     },
+    /// HTTP 401: the server wants credentials; `challenge` is its `WWW-Authenticate`.
+    #[error(
+        "downloading {url}: the server answered HTTP 401 (it asks for credentials: {challenge:?})"
+    )]
+    Unauthorized {
+        /// The URL.
+        url: String,
+        /// The `WWW-Authenticate` header, "" when none.
+        challenge: String,
+    },
     /// Not HTTP 200.
     #[error("downloading {url}: the server answered HTTP {status}")]
     Status {
@@ -154,12 +164,38 @@ pub fn system_roots() -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
 }
 
 /// The result of a streamed download.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
     /// Bytes received.
     pub bytes: u64,
     /// Their SHA-256.
     pub sha256: [u8; 32],
+    /// The response's `Content-Type`, if it had one.
+    pub content_type: Option<String>,
+}
+
+/// A small document, in memory.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// The response's `Content-Type`, if it had one.
+    pub content_type: Option<String>,
+}
+
+/// Request headers: (name, value).
+pub type Headers<'a> = &'a [(&'static str, String)];
+
+/// The host (and port) of an `http(s)` URL, lowercased.
+fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    rest.split(['/', '?', '#'])
+        .next()
+        .unwrap_or("")
+        .rsplit('@')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }
 
 impl Fetcher {
@@ -191,9 +227,16 @@ impl Fetcher {
         }
     }
 
-    /// GETs `url`, following redirects that [`redirect_allowed`] allows.
-    fn get(&self, url: &str) -> Result<ureq::http::Response<ureq::Body>, DownloadError> {
+    /// GETs `url` with `headers`, following redirects that [`redirect_allowed`] allows. An
+    /// `Authorization` header is sent to the URL's own host only, never after a redirect to
+    /// another one.
+    fn get(
+        &self,
+        url: &str,
+        headers: Headers<'_>,
+    ) -> Result<ureq::http::Response<ureq::Body>, DownloadError> {
         let mut current = url.to_string();
+        let origin = url_host(url);
         for _ in 0..=MAX_REDIRECTS {
             if current.starts_with("https://")
                 && let Some(e) = &self.roots_error
@@ -203,14 +246,17 @@ impl Fetcher {
                     why: format!("cannot check the server's certificate: {e}"),
                 });
             }
-            let resp = self
-                .agent
-                .get(&current)
-                .call()
-                .map_err(|e| DownloadError::Transport {
-                    url: current.clone(),
-                    why: describe(&e),
-                })?;
+            let mut req = self.agent.get(&current);
+            for (name, value) in headers {
+                if name.eq_ignore_ascii_case("authorization") && url_host(&current) != origin {
+                    continue;
+                }
+                req = req.header(*name, value);
+            }
+            let resp = req.call().map_err(|e| DownloadError::Transport {
+                url: current.clone(),
+                why: describe(&e),
+            })?;
             if !resp.status().is_redirection() {
                 return Ok(resp);
             }
@@ -242,16 +288,31 @@ impl Fetcher {
 
     /// Downloads a small document into memory, refusing more than `cap` bytes.
     pub fn fetch_small(&self, url: &str, cap: u64) -> Result<Vec<u8>, DownloadError> {
+        Ok(self.fetch_document(url, cap, &[])?.bytes)
+    }
+
+    /// Downloads a small document into memory with request `headers`, refusing more than
+    /// `cap` bytes; keeps its `Content-Type`.
+    pub fn fetch_document(
+        &self,
+        url: &str,
+        cap: u64,
+        headers: Headers<'_>,
+    ) -> Result<Document, DownloadError> {
         let mut out = Vec::new();
-        self.stream(
+        let fetched = self.stream(
             url,
             cap,
             None,
             &AtomicBool::new(false),
             &mut out,
             &mut |_| {},
+            headers,
         )?;
-        Ok(out)
+        Ok(Document {
+            bytes: out,
+            content_type: fetched.content_type,
+        })
     }
 
     /// Streams `url` into `dest`, hashing as it goes. The body must be exactly `size` bytes and
@@ -265,13 +326,36 @@ impl Fetcher {
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Fetched, DownloadError> {
+        self.fetch_to_file_with(url, size, cap, dest, cancel, progress, &[])
+    }
+
+    /// [`Fetcher::fetch_to_file`] with request `headers`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fetch_to_file_with(
+        &self,
+        url: &str,
+        size: u64,
+        cap: u64,
+        dest: &Path,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(u64),
+        headers: Headers<'_>,
+    ) -> Result<Fetched, DownloadError> {
         let werr = |e: std::io::Error| DownloadError::Write {
             path: dest.display().to_string(),
             why: e.to_string(),
         };
         let mut file = std::fs::File::create(dest).map_err(werr)?;
         let fetched = self
-            .stream(url, cap.min(size), Some(size), cancel, &mut file, progress)
+            .stream(
+                url,
+                cap.min(size),
+                Some(size),
+                cancel,
+                &mut file,
+                progress,
+                headers,
+            )
             .map_err(|e| match e {
                 // The sink is this file: name it, not the URL.
                 DownloadError::Write { why, .. } => DownloadError::Write {
@@ -289,6 +373,7 @@ impl Fetcher {
     /// the exact size, the total time and `cancel`; a second thread hashes each chunk and then
     /// writes it, in order. At most [`DEPTH`] full chunks wait between the two, so memory stays
     /// bounded whatever the server sends. The bytes written are the bytes hashed.
+    #[allow(clippy::too_many_arguments)]
     fn stream<W: Write + Send>(
         &self,
         url: &str,
@@ -297,10 +382,24 @@ impl Fetcher {
         cancel: &AtomicBool,
         sink: &mut W,
         progress: &mut dyn FnMut(u64),
+        headers: Headers<'_>,
     ) -> Result<Fetched, DownloadError> {
         let started = Instant::now();
-        let mut resp = self.get(url)?;
+        let mut resp = self.get(url, headers)?;
         let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        if status == 401 {
+            return Err(DownloadError::Unauthorized {
+                url: url.into(),
+                challenge: header("www-authenticate").unwrap_or_default(),
+            });
+        }
+        let content_type = header("content-type");
         if status != 200 {
             return Err(DownloadError::Status {
                 url: url.into(),
@@ -359,6 +458,7 @@ impl Fetcher {
             Ok(Fetched {
                 bytes: total,
                 sha256: hasher.finalize().into(),
+                content_type,
             })
         })
     }

@@ -489,6 +489,67 @@ impl Tree {
         Ok(())
     }
 
+    /// What `path` (absolute, inside the guest) leads to, following symbolic links as the guest
+    /// would, but never above the tree's root: its path inside the tree and its metadata. At
+    /// most 40 links are followed. `None` when nothing is there.
+    pub fn resolve(&self, path: &str) -> Option<(String, Meta)> {
+        let mut todo: Vec<String> = path.split('/').rev().map(str::to_string).collect();
+        let mut at: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = todo.pop() {
+            match c.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    at.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            at.push(c);
+            let rel = at.join("/");
+            let meta = self.meta.get(&rel)?;
+            if meta.kind == Kind::Symlink {
+                hops += 1;
+                if hops > 40 {
+                    return None;
+                }
+                let target = fs::read_link(self.root.join(&rel)).ok()?;
+                let target = target.to_str()?.to_string();
+                at.pop();
+                if target.starts_with('/') {
+                    at.clear();
+                }
+                todo.extend(target.split('/').rev().map(str::to_string));
+            }
+        }
+        let rel = at.join("/");
+        self.meta.get(&rel).map(|m| (rel, m.clone()))
+    }
+
+    /// Writes a regular file of banger's own at `rel` (replacing what is there), with `meta`
+    /// as its ownership and mode in the guest; its parents must be real directories.
+    pub fn write_file(&mut self, rel: &str, contents: &[u8], meta: Meta) -> Result<(), String> {
+        use std::io::Write;
+        let comps = components(rel)?;
+        let (_, parents) = comps.split_last().ok_or("no file name")?;
+        self.ensure_parents(parents)?;
+        let rel = comps.join("/");
+        self.remove(&rel)?;
+        let path = self.root.join(&rel);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600 | (meta.mode & 0o755))
+            .open(&path)
+            .and_then(|mut f| f.write_all(contents).map(|_| f))
+            .map_err(|e| format!("writing {rel:?}: {e}"))?;
+        f.flush().map_err(|e| format!("writing {rel:?}: {e}"))?;
+        self.bytes += contents.len() as u64;
+        self.meta.insert(rel, meta);
+        Ok(())
+    }
+
     /// The metadata as JSON, for the step that writes the filesystem image.
     pub fn meta_json(&self) -> String {
         serde_json::to_string(&self.meta).expect("metadata always serializes")

@@ -36,19 +36,33 @@ pub enum ImageCommand {
         #[arg(long, value_name = "FILE")]
         rootfs: Option<PathBuf>,
     },
-    /// Pull an image from the catalog set in /etc/banger/config.toml ([catalog] url).
+    /// Pull an image from the catalog set in /etc/banger/config.toml ([catalog] url), or an
+    /// OCI image from its registry.
     ///
-    /// The signed index is fetched and verified, each artefact is downloaded through SHA-256
-    /// (its size capped by the signature and by the admin) and checked before anything is
-    /// unpacked; a root filesystem comes with the kernel its entry names. Ctrl-C cancels the
-    /// pull (a second Ctrl-C stops waiting for the cancel); a failed or canceled pull leaves
-    /// nothing behind. See docs/images.md.
+    /// Catalog: the signed index is fetched and verified, each artefact is downloaded through
+    /// SHA-256 (its size capped by the signature and by the admin) and checked before anything
+    /// is unpacked; a root filesystem comes with the kernel its entry names.
+    ///
+    /// OCI (oci://REGISTRY/REPOSITORY:TAG): the linux/amd64 manifest, its configuration and
+    /// every layer are verified by digest; the layers are applied with whiteouts (a layer that
+    /// would write outside the image, or carries a device node, is refused) into an ext4 root
+    /// filesystem that keeps the image's ownership; the image must have an init and an SSH
+    /// server. It boots with the kernel and initrd of --kernel IMAGE. A registry on a loopback
+    /// address is spoken to over HTTP, any other over HTTPS.
+    ///
+    /// Ctrl-C cancels the pull (a second Ctrl-C stops waiting for the cancel); a failed or
+    /// canceled pull leaves nothing behind. See docs/images.md.
     Pull {
-        /// The catalog entry: NAME (its newest version) or NAME:VERSION.
+        /// The catalog entry: NAME (its newest version) or NAME:VERSION; or an OCI image,
+        /// oci://REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST] (docker://… too).
         reference: String,
-        /// Name of the new image (default: the entry's name).
+        /// Name of the new image (default: the entry's name, or the repository's last part).
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
+        /// For an OCI image: the local image whose kernel and initrd it boots with (an image
+        /// pulled from a catalog's kernel entry, for example). Required for OCI images.
+        #[arg(long, value_name = "IMAGE")]
+        kernel: Option<String>,
         /// Print one JSON object per event (started, stage, progress, canceling, finished)
         /// on stdout instead of lines for people.
         #[arg(long)]
@@ -86,8 +100,9 @@ pub async fn run(command: ImageCommand) -> CmdResult {
         ImageCommand::Pull {
             reference,
             name,
+            kernel,
             json,
-        } => super::image_pull::pull(&reference, name.as_deref(), json).await,
+        } => super::image_pull::pull(&reference, name.as_deref(), kernel.as_deref(), json).await,
         ImageCommand::Catalog { json } => super::image_pull::catalog(json).await,
         ImageCommand::List { json } => list(json).await,
         ImageCommand::Rm { name } => rm(&name).await,

@@ -274,8 +274,13 @@ fn said(msg: &Message, path: &OwnedObjectPath) -> Said {
     }
 }
 
-/// `banger image pull REFERENCE [--name NAME] [--json]`.
-pub async fn pull(reference: &str, name: Option<&str>, json: bool) -> CmdResult {
+/// `banger image pull REFERENCE [--name NAME] [--kernel IMAGE] [--json]`.
+pub async fn pull(
+    reference: &str,
+    name: Option<&str>,
+    kernel: Option<&str>,
+    json: bool,
+) -> CmdResult {
     let conn = bus::system_bus().await?;
     let daemon = Daemon1Proxy::builder(&conn)
         .cache_properties(CacheProperties::No)
@@ -290,10 +295,16 @@ pub async fn pull(reference: &str, name: Option<&str>, json: bool) -> CmdResult 
         .await?;
     let mut interrupts = signal(SignalKind::interrupt()).context("handling Ctrl-C")?;
     let what = format!("pulling {reference}");
-    let path = daemon
-        .pull_image(reference, name.unwrap_or(""))
-        .await
-        .map_err(failed(&what))?;
+    // PullImage without options, so that a daemon without PullImageWith still pulls.
+    let path = if let Some(k) = kernel {
+        let options = HashMap::from([("kernel", zbus::Variant::from(k))]);
+        daemon
+            .pull_image_with(reference, name.unwrap_or(""), options)
+            .await
+    } else {
+        daemon.pull_image(reference, name.unwrap_or("")).await
+    }
+    .map_err(failed(&what))?;
     let job = DaemonJobProxy::builder(&conn)
         .path(path.clone())
         .cache_properties(CacheProperties::No)

@@ -1,0 +1,403 @@
+//! A registry client for pulls, over the distribution spec's HTTP API: the manifest (an index
+//! narrowed to linux/amd64), the configuration and the layer blobs, each verified by its
+//! digest and bounded by its descriptor's size.
+//!
+//! Downloads go through [`banger_fetch::Fetcher`], with the limits of the root-owned
+//! configuration (stall timeout, redirect hosts, the host's certificate authorities). A
+//! registry on a loopback address is spoken to over plain HTTP, as container tools do; any
+//! other over HTTPS. Registries that hand out anonymous pull tokens (`WWW-Authenticate:
+//! Bearer …`) are followed; one that wants a user name and password is refused with a message
+//! saying so: banger keeps no registry credentials.
+
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use banger_fetch::{DownloadError, Fetcher};
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{self, Descriptor, Document, ImageConfig, Manifest, ManifestError};
+use crate::reference::Reference;
+
+/// Largest manifest or index read.
+pub const MANIFEST_CAP: u64 = 4 << 20;
+/// Largest image configuration read.
+pub const CONFIG_CAP: u64 = 4 << 20;
+/// Largest token answer read.
+const TOKEN_CAP: u64 = 64 << 10;
+
+/// Why talking to the registry failed. Messages name the reference or the blob.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// An HTTP failure.
+    #[error("{0}")]
+    Download(#[from] DownloadError),
+    /// A manifest, index or configuration was refused.
+    #[error("{0}")]
+    Manifest(#[from] ManifestError),
+    /// Bytes that do not hash to their digest.
+    #[error("{what} does not match its digest: expected {want}, got sha256:{got}")]
+    Digest {
+        /// Which document or blob.
+        what: String,
+        /// The digest it should have.
+        want: String,
+        /// The SHA-256 of what came.
+        got: String,
+    },
+    /// The registry wants credentials, or its token service failed.
+    #[error("{0}")]
+    Auth(String),
+}
+
+/// What a reference resolved to.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The digest of the image manifest (for linux/amd64, when the reference named an index).
+    pub digest: String,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Its configuration.
+    pub config: ImageConfig,
+}
+
+/// A client for one repository.
+pub struct Registry<'a> {
+    fetcher: &'a Fetcher,
+    reference: &'a Reference,
+    base: String,
+    token: RefCell<Option<String>>,
+}
+
+/// `true` for `localhost`, `127.0.0.0/8` and `::1` (with or without a port).
+pub fn is_loopback(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        registry.split(':').next().unwrap_or("")
+    };
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Percent-encodes a query value (everything but RFC 3986's unreserved characters).
+fn query_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The parameters of a `WWW-Authenticate: Bearer k="v",…` challenge, or why it cannot be
+/// answered anonymously.
+fn parse_challenge(challenge: &str) -> Result<Vec<(String, String)>, String> {
+    let c = challenge.trim();
+    let Some(params) = c
+        .strip_prefix("Bearer ")
+        .or_else(|| c.strip_prefix("bearer "))
+    else {
+        let scheme = c.split_whitespace().next().unwrap_or("none");
+        return Err(format!(
+            "the registry asks for {scheme} credentials; banger keeps no registry credentials and pulls only images that can be pulled anonymously"
+        ));
+    };
+    let mut out = Vec::new();
+    let mut rest = params.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest
+            .split_once('=')
+            .ok_or_else(|| format!("malformed challenge {challenge:?}"))?;
+        let after = after.trim_start();
+        let (value, tail) = if let Some(q) = after.strip_prefix('"') {
+            let end = q
+                .find('"')
+                .ok_or_else(|| format!("malformed challenge {challenge:?}"))?;
+            (&q[..end], &q[end + 1..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        out.push((key.trim().to_ascii_lowercase(), value.to_string()));
+        rest = tail.trim_start().trim_start_matches(',').trim_start();
+    }
+    Ok(out)
+}
+
+impl<'a> Registry<'a> {
+    /// A client for `reference`'s repository.
+    pub fn new(fetcher: &'a Fetcher, reference: &'a Reference) -> Self {
+        let scheme = if is_loopback(&reference.registry) {
+            "http"
+        } else {
+            "https"
+        };
+        Registry {
+            fetcher,
+            reference,
+            base: format!(
+                "{scheme}://{}/v2/{}",
+                reference.registry, reference.repository
+            ),
+            token: RefCell::new(None),
+        }
+    }
+
+    fn headers(&self, accept: Option<&str>) -> Vec<(&'static str, String)> {
+        let mut h = Vec::new();
+        if let Some(a) = accept {
+            h.push(("Accept", a.to_string()));
+        }
+        if let Some(t) = &*self.token.borrow() {
+            h.push(("Authorization", format!("Bearer {t}")));
+        }
+        h
+    }
+
+    /// Runs `call`, and once more with a token when the registry answers 401 with a Bearer
+    /// challenge.
+    fn authorized<T>(
+        &self,
+        accept: Option<&str>,
+        call: impl Fn(&[(&'static str, String)]) -> Result<T, DownloadError>,
+    ) -> Result<T, RegistryError> {
+        match call(&self.headers(accept)) {
+            Err(DownloadError::Unauthorized { challenge, .. }) if self.token.borrow().is_none() => {
+                self.login(&challenge)?;
+                Ok(call(&self.headers(accept))?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Asks the challenge's token service for an anonymous pull token.
+    fn login(&self, challenge: &str) -> Result<(), RegistryError> {
+        let who = format!("the registry {}", self.reference.registry);
+        let params =
+            parse_challenge(challenge).map_err(|e| RegistryError::Auth(format!("{who}: {e}")))?;
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let realm = get("realm").ok_or_else(|| {
+            RegistryError::Auth(format!("{who}: its challenge names no token realm"))
+        })?;
+        let insecure_ok = is_loopback(&self.reference.registry);
+        if !(realm.starts_with("https://") || (insecure_ok && realm.starts_with("http://"))) {
+            return Err(RegistryError::Auth(format!(
+                "{who}: its token realm {realm:?} is not an https URL"
+            )));
+        }
+        let mut url = realm.to_string();
+        let mut sep = if url.contains('?') { '&' } else { '?' };
+        if let Some(service) = get("service") {
+            url.push_str(&format!("{sep}service={}", query_escape(service)));
+            sep = '&';
+        }
+        let scope = get("scope")
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("repository:{}:pull", self.reference.repository));
+        url.push_str(&format!("{sep}scope={}", query_escape(&scope)));
+        let doc = self.fetcher.fetch_document(&url, TOKEN_CAP, &[])?;
+        #[derive(serde::Deserialize)]
+        struct Token {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let t: Token = serde_json::from_slice(&doc.bytes)
+            .map_err(|e| RegistryError::Auth(format!("{who}: its token service answered {e}")))?;
+        let token = t
+            .token
+            .or(t.access_token)
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| {
+                RegistryError::Auth(format!("{who}: its token service gave no usable token"))
+            })?;
+        *self.token.borrow_mut() = Some(token);
+        Ok(())
+    }
+
+    /// GETs the manifest `r` (a tag or a digest), checking it against `r` when `r` is a digest.
+    fn manifest(&self, r: &str, what: &str) -> Result<(String, Document), RegistryError> {
+        let url = format!("{}/manifests/{r}", self.base);
+        let doc = self.authorized(Some(manifest::ACCEPT), |h| {
+            self.fetcher.fetch_document(&url, MANIFEST_CAP, h)
+        })?;
+        let got = sha256_hex(&doc.bytes);
+        if let Some(want) = r.strip_prefix("sha256:")
+            && want != got
+        {
+            return Err(RegistryError::Digest {
+                what: what.into(),
+                want: r.into(),
+                got,
+            });
+        }
+        let parsed = manifest::parse(&doc.bytes, doc.content_type.as_deref(), what)?;
+        Ok((format!("sha256:{got}"), parsed))
+    }
+
+    /// Resolves the reference to a linux/amd64 image manifest and its configuration.
+    pub fn resolve(&self) -> Result<Resolved, RegistryError> {
+        let what = format!("the manifest of {}", self.reference);
+        let (mut digest, mut doc) = self.manifest(self.reference.manifest_ref(), &what)?;
+        if let Document::Index(list) = &doc {
+            let d = manifest::pick_platform(list, &what)?.clone();
+            let inner = format!(
+                "the linux/amd64 manifest {} of {}",
+                d.digest, self.reference
+            );
+            let (got, parsed) = self.manifest(&d.digest, &inner)?;
+            if let Document::Index(_) = parsed {
+                return Err(ManifestError {
+                    what: inner,
+                    why: "an index inside an index".into(),
+                }
+                .into());
+            }
+            (digest, doc) = (got, parsed);
+        }
+        let Document::Manifest(manifest) = doc else {
+            unreachable!("indexes are resolved above")
+        };
+        let cwhat = format!(
+            "the configuration {} of {}",
+            manifest.config.digest, self.reference
+        );
+        if manifest.config.size > CONFIG_CAP {
+            return Err(ManifestError {
+                what: cwhat,
+                why: format!(
+                    "{} bytes, more than the {CONFIG_CAP}-byte limit",
+                    manifest.config.size
+                ),
+            }
+            .into());
+        }
+        let url = self.blob_url(&manifest.config);
+        let doc = self.authorized(None, |h| {
+            self.fetcher.fetch_document(&url, manifest.config.size, h)
+        })?;
+        self.check(&manifest.config, &doc.bytes, &cwhat)?;
+        let config = manifest::parse_config(&doc.bytes, &manifest, &cwhat)?;
+        Ok(Resolved {
+            digest,
+            manifest,
+            config,
+        })
+    }
+
+    fn check(&self, d: &Descriptor, bytes: &[u8], what: &str) -> Result<(), RegistryError> {
+        let got = sha256_hex(bytes);
+        if bytes.len() as u64 != d.size || Some(got.as_str()) != d.digest.strip_prefix("sha256:") {
+            return Err(RegistryError::Digest {
+                what: what.into(),
+                want: d.digest.clone(),
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    fn blob_url(&self, d: &Descriptor) -> String {
+        format!("{}/blobs/{}", self.base, d.digest)
+    }
+
+    /// Streams blob `d` into `dest` through SHA-256: exactly `d.size` bytes (refused when over
+    /// `cap`), and refused when it does not hash to `d.digest`.
+    pub fn blob_to_file(
+        &self,
+        d: &Descriptor,
+        what: &str,
+        cap: u64,
+        dest: &Path,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), RegistryError> {
+        if d.size > cap {
+            return Err(ManifestError {
+                what: what.into(),
+                why: format!("{} bytes, more than the {cap} allowed", d.size),
+            }
+            .into());
+        }
+        let url = self.blob_url(d);
+        let progress = RefCell::new(progress);
+        let fetched = self.authorized(None, |h| {
+            let mut p = progress.borrow_mut();
+            self.fetcher
+                .fetch_to_file_with(&url, d.size, cap, dest, cancel, &mut **p, h)
+        })?;
+        let got: String = fetched.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        if Some(got.as_str()) != d.digest.strip_prefix("sha256:") {
+            return Err(RegistryError::Digest {
+                what: what.into(),
+                want: d.digest.clone(),
+                got,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries_are_spoken_to_over_http_only() {
+        for r in [
+            "127.0.0.1:5000",
+            "localhost",
+            "localhost:5000",
+            "[::1]:5000",
+            "127.9.9.9",
+        ] {
+            assert!(is_loopback(r), "{r}");
+        }
+        for r in [
+            "registry.example.org",
+            "192.0.2.1:5000",
+            "[2001:db8::1]:443",
+            "localhost.example.org",
+        ] {
+            assert!(!is_loopback(r), "{r}");
+        }
+    }
+
+    #[test]
+    fn bearer_challenges_are_parsed_and_basic_ones_refused() {
+        let p = parse_challenge(
+            r#"Bearer realm="https://auth.example.org/token",service="registry.example.org",scope="repository:library/debian:pull""#,
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            vec![
+                ("realm".into(), "https://auth.example.org/token".into()),
+                ("service".into(), "registry.example.org".into()),
+                ("scope".into(), "repository:library/debian:pull".into()),
+            ]
+        );
+        let e = parse_challenge(r#"Basic realm="Registry Realm""#).unwrap_err();
+        assert!(e.contains("asks for Basic credentials"), "{e}");
+        assert!(parse_challenge(r#"Bearer realm="unterminated"#).is_err());
+        assert_eq!(
+            query_escape("repository:a/b:pull"),
+            "repository%3Aa%2Fb%3Apull"
+        );
+    }
+}
