@@ -132,6 +132,17 @@ fn components(raw: &str) -> Result<Vec<&str>, String> {
     Ok(out)
 }
 
+/// Creates a file that must not exist yet, never through a link: readable and writable by the
+/// extracting user, with `mode`'s permission bits and no special ones.
+fn create_new(path: &Path, mode: u32) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600 | (mode & 0o755))
+        .open(path)
+}
+
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
 
@@ -319,13 +330,8 @@ impl Tree {
                         self.limits.max_bytes
                     ));
                 }
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .mode(0o600 | (meta.mode & 0o755))
-                    .open(&path)
-                    .map_err(|e| format!("creating it: {e}"))?;
+                let mut f =
+                    create_new(&path, meta.mode).map_err(|e| format!("creating it: {e}"))?;
                 let n = io::copy(&mut (&mut *entry).take(size), &mut f)
                     .map_err(|e| format!("writing it: {e}"))?;
                 if n != size {
@@ -536,12 +542,7 @@ impl Tree {
         let rel = comps.join("/");
         self.remove(&rel)?;
         let path = self.root.join(&rel);
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600 | (meta.mode & 0o755))
-            .open(&path)
+        let mut f = create_new(&path, meta.mode)
             .and_then(|mut f| f.write_all(contents).map(|_| f))
             .map_err(|e| format!("writing {rel:?}: {e}"))?;
         f.flush().map_err(|e| format!("writing {rel:?}: {e}"))?;
