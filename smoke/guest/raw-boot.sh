@@ -2,7 +2,9 @@
 # smoke/guest/raw-boot.sh - boot the test guest with plain QEMU (no banger) and time boot-to-SSH:
 # the baseline banger's own boot time is compared with. Must run as root (bridge, tap).
 #
-# usage: smoke/guest/raw-boot.sh [--kernel VMLINUX --initrd INITRAMFS]   (default: smoke/guest/build.sh)
+# usage: smoke/guest/raw-boot.sh [--kernel VMLINUX --initrd INITRAMFS] [--rootfs IMAGE]
+#        (default: smoke/guest/build.sh; IMAGE, a root filesystem, is attached first, its writes
+#        thrown away: an image made by banger from an OCI image boots its own init)
 #
 # Creates bridge bgraw0 (172.31.99.1/24) + tap bgrawtap0, a throwaway SSH key and a config disk
 # (make-config-disk.sh; guest 172.31.99.2/24), boots QEMU -M microvm (TCG) and polls
@@ -28,12 +30,13 @@ SSH_TIMEOUT=${SSH_TIMEOUT:-120}
 log() { printf 'raw-boot.sh: %s\n' "$*" >&2; }
 die() { printf 'raw-boot.sh: FAIL: %s\n' "$*" >&2; exit 1; }
 
-KERNEL="" INITRD=""
+KERNEL="" INITRD="" ROOTFS=""
 while [ "$#" -gt 0 ]; do
     case $1 in
         --kernel) KERNEL=${2:?--kernel needs a file}; shift ;;
         --initrd) INITRD=${2:?--initrd needs a file}; shift ;;
-        -h | --help) sed -n '4,5{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
+        --rootfs) ROOTFS=${2:?--rootfs needs a file}; shift ;;
+        -h | --help) sed -n '4,7{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) die "unknown argument '$1'" ;;
     esac
     shift
@@ -107,12 +110,15 @@ boot() {
     local n=$1 log=$W/serial-$1.log t0 deadline
     # Forget the guest's MAC from the previous boot: measure like a first contact every time.
     ip neigh flush dev "$BR" 2>/dev/null || true
+    local root=()
+    [ -z "$ROOTFS" ] || root=(-drive "id=root,file=$ROOTFS,format=raw,if=none,snapshot=on" -device virtio-blk-device,drive=root)
     t0=$(usec)
     qemu-system-x86_64 -M microvm -accel tcg -cpu max -m 256 -smp 1 -nodefaults -no-user-config \
         -display none -serial "file:$log" \
         -kernel "$KERNEL" -initrd "$INITRD" \
         -append "console=ttyS0 quiet panic=-1 tsc_early_khz=$KHZ" \
         -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device "virtio-net-device,netdev=n0,mac=$MAC" \
+        "${root[@]}" \
         -drive "id=cfg,file=$W/config.img,format=raw,if=none" -device virtio-blk-device,drive=cfg \
         </dev/null >"$W/qemu.err" 2>&1 &
     QEMU_PID=$!

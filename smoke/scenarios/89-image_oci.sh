@@ -22,12 +22,12 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 # shellcheck source=../lib/vm.sh
 source "$SMOKE_LIB/vm.sh"
+# shellcheck source=../lib/oci.sh
+source "$SMOKE_LIB/oci.sh"
 
 BANGER=$BOX_BIN/banger
 IMAGES=/var/lib/banger/images
-REG=127.0.0.1:5055
-REG_UNIT=banger-smoke-registry.service
-REG_BOX=/srv/banger-smoke-registry
+REG=$OCI_REG
 WORK=$SMOKE_DIR/oci
 PULLED=(debian kern konly)
 
@@ -40,8 +40,7 @@ cleanup() {
     vm_remove_all
     local i
     for i in "${PULLED[@]}"; do as_owner "$BANGER" image rm "$i" >/dev/null 2>&1 || true; done
-    box_exec systemctl stop "$REG_UNIT" 2>/dev/null || true
-    box_exec rm -rf "$REG_BOX"
+    oci_registry_down
     return "$rc"
 }
 trap cleanup EXIT
@@ -55,39 +54,10 @@ state() {
 wait_daemon_ready 15
 
 # --- the registry and the images
-rootfs=$("$SMOKE_REPO/smoke/guest/oci-rootfs.sh") || { fail "smoke/guest/oci-rootfs.sh failed"; exit 1; }
-rm -rf "$WORK" && mkdir -p "$WORK"
-python3 "$SMOKE_LIB/oci-layout.py" --out "$WORK/layouts" --rootfs "$rootfs" || { fail "oci-layout.py failed"; exit 1; }
-box_exec systemctl stop "$REG_UNIT" 2>/dev/null || true
-# The package's own registry (enabled by its postinst, on port 5000) is not the one under test.
-box_exec systemctl stop docker-registry.service 2>/dev/null || true
-box_exec rm -rf "$REG_BOX" && box_exec mkdir -p "$REG_BOX/layouts" "$REG_BOX/data"
-tar -C "$WORK/layouts" -cf - . | box_exec tar -C "$REG_BOX/layouts" --no-same-owner -xf - ||
-    { fail "could not copy the layouts into the box"; exit 1; }
-box_exec sh -c 'cat >"$1"' cfg "$REG_BOX/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $REG_BOX/data
-http:
-  addr: $REG
-EOF
-box_exec systemctl reset-failed "$REG_UNIT" 2>/dev/null || true
-box_exec systemd-run --quiet --unit="$REG_UNIT" --collect --description="banger smoke registry" \
-    docker-registry serve "$REG_BOX/config.yml" || { fail "could not start $REG_UNIT"; exit 1; }
-wait_for 15 "the registry to answer on $REG" box_exec curl -sf -o /dev/null "http://$REG/v2/" ||
-    { show_journal "$REG_UNIT"; exit 1; }
-for img in debian trav link dev whiteout noboot digest; do
-    box_exec skopeo copy --quiet --dest-tls-verify=false "oci:$REG_BOX/layouts/$img:1" \
-        "docker://$REG/smoke/$img:1" || { fail "skopeo copy of $img failed"; exit 1; }
-done
-box_exec skopeo copy --quiet --all --dest-tls-verify=false "oci:$REG_BOX/layouts/arm:1" \
-    "docker://$REG/smoke/arm:1" || { fail "skopeo copy of arm failed"; exit 1; }
+oci_registry_up "$WORK" debian trav link dev whiteout noboot digest arm || exit 1
 # The registry now serves other bytes (of the same size) for the digest image's layer.
 layer=$(cut -d: -f2 "$WORK/layouts/digest.layers")
-data=$REG_BOX/data/docker/registry/v2/blobs/sha256/${layer:0:2}/$layer/data
+data=$OCI_REG_BOX/data/docker/registry/v2/blobs/sha256/${layer:0:2}/$layer/data
 box_exec sh -c 'size=$(stat -c %s "$1") && head -c "$size" /dev/urandom >"$1.new" && mv "$1.new" "$1"' alter "$data" ||
     { fail "could not alter $data"; exit 1; }
 proved "registry $REG serves smoke/{debian,trav,link,dev,whiteout,noboot,digest,arm}:1, pushed with skopeo"
