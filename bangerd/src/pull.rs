@@ -632,7 +632,8 @@ impl Vms {
 }
 
 /// What a pull's blocking work made, as the pull goes on: a cancel that came too late to stop
-/// the work still leaves nothing, and a failure removes the temporary directory `tmp`.
+/// the work still leaves nothing, a failure removes the temporary directory `tmp`, and a pull
+/// that was canceled ends as canceled whichever step its cancel stopped.
 fn finish_work(made: PullResult<Unpacked>, job: &Job, tmp: &Path) -> PullResult<Unpacked> {
     match made {
         Ok(files) if job.canceled() => {
@@ -646,7 +647,11 @@ fn finish_work(made: PullResult<Unpacked>, job: &Job, tmp: &Path) -> PullResult<
             {
                 tracing::warn!("removing {}: {error}", tmp.display());
             }
-            Err(e)
+            Err(if job.canceled() {
+                PullError::Canceled
+            } else {
+                e
+            })
         }
     }
 }
