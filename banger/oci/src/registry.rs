@@ -357,6 +357,228 @@ impl<'a> Registry<'a> {
 mod tests {
     use super::*;
 
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use banger_fetch::FetchLimits;
+
+    /// A registry on loopback that wants an anonymous bearer token: serves `docs` (path →
+    /// (content type, body)) to requests carrying `Bearer T0K`, a 401 challenge to others, and
+    /// the token at /token. Records every request line with its Authorization header. Serves
+    /// at most `max` requests.
+    fn registry(
+        docs: HashMap<String, (String, Vec<u8>)>,
+        max: usize,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (seen2, addr2) = (seen.clone(), addr.clone());
+        std::thread::spawn(move || {
+            for stream in l.incoming().take(max) {
+                let mut stream = stream.unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let mut r = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut auth = String::new();
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("authorization: ") {
+                        auth = v.trim().to_string();
+                    }
+                }
+                seen2.lock().unwrap().push(format!("{path} [{auth}]"));
+                let (status, extra, ctype, body) = if path.starts_with("/token?") {
+                    (
+                        "200 OK",
+                        String::new(),
+                        "application/json".to_string(),
+                        br#"{"token":"T0K"}"#.to_vec(),
+                    )
+                } else if auth != "bearer t0k" {
+                    let challenge = format!(
+                        "WWW-Authenticate: Bearer realm=\"http://{addr2}/token\",service=\"svc\",scope=\"repository:smoke/x:pull\"\r\n"
+                    );
+                    (
+                        "401 Unauthorized",
+                        challenge,
+                        "text/plain".into(),
+                        b"no".to_vec(),
+                    )
+                } else if let Some((t, b)) = docs.get(&path) {
+                    ("200 OK", String::new(), t.clone(), b.clone())
+                } else {
+                    (
+                        "404 Not Found",
+                        String::new(),
+                        "text/plain".into(),
+                        b"none".to_vec(),
+                    )
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\n{extra}Content-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(&body);
+            }
+        });
+        (addr, seen)
+    }
+
+    fn fetcher() -> Fetcher {
+        Fetcher::new(&FetchLimits {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+            total_timeout: Duration::from_secs(30),
+            redirect_hosts: vec![],
+            redirect_setting: "[update] redirect_hosts",
+        })
+    }
+
+    fn digest(b: &[u8]) -> String {
+        format!("sha256:{}", sha256_hex(b))
+    }
+
+    /// An image (its manifest behind tag 1) whose layer the registry serves as `served`.
+    fn image_docs(layer: &[u8], served: &[u8]) -> (HashMap<String, (String, Vec<u8>)>, String) {
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["x"]}}"#;
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"{}","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
+            manifest::OCI_CONFIG,
+            digest(config),
+            config.len(),
+            digest(layer),
+            layer.len()
+        );
+        let mut docs = HashMap::new();
+        docs.insert(
+            "/v2/smoke/x/manifests/1".to_string(),
+            (
+                manifest::OCI_MANIFEST.to_string(),
+                manifest.clone().into_bytes(),
+            ),
+        );
+        docs.insert(
+            format!("/v2/smoke/x/blobs/{}", digest(config)),
+            ("application/octet-stream".into(), config.to_vec()),
+        );
+        docs.insert(
+            format!("/v2/smoke/x/blobs/{}", digest(layer)),
+            ("application/octet-stream".into(), served.to_vec()),
+        );
+        (docs, digest(manifest.as_bytes()))
+    }
+
+    #[test]
+    fn a_pull_gets_an_anonymous_token_and_verifies_every_blob() {
+        let layer = vec![7u8; 3000];
+        let (docs, manifest_digest) = image_docs(&layer, &layer);
+        let (addr, seen) = registry(docs, 8);
+        let f = fetcher();
+        let r = Reference::parse(&format!("oci://{addr}/smoke/x:1")).unwrap();
+        let reg = Registry::new(&f, &r);
+        let resolved = reg.resolve().unwrap();
+        assert_eq!(resolved.digest, manifest_digest);
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("layer");
+        let mut last = 0;
+        reg.blob_to_file(
+            &resolved.manifest.layers[0],
+            "layer 1",
+            1 << 20,
+            &dest,
+            &AtomicBool::new(false),
+            &mut |n| last = n,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), layer);
+        assert_eq!(last, 3000);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen[0], "/v2/smoke/x/manifests/1 []", "{seen:?}");
+        assert_eq!(
+            seen[1], "/token?service=svc&scope=repository%3Asmoke%2Fx%3Apull []",
+            "{seen:?}"
+        );
+        assert!(
+            seen[2..].iter().all(|l| l.ends_with("[bearer t0k]")),
+            "{seen:?}"
+        );
+
+        // A blob over the cap is refused before it is fetched.
+        let e = reg
+            .blob_to_file(
+                &resolved.manifest.layers[0],
+                "layer 1",
+                100,
+                &dest,
+                &AtomicBool::new(false),
+                &mut |_| {},
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("3000 bytes, more than the 100 allowed"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_blob_that_does_not_hash_to_its_digest_is_refused() {
+        let layer = vec![7u8; 3000];
+        let (mut docs, _) = image_docs(&layer, &[8u8; 3000]);
+        // The manifest, served under a digest it does not have.
+        let m = docs["/v2/smoke/x/manifests/1"].clone();
+        docs.insert(
+            format!("/v2/smoke/x/manifests/sha256:{}", "0".repeat(64)),
+            m,
+        );
+        let (addr, _) = registry(docs, 8);
+        let f = fetcher();
+        let r = Reference::parse(&format!("oci://{addr}/smoke/x:1")).unwrap();
+        let reg = Registry::new(&f, &r);
+        let resolved = reg.resolve().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let e = reg
+            .blob_to_file(
+                &resolved.manifest.layers[0],
+                "layer 1 of x",
+                1 << 20,
+                &d.path().join("l"),
+                &AtomicBool::new(false),
+                &mut |_| {},
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("layer 1 of x does not match its digest: expected sha256:"),
+            "{e}"
+        );
+
+        // A manifest pinned by a digest it does not have.
+        let pinned =
+            Reference::parse(&format!("oci://{addr}/smoke/x@sha256:{}", "0".repeat(64))).unwrap();
+        let e = Registry::new(&f, &pinned)
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("HTTP 404") || e.contains("does not match its digest"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn loopback_registries_are_spoken_to_over_http_only() {
         for r in [
