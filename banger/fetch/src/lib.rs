@@ -345,14 +345,16 @@ impl Fetcher {
             path: dest.display().to_string(),
             why: e.to_string(),
         };
-        let mut file = std::fs::File::create(dest).map_err(werr)?;
+        let file = std::fs::File::create(dest).map_err(werr)?;
+        // The disk writes each finished stretch while the download goes on, not all at the end.
+        let mut sink = banger_host::fsutil::WriteBehind::new(&file);
         let fetched = self
             .stream(
                 url,
                 cap.min(size),
                 Some(size),
                 cancel,
-                &mut file,
+                &mut sink,
                 progress,
                 headers,
             )
