@@ -415,8 +415,48 @@ mod tests {
 
 /// How often [`return_freed_memory`] looks at the resident size.
 pub const TRIM_PERIOD: Duration = Duration::from_secs(10);
-/// How much the resident size must have grown since the last trim before the next one.
+/// How far above the smallest size a trim has left the resident size must be for another.
 const TRIM_SLACK_BYTES: u64 = 256 << 10;
+/// After how many looks at an unchanged resident size the heap is trimmed again anyway.
+const RETRIM_LOOKS: u32 = 6;
+
+/// What [`return_freed_memory`] decides at each look at the resident size.
+#[derive(Debug, Default)]
+struct TrimPolicy {
+    /// The smallest resident size a trim has left: what this service needs when idle.
+    floor: Option<u64>,
+    /// The resident size the last trim left, and the looks since that found it unchanged.
+    last: Option<(u64, u32)>,
+}
+
+impl TrimPolicy {
+    /// Whether to trim now, at resident size `now`: when it is above the floor by more than
+    /// [`TRIM_SLACK_BYTES`] and the service has done something since the last trim. A trim
+    /// in the middle of a burst is followed by another once the burst has freed its memory,
+    /// and a size that does not change is trimmed again every [`RETRIM_LOOKS`] looks, in case
+    /// the burst ended without touching a new page.
+    fn due(&mut self, now: u64) -> bool {
+        let Some(floor) = self.floor else {
+            return true;
+        };
+        if now <= floor + TRIM_SLACK_BYTES {
+            return false;
+        }
+        match &mut self.last {
+            Some((left, looks)) if *left == now && *looks + 1 < RETRIM_LOOKS => {
+                *looks += 1;
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// A trim has left the resident size at `after`.
+    fn trimmed(&mut self, after: u64) {
+        self.floor = Some(self.floor.map_or(after, |f| f.min(after)));
+        self.last = Some((after, 0));
+    }
+}
 
 /// The resident size of this process, from `/proc/self/statm`.
 pub fn resident_bytes() -> Option<u64> {
@@ -438,27 +478,29 @@ pub fn trim_heap() -> bool {
 ///
 /// glibc's malloc keeps freed memory inside its heap for reuse, and a burst (a thousand callers
 /// at once, each call's messages and tasks) leaves the heap fragmented: megabytes that nothing
-/// uses stay resident. Every [`TRIM_PERIOD`] this reads the resident size, and when it has
-/// grown by more than 256 KiB since the last look, trims the heap. An idle service only reads
-/// `/proc/self/statm` once a period.
+/// uses stay resident. Every [`TRIM_PERIOD`] this reads the resident size and trims the heap
+/// when [`TrimPolicy`] says so: the first time, and then whenever the size is well above the
+/// smallest a trim has left. An idle service only reads `/proc/self/statm` once a period (and
+/// trims a few KiB of heap once a minute if its size sits above that floor).
 pub async fn return_freed_memory(identifier: &'static str) {
-    let mut settled = resident_bytes().unwrap_or(0);
+    let mut policy = TrimPolicy::default();
     let mut tick = tokio::time::interval(TRIM_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let Some(now) = resident_bytes() else { return };
-        if now > settled + TRIM_SLACK_BYTES {
+        if policy.due(now) {
             trim_heap();
             let after = resident_bytes().unwrap_or(now);
-            tracing::debug!(
-                "{identifier}: returned {} KiB of freed heap to the kernel ({} KiB resident)",
-                now.saturating_sub(after) >> 10,
-                after >> 10
-            );
-            settled = after;
-        } else {
-            settled = settled.min(now);
+            let returned = now.saturating_sub(after);
+            if returned >= 64 << 10 {
+                tracing::debug!(
+                    "{identifier}: returned {} KiB of freed heap to the kernel ({} KiB resident)",
+                    returned >> 10,
+                    after >> 10
+                );
+            }
+            policy.trimmed(after);
         }
     }
 }
@@ -466,6 +508,48 @@ pub async fn return_freed_memory(identifier: &'static str) {
 #[cfg(test)]
 mod trim_tests {
     use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_trim_in_the_middle_of_a_burst_is_followed_by_one_after_it() {
+        let mut p = TrimPolicy::default();
+        // The first look trims, and sets the floor.
+        assert!(p.due(8 * MIB));
+        p.trimmed(7 * MIB);
+        // Idle at the floor, or within the slack of it: nothing to do.
+        assert!(!p.due(7 * MIB));
+        assert!(!p.due(7 * MIB + TRIM_SLACK_BYTES));
+        // A burst: trimmed while it runs, so the trim leaves its live memory.
+        assert!(p.due(11 * MIB));
+        p.trimmed(10 * MIB);
+        // The burst ends; its freed memory stays resident at about the same size. The size has
+        // changed since the last trim, so it is trimmed again, back to the floor.
+        assert!(p.due(10 * MIB + 4096));
+        p.trimmed(7 * MIB + 4096);
+        assert!(!p.due(7 * MIB + 4096), "back within the slack of the floor");
+        assert_eq!(
+            p.floor,
+            Some(7 * MIB),
+            "the floor is the smallest size a trim left"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_size_above_the_floor_is_trimmed_again_only_now_and_then() {
+        let mut p = TrimPolicy::default();
+        assert!(p.due(7 * MIB));
+        p.trimmed(7 * MIB);
+        assert!(p.due(10 * MIB));
+        p.trimmed(9 * MIB);
+        // Nothing happened since: no trim for the next RETRIM_LOOKS - 1 looks, then one.
+        let looks: Vec<bool> = (0..RETRIM_LOOKS).map(|_| p.due(9 * MIB)).collect();
+        let mut want = vec![false; RETRIM_LOOKS as usize - 1];
+        want.push(true);
+        assert_eq!(looks, want);
+        p.trimmed(9 * MIB);
+        assert!(!p.due(9 * MIB), "the count starts again after that trim");
+    }
 
     #[test]
     fn trimming_returns_a_fragmented_heap_to_the_kernel() {
