@@ -20,6 +20,10 @@ MEMORY = [("rss_kib", "RSS (MiB)", 1 / 1024), ("pss_kib", "PSS (MiB)", 1 / 1024)
 THROUGHPUT = [("mb_per_s", "MB/s", 1)]
 SECONDS = [("seconds", "wall (s)", 1)]
 LOOP = [("errors", "errors", 1), ("calls", "calls made", 1), ("slowest_ms", "slowest call (ms)", 1)]
+# Figures whose n-th banger run and n-th baseline run were measured in the same round, one right
+# after the other: they also get the median of the per-round ratios, which a drift of the
+# machine's speed from one round to the next does not move.
+PAIRED = {"download+verify vs curl -o + sync"}
 
 
 def kind(value):
@@ -40,14 +44,19 @@ def kind(value):
     raise ValueError("unknown measurement: %r" % value)
 
 
-def cell(values):
+def figure_format(x):
+    return ("%.0f" % x) if abs(x) >= 100 or x == int(x) else ("%.2f" % x)
+
+
+def ratio_format(x):
+    return "%.2f" % x
+
+
+def cell(values, f=figure_format):
     if not values:
         return "-"
     med = statistics.median(values)
     lo, hi = min(values), max(values)
-
-    def f(x):
-        return ("%.0f" % x) if abs(x) >= 100 or x == int(x) else ("%.2f" % x)
 
     if lo == hi:
         return f(med)
@@ -83,6 +92,14 @@ def main(path):
                     ratio = "%.2f×" % (statistics.median(ours) / statistics.median(theirs))
                 base = cell(theirs) if theirs else ("0 (target)" if key == "errors" else "-")
                 rows.append((name, cell(ours), base, ratio))
+                if figure in PAIRED and side == "banger" and len(ours) == len(theirs) and all(theirs):
+                    per_round = [a / b for a, b in zip(ours, theirs)]
+                    rows.append((
+                        "%s, banger / baseline in each round" % figure,
+                        cell(per_round, ratio_format),
+                        "-",
+                        "%.2f×" % statistics.median(per_round),
+                    ))
     header = ("figure", "banger", "baseline", "ratio")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
     for r in [header, tuple("-" * w for w in widths)] + rows:
